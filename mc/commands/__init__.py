@@ -1,0 +1,1 @@
+"""The ``mc`` subcommands, one module each; mc.cli wires them to argparse."""

@@ -1,0 +1,519 @@
+"""Every frame of PROTOCOL.md as an attrs class, and their validation.
+
+Frames travel as maps (``dict``) produced by a codec; ``parse_*`` turn a map
+into a frame or raise :class:`~mc.protocol.errors.ProtocolError`, and
+``to_wire`` turns a frame back into a map. Validation lives here, once, so the
+worker, the master and the SDKs agree on what is acceptable.
+
+Decisions where PROTOCOL.md is silent (also in docs/protocol.md):
+
+* a ``type`` that mc does not know at all is answered with ``error``
+  ``bad_request`` and the connection stays open; a known type sent on the
+  wrong endpoint (``subscribe`` on ``/v1/app``) is a protocol violation (4000);
+* a frame with no ``type`` (or a non-string one) counts as an unknown type;
+* ``trace`` is a string of at most 128 characters, ``key`` and tags are names;
+* ``data`` is required (``null`` is a value) in publish, notify and send.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import attrs
+
+from .errors import ErrorCode, ProtocolError, violation
+from .names import is_name, is_pattern, is_topic
+
+MAX_ID = 64
+MAX_TRACE = 128
+MAX_TAGS = 32
+
+
+def _bad(reason: str, rid: str | None) -> ProtocolError:
+    return ProtocolError(ErrorCode.BAD_REQUEST, reason, request_id=rid)
+
+
+def _omit_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+# --------------------------------------------------------------------------
+# the notify target
+
+
+@attrs.frozen(slots=True)
+class Target:
+    """Which app connections a notify reaches; set keys combine with AND.
+
+    All fields ``None`` is a broadcast. ``tags`` matches apps carrying any of
+    the listed tags.
+    """
+
+    client: str | None = None
+    device: str | None = None
+    tags: tuple[str, ...] | None = None
+
+    @property
+    def is_broadcast(self) -> bool:
+        return self.client is None and self.device is None and self.tags is None
+
+    def to_wire(self) -> dict[str, Any]:
+        d: dict[str, Any] = {}
+        if self.client is not None:
+            d["client"] = self.client
+        if self.device is not None:
+            d["device"] = self.device
+        if self.tags is not None:
+            d["tags"] = list(self.tags)
+        return d
+
+    @classmethod
+    def parse(cls, value: Any, rid: str | None = None) -> "Target":
+        """Validate a ``to`` map (absent/``None``/``{}`` means everyone)."""
+        if value is None:
+            return BROADCAST
+        if type(value) is not dict:
+            raise _bad("to must be an object", rid)
+        client = value.get("client")
+        device = value.get("device")
+        tags = value.get("tags")
+        if client is not None and not is_name(client):
+            raise _bad("to.client must be a name (1-128 of A-Za-z0-9._-:@)", rid)
+        if device is not None and not is_name(device):
+            raise _bad("to.device must be a name (1-128 of A-Za-z0-9._-:@)", rid)
+        if tags is not None:
+            if (
+                type(tags) is not list
+                or not 1 <= len(tags) <= MAX_TAGS
+                or not all(is_name(t) for t in tags)
+            ):
+                raise _bad(f"to.tags must be a list of 1 to {MAX_TAGS} names", rid)
+            tags = tuple(tags)
+        return cls(client, device, tags)
+
+
+BROADCAST = Target()
+
+
+# --------------------------------------------------------------------------
+# frames a client sends
+
+
+@attrs.frozen(slots=True)
+class Ping:
+    TYPE = "ping"
+    id: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return _omit_none({"type": "ping", "id": self.id})
+
+
+@attrs.frozen(slots=True)
+class Pong:
+    TYPE = "pong"
+    id: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return _omit_none({"type": "pong", "id": self.id})
+
+
+@attrs.frozen(slots=True)
+class Publish:
+    TYPE = "publish"
+    topic: str
+    data: Any
+    key: str | None = None
+    id: str | None = None
+    trace: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return _omit_none(
+            {"type": "publish", "topic": self.topic, "key": self.key, "id": self.id,
+             "trace": self.trace}
+        ) | {"data": self.data}
+
+
+@attrs.frozen(slots=True)
+class Subscribe:
+    TYPE = "subscribe"
+    topic: str
+    group: str | None = None
+    key: str = "*"
+    id: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return _omit_none(
+            {"type": "subscribe", "topic": self.topic, "group": self.group,
+             "key": self.key, "id": self.id}
+        )
+
+
+@attrs.frozen(slots=True)
+class Unsubscribe:
+    TYPE = "unsubscribe"
+    topic: str
+    group: str | None = None
+    id: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return _omit_none(
+            {"type": "unsubscribe", "topic": self.topic, "group": self.group, "id": self.id}
+        )
+
+
+@attrs.frozen(slots=True)
+class Pause:
+    TYPE = "pause"
+    id: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return _omit_none({"type": "pause", "id": self.id})
+
+
+@attrs.frozen(slots=True)
+class Resume:
+    TYPE = "resume"
+    id: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return _omit_none({"type": "resume", "id": self.id})
+
+
+@attrs.frozen(slots=True)
+class Notify:
+    """Consumer -> server: deliver ``data`` to the apps ``to`` selects."""
+
+    TYPE = "notify"
+    to: Target
+    data: Any
+    id: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return _omit_none({"type": "notify", "to": self.to.to_wire(), "id": self.id}) | {
+            "data": self.data
+        }
+
+
+@attrs.frozen(slots=True)
+class Send:
+    TYPE = "send"
+    data: Any
+    id: str | None = None
+    trace: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return _omit_none({"type": "send", "id": self.id, "trace": self.trace}) | {
+            "data": self.data
+        }
+
+
+# --------------------------------------------------------------------------
+# frames a server sends
+
+
+@attrs.frozen(slots=True)
+class Welcome:
+    TYPE = "welcome"
+    worker: str
+    heartbeat: float
+    client: str | None = None
+    device: str | None = None
+    name: str | None = None
+    session: str | None = None
+    members: tuple[str, ...] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        d = _omit_none(
+            {"type": "welcome", "worker": self.worker, "heartbeat": self.heartbeat,
+             "client": self.client, "device": self.device, "name": self.name,
+             "session": self.session}
+        )
+        if self.members is not None:
+            d["members"] = list(self.members)
+        return d
+
+
+@attrs.frozen(slots=True)
+class Ack:
+    TYPE = "ack"
+    id: str
+    delivered: int | None = None
+    seq: int | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return _omit_none(
+            {"type": "ack", "id": self.id, "delivered": self.delivered, "seq": self.seq}
+        )
+
+
+@attrs.frozen(slots=True)
+class Error:
+    TYPE = "error"
+    code: str
+    reason: str
+    id: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return _omit_none(
+            {"type": "error", "code": self.code, "reason": self.reason, "id": self.id}
+        )
+
+
+@attrs.frozen(slots=True)
+class Sender:
+    """The app connection a topic message came from."""
+
+    client: str
+    device: str
+
+
+@attrs.frozen(slots=True)
+class Message:
+    """Server -> consumer: one published topic message."""
+
+    TYPE = "message"
+    topic: str
+    data: Any
+    sender: Sender
+    worker: str
+    seq: int
+    ts: int
+    key: str | None = None
+    trace: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return _omit_none(
+            {"type": "message", "topic": self.topic, "key": self.key,
+             "from": {"client": self.sender.client, "device": self.sender.device},
+             "worker": self.worker, "seq": self.seq, "ts": self.ts, "trace": self.trace}
+        ) | {"data": self.data}
+
+
+@attrs.frozen(slots=True)
+class Notification:
+    """Server -> app: a notify from a consumer (``sender``) or the HTTP API (``"api"``)."""
+
+    TYPE = "notify"
+    data: Any
+    sender: str
+    id: str
+    trace: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return _omit_none(
+            {"type": "notify", "from": self.sender, "id": self.id, "trace": self.trace}
+        ) | {"data": self.data}
+
+
+@attrs.frozen(slots=True)
+class ChatMessage:
+    TYPE = "chat"
+    sender: str
+    data: Any
+    seq: int
+    ts: int
+    trace: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return _omit_none(
+            {"type": "chat", "from": self.sender, "seq": self.seq, "ts": self.ts,
+             "trace": self.trace}
+        ) | {"data": self.data}
+
+
+@attrs.frozen(slots=True)
+class Joined:
+    TYPE = "joined"
+    client: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "joined", "client": self.client}
+
+
+@attrs.frozen(slots=True)
+class Left:
+    TYPE = "left"
+    client: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "left", "client": self.client}
+
+
+# --------------------------------------------------------------------------
+# parsing
+
+
+def _request_id(obj: Mapping[str, Any]) -> str | None:
+    rid = obj.get("id")
+    if rid is None:
+        return None
+    if type(rid) is str and 1 <= len(rid) <= MAX_ID:
+        return rid
+    raise _bad(f"id must be a string of 1 to {MAX_ID} characters", None)
+
+
+def _opt_name(obj: Mapping[str, Any], field: str, rid: str | None) -> str | None:
+    v = obj.get(field)
+    if v is None or is_name(v):
+        return v
+    raise _bad(f"{field} must be a name (1-128 of A-Za-z0-9._-:@)", rid)
+
+
+def _trace(obj: Mapping[str, Any], rid: str | None) -> str | None:
+    v = obj.get("trace")
+    if v is None or (type(v) is str and 1 <= len(v) <= MAX_TRACE):
+        return v
+    raise _bad(f"trace must be a string of 1 to {MAX_TRACE} characters", rid)
+
+
+def _data(obj: Mapping[str, Any], rid: str | None) -> Any:
+    if "data" not in obj:
+        raise _bad("data is required", rid)
+    return obj["data"]
+
+
+def _p_ping(o: Mapping[str, Any], rid: str | None) -> Ping:
+    return Ping(rid)
+
+
+def _p_pong(o: Mapping[str, Any], rid: str | None) -> Pong:
+    return Pong(rid)
+
+
+def _p_publish(o: Mapping[str, Any], rid: str | None) -> Publish:
+    topic = o.get("topic")
+    if not is_topic(topic):
+        raise _bad("topic must be 1-128 of A-Za-z0-9._-:@ with non-empty segments", rid)
+    return Publish(topic, _data(o, rid), _opt_name(o, "key", rid), rid, _trace(o, rid))
+
+
+def _pattern(o: Mapping[str, Any], rid: str | None) -> str:
+    topic = o.get("topic")
+    if not is_pattern(topic):
+        raise _bad("topic must be a topic pattern (segments, '*', a final '>')", rid)
+    return topic  # type: ignore[return-value]
+
+
+def _p_subscribe(o: Mapping[str, Any], rid: str | None) -> Subscribe:
+    topic = _pattern(o, rid)
+    key = o.get("key", "*")
+    if key != "*" and not is_name(key):
+        raise _bad("key must be '*' or a name", rid)
+    return Subscribe(topic, _opt_name(o, "group", rid), key, rid)
+
+
+def _p_unsubscribe(o: Mapping[str, Any], rid: str | None) -> Unsubscribe:
+    return Unsubscribe(_pattern(o, rid), _opt_name(o, "group", rid), rid)
+
+
+def _p_pause(o: Mapping[str, Any], rid: str | None) -> Pause:
+    return Pause(rid)
+
+
+def _p_resume(o: Mapping[str, Any], rid: str | None) -> Resume:
+    return Resume(rid)
+
+
+def _p_notify(o: Mapping[str, Any], rid: str | None) -> Notify:
+    return Notify(Target.parse(o.get("to"), rid), _data(o, rid), rid)
+
+
+def _p_send(o: Mapping[str, Any], rid: str | None) -> Send:
+    return Send(_data(o, rid), rid, _trace(o, rid))
+
+
+Parser = Callable[[Mapping[str, Any], "str | None"], Any]
+
+_COMMON: dict[str, Parser] = {"ping": _p_ping, "pong": _p_pong}
+APP_FRAMES: dict[str, Parser] = {**_COMMON, "publish": _p_publish}
+CONSUMER_FRAMES: dict[str, Parser] = {
+    **_COMMON,
+    "subscribe": _p_subscribe,
+    "unsubscribe": _p_unsubscribe,
+    "pause": _p_pause,
+    "resume": _p_resume,
+    "notify": _p_notify,
+}
+CHAT_FRAMES: dict[str, Parser] = {**_COMMON, "send": _p_send}
+
+_CLIENT_TYPES = frozenset(APP_FRAMES) | frozenset(CONSUMER_FRAMES) | frozenset(CHAT_FRAMES)
+
+
+def parse_request(obj: Any, allowed: Mapping[str, Parser]) -> Any:
+    """Validate a decoded client frame against one endpoint's frame table.
+
+    Raises ProtocolError: with ``close_code`` 4000 for a non-map or a frame
+    of another endpoint, otherwise ``bad_request`` carrying the request id.
+    """
+    if type(obj) is not dict:
+        raise violation("a frame must be a map")
+    rid = _request_id(obj)
+    kind = obj.get("type")
+    parser = allowed.get(kind) if type(kind) is str else None
+    if parser is None:
+        if type(kind) is str and kind in _CLIENT_TYPES:
+            raise violation(f"frame type {kind!r} is not allowed on this endpoint")
+        raise _bad(f"unknown frame type {kind!r}", rid)
+    return parser(obj, rid)
+
+
+# --------------------------------------------------------------------------
+# parsing what a server sends (the SDKs' side)
+
+
+def _need(o: Mapping[str, Any], field: str, kind: type | tuple[type, ...]) -> Any:
+    v = o.get(field)
+    if isinstance(v, bool) or not isinstance(v, kind):
+        raise violation(f"server frame field {field!r} is missing or mistyped")
+    return v
+
+
+def _s_welcome(o: Mapping[str, Any]) -> Welcome:
+    members = o.get("members")
+    return Welcome(
+        _need(o, "worker", str), _need(o, "heartbeat", (int, float)),
+        o.get("client"), o.get("device"), o.get("name"), o.get("session"),
+        tuple(members) if type(members) is list else None,
+    )
+
+
+def _s_message(o: Mapping[str, Any]) -> Message:
+    frm = _need(o, "from", dict)
+    return Message(
+        _need(o, "topic", str), o.get("data"),
+        Sender(str(frm.get("client")), str(frm.get("device"))),
+        _need(o, "worker", str), _need(o, "seq", int), _need(o, "ts", int),
+        o.get("key"), o.get("trace"),
+    )
+
+
+_SERVER_FRAMES: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+    "welcome": _s_welcome,
+    "ping": lambda o: Ping(o.get("id")),
+    "pong": lambda o: Pong(o.get("id")),
+    "ack": lambda o: Ack(_need(o, "id", str), o.get("delivered"), o.get("seq")),
+    "error": lambda o: Error(_need(o, "code", str), str(o.get("reason", "")), o.get("id")),
+    "message": _s_message,
+    "notify": lambda o: Notification(
+        o.get("data"), _need(o, "from", str), _need(o, "id", str), o.get("trace")
+    ),
+    "chat": lambda o: ChatMessage(
+        _need(o, "from", str), o.get("data"), _need(o, "seq", int), _need(o, "ts", int),
+        o.get("trace"),
+    ),
+    "joined": lambda o: Joined(_need(o, "client", str)),
+    "left": lambda o: Left(_need(o, "client", str)),
+}
+
+
+def parse_server_frame(obj: Any) -> Any:
+    """Turn a decoded server frame into its class (for clients).
+
+    Unknown types raise ProtocolError so a client can log and skip them.
+    """
+    if type(obj) is not dict:
+        raise violation("a frame must be a map")
+    parser = _SERVER_FRAMES.get(obj.get("type"))  # type: ignore[arg-type]
+    if parser is None:
+        raise _bad(f"unknown server frame type {obj.get('type')!r}", None)
+    return parser(obj)

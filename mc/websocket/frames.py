@@ -1,0 +1,317 @@
+"""RFC 6455 frame parser and encoders, tuned for many small frames.
+
+The common case on a worker is one small masked text frame per ``recv``.
+:meth:`FrameParser.feed` parses every complete frame straight out of the
+received buffer (no intermediate buffer object, no per-frame objects besides
+the event tuple), unmasks with a single big-int XOR and validates text with
+``bytes.isascii`` before falling back to a real UTF-8 decode. Fragmented
+messages and partial frames take slower, rarer paths.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import struct
+
+OP_CONT = 0
+OP_TEXT = 1
+OP_BINARY = 2
+OP_CLOSE = 8
+OP_PING = 9
+OP_PONG = 10
+
+_PROTOCOL_ERROR = 1002
+_INVALID_DATA = 1007
+_TOO_BIG = 1009
+
+# Close codes a peer may send (RFC 6455 7.4 and the IANA registry as wsproto
+# knows it): 1004-1006 and 1015 are reserved or local-only; 1014 is not
+# accepted either, to agree with wsproto, the reference implementation.
+_SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+
+# The int XOR costs ~2.5 ns/byte, the four strided ``translate`` calls ~0.8
+# ns/byte plus ~0.6 us of fixed cost: the int wins below ~1.5 KiB.
+_INT_XOR_MAX = 1024
+_XOR_TABLES = [bytes(a ^ b for a in range(256)) for b in range(256)]
+
+# For frames shorter than 126 bytes (the hot path) the key stream is built
+# arithmetically: key * _REP[n] repeats the 4 key bytes, & _LOW[n] cuts it to
+# n bytes. Inlined in feed(), this is ~10% faster than calling _mask().
+_REP = [int.from_bytes(b"\x01\0\0\0" * ((n + 3) >> 2), "little") for n in range(126)]
+_LOW = [(1 << (n << 3)) - 1 for n in range(126)]
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+
+def _valid_close_code(code: int) -> bool:
+    return code in _SENDABLE_CLOSE_CODES or 3000 <= code <= 4999
+
+
+def _mask(key: bytes, payload: bytes) -> bytes:
+    """XOR ``payload`` with the repeated 4-byte ``key`` (masking is symmetric)."""
+    n = len(payload)
+    if n <= _INT_XOR_MAX:
+        key_stream = int.from_bytes((key * ((n >> 2) + 1))[:n], "little")
+        return (int.from_bytes(payload, "little") ^ key_stream).to_bytes(n, "little")
+    out = bytearray(payload)
+    for lane in range(4):
+        out[lane::4] = out[lane::4].translate(_XOR_TABLES[key[lane]])
+    return bytes(out)
+
+
+class WebSocketError(Exception):
+    """A violation that fails the connection (RFC 6455 7.1.7).
+
+    Send a close frame with ``close_code`` and drop the connection.
+    ``events`` holds the events that were complete before the violation in the
+    same :meth:`FrameParser.feed` call: they are valid and may be delivered
+    first (wsproto delivers them too).
+    """
+
+    def __init__(self, close_code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.close_code = close_code
+        self.reason = reason
+        self.events: list[tuple[int, object]] = []
+
+
+class FrameParser:
+    """Incremental parser for the frames one peer sends.
+
+    ``feed`` returns the complete events in order: ``(OP_TEXT, bytes)`` (valid
+    UTF-8, reassembled), ``(OP_BINARY, bytes)``, ``(OP_PING, bytes)``,
+    ``(OP_PONG, bytes)`` and ``(OP_CLOSE, (code or None, reason))``. After a
+    close event the rest of the stream is ignored (nothing may follow a close
+    frame); after a :class:`WebSocketError` every ``feed`` raises again.
+
+    A message whose declared size (across fragments) exceeds ``max_message``
+    is rejected with 1009 as soon as its frame header arrives, so at most
+    ``max_message`` plus one frame header is ever buffered.
+    ``expect_masked=False`` parses server-to-client frames (load generators).
+    """
+
+    __slots__ = (
+        "_max",
+        "_mask_bit",
+        "_pending",
+        "_pending_len",
+        "_need",
+        "_msg_op",
+        "_msg_parts",
+        "_msg_size",
+        "_msg_utf8",
+        "_error",
+        "_closed",
+    )
+
+    def __init__(self, max_message: int = 65536, *, expect_masked: bool = True) -> None:
+        self._max = max_message
+        self._mask_bit = 0x80 if expect_masked else 0
+        # Chunks of an incomplete frame; joined once ``_need`` bytes are there,
+        # so a big frame arriving in many pieces is copied once, not per piece.
+        self._pending: list[bytes] = []
+        self._pending_len = 0
+        self._need = 0
+        # The open fragmented message: opcode (0: none), payloads, total size
+        # and, for text, the incremental UTF-8 validator.
+        self._msg_op = 0
+        self._msg_parts: list[bytes] = []
+        self._msg_size = 0
+        self._msg_utf8: codecs.IncrementalDecoder | None = None
+        self._error: WebSocketError | None = None
+        self._closed = False
+
+    def feed(self, data: bytes) -> list[tuple[int, object]]:
+        """Parse ``data`` (the next bytes of the stream) into complete events."""
+        if self._error is not None:
+            raise WebSocketError(self._error.close_code, self._error.reason)
+        if self._closed:
+            return []
+        if type(data) is not bytes:
+            data = bytes(data)  # never keep a reference to a reusable buffer
+        if self._pending:
+            self._pending.append(data)
+            self._pending_len += len(data)
+            if self._pending_len < self._need:
+                return []
+            data = b"".join(self._pending)
+            self._pending = []
+
+        events: list[tuple[int, object]] = []
+        mask_bit = self._mask_bit
+        end = len(data)
+        pos = 0
+        while True:
+            avail = end - pos
+            if avail < 2:
+                need = 2
+                break
+            b0 = data[pos]
+            b1 = data[pos + 1]
+            op = b0 & 0x0F
+            ln = b1 & 0x7F
+            if b0 & 0x70:
+                raise self._fail(_PROTOCOL_ERROR, "reserved bits set", events)
+            if b1 & 0x80 != mask_bit:
+                raise self._fail(_PROTOCOL_ERROR, "wrong masking", events)
+            if op & 8:
+                if op > OP_PONG:
+                    raise self._fail(_PROTOCOL_ERROR, f"unknown opcode {op}", events)
+                if not b0 & 0x80:
+                    raise self._fail(_PROTOCOL_ERROR, "fragmented control frame", events)
+                if ln > 125:
+                    raise self._fail(_PROTOCOL_ERROR, "control frame too long", events)
+            elif op > OP_BINARY:
+                raise self._fail(_PROTOCOL_ERROR, f"unknown opcode {op}", events)
+            elif op == OP_CONT:
+                if not self._msg_op:
+                    raise self._fail(_PROTOCOL_ERROR, "continuation without a message", events)
+            elif self._msg_op:
+                raise self._fail(_PROTOCOL_ERROR, "new message inside a fragmented one", events)
+
+            head = 2
+            if ln == 126:
+                if avail < 4:
+                    need = 4
+                    break
+                ln = (data[pos + 2] << 8) | data[pos + 3]
+                head = 4
+                if ln < 126:
+                    raise self._fail(_PROTOCOL_ERROR, "non-minimal length", events)
+            elif ln == 127:
+                if avail < 10:
+                    need = 10
+                    break
+                ln = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                head = 10
+                if ln < 0x10000 or ln >> 63:
+                    raise self._fail(_PROTOCOL_ERROR, "invalid 64-bit length", events)
+            if not op & 8 and self._msg_size + ln > self._max:
+                raise self._fail(_TOO_BIG, f"message larger than {self._max} bytes", events)
+            if mask_bit:
+                head += 4
+            need = head + ln
+            if avail < need:
+                break
+
+            start = pos + head
+            pos = start + ln
+            payload = data[start:pos]
+            if mask_bit:
+                if ln < 126:
+                    key = int.from_bytes(data[start - 4 : start], "little") * _REP[ln] & _LOW[ln]
+                    payload = (int.from_bytes(payload, "little") ^ key).to_bytes(ln, "little")
+                else:
+                    payload = _mask(data[start - 4 : start], payload)
+
+            if op & 8:
+                if op == OP_CLOSE:
+                    events.append((OP_CLOSE, self._close_payload(payload, events)))
+                    self._closed = True
+                    return events
+                events.append((op, payload))
+            elif b0 & 0x80 and op:
+                if op == OP_TEXT and not payload.isascii():
+                    try:
+                        payload.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise self._fail(_INVALID_DATA, "invalid UTF-8", events) from None
+                events.append((op, payload))
+            else:
+                self._fragment(op, b0 & 0x80, payload, events)
+
+        if pos < end:
+            self._pending = [data[pos:]]
+            self._pending_len = end - pos
+            self._need = need
+        return events
+
+    def _fragment(self, op: int, fin: int, payload: bytes, events: list) -> None:
+        """Add one frame of a fragmented message; emit the message on its last frame."""
+        if op:
+            self._msg_op = op
+            self._msg_utf8 = _utf8_decoder() if op == OP_TEXT else None
+        if self._msg_utf8 is not None:
+            try:
+                self._msg_utf8.decode(payload, bool(fin))
+            except UnicodeDecodeError:
+                raise self._fail(_INVALID_DATA, "invalid UTF-8", events) from None
+        self._msg_parts.append(payload)
+        self._msg_size += len(payload)
+        if fin:
+            events.append((self._msg_op, b"".join(self._msg_parts)))
+            self._msg_op = 0
+            self._msg_parts = []
+            self._msg_size = 0
+            self._msg_utf8 = None
+
+    def _close_payload(self, payload: bytes, events: list) -> tuple[int | None, str]:
+        if not payload:
+            return None, ""
+        if len(payload) == 1:
+            raise self._fail(_PROTOCOL_ERROR, "close payload of 1 byte", events)
+        code = (payload[0] << 8) | payload[1]
+        if not _valid_close_code(code):
+            raise self._fail(_PROTOCOL_ERROR, f"invalid close code {code}", events)
+        try:
+            return code, payload[2:].decode("utf-8")
+        except UnicodeDecodeError:
+            raise self._fail(_INVALID_DATA, "invalid UTF-8 in close reason", events) from None
+
+    def _fail(self, code: int, reason: str, events: list) -> WebSocketError:
+        """Enter the failed state, dropping every buffer; return the error to raise."""
+        error = WebSocketError(code, reason)
+        error.events = events
+        self._error = error
+        self._pending = []
+        self._msg_parts = []
+        self._msg_utf8 = None
+        return error
+
+
+def _header(first: int, mask_bit: int, n: int) -> bytes:
+    if n < 126:
+        return bytes((first, mask_bit | n))
+    if n < 0x10000:
+        return struct.pack("!BBH", first, mask_bit | 126, n)
+    return struct.pack("!BBQ", first, mask_bit | 127, n)
+
+
+def _first_byte(opcode: int, fin: bool, n: int) -> int:
+    """Validate what the peer would check and return the FIN/opcode byte."""
+    if opcode not in _OPCODES:
+        raise ValueError(f"unknown opcode {opcode}")
+    if opcode & 8 and (n > 125 or not fin):
+        raise ValueError("control frames must be final and at most 125 bytes")
+    return 0x80 | opcode if fin else opcode
+
+
+_OPCODES = (OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG)
+# Whole headers of final unmasked frames shorter than 126 bytes, by opcode.
+_SHORT_HEADERS = {op: [bytes((0x80 | op, n)) for n in range(126)] for op in _OPCODES}
+
+
+def encode_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """An unmasked (server-to-client) frame."""
+    n = len(payload)
+    if fin and n < 126 and opcode in _SHORT_HEADERS:
+        return _SHORT_HEADERS[opcode][n] + payload
+    return _header(_first_byte(opcode, fin, n), 0, n) + payload
+
+
+def encode_close(code: int, reason: str = "") -> bytes:
+    """A close frame; ``reason`` is truncated to fit 125 bytes on a character boundary."""
+    if not _valid_close_code(code):
+        raise ValueError(f"close code {code} may not be sent")
+    raw = reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
+    return encode_frame(OP_CLOSE, code.to_bytes(2, "big") + raw)
+
+
+def encode_masked_frame(opcode: int, payload: bytes, mask: bytes | None = None) -> bytes:
+    """A final masked (client-to-server) frame; a random mask when ``mask`` is None."""
+    if mask is None:
+        mask = os.urandom(4)
+    elif len(mask) != 4:
+        raise ValueError("the mask is 4 bytes")
+    n = len(payload)
+    return _header(_first_byte(opcode, True, n), 0x80, n) + mask + _mask(mask, payload)

@@ -1,0 +1,213 @@
+"""The worker's routing core: who receives a publish or a notify.
+
+Pure and synchronous (no trio, no sockets, no clock): the I/O layer calls it
+and writes to the peers it returns. Kept separate so the socket layer can be
+rewritten for speed without touching delivery semantics, and so delivery is
+tested exhaustively (tests/unit/test_hub*.py).
+
+Delivery rules (PROTOCOL.md "/v1/consumer", plus decisions in docs/protocol.md):
+
+* a publish reaches every subscription whose pattern matches the topic and
+  whose key is ``*`` or equal to the message key;
+* subscriptions sharing a non-empty group name (across patterns) form one
+  group: each message goes to exactly one live, unpaused member, the one with
+  the fewest queued frames, ties rotating;
+* a connection receives one message at most once, however many of its
+  subscriptions match;
+* paused connections receive nothing and are skipped by groups.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from mc.protocol import SubscriptionIndex, Target
+
+from .peer import APP, CONSUMER, Peer
+
+ANY_KEY = "*"
+
+
+class Sub:
+    """One subscription: a peer, its group (or None) and its key filter."""
+
+    __slots__ = ("peer", "group", "key")
+
+    def __init__(self, peer: Peer, group: str | None, key: str) -> None:
+        self.peer = peer
+        self.group = group
+        self.key = key
+
+
+class SubscriptionLimit(Exception):
+    """The peer already holds the maximum number of subscriptions."""
+
+
+class Hub:
+    """Connections, subscriptions and routing for one worker."""
+
+    def __init__(self, *, max_subscriptions: int = 1000) -> None:
+        self.max_subscriptions = max_subscriptions
+        self._index: SubscriptionIndex[Sub] = SubscriptionIndex()
+        self._apps: dict[str, dict[str, Peer]] = {}  # client -> device -> peer
+        self._tags: dict[str, dict[Peer, None]] = {}  # tag -> ordered set of peers
+        self._consumers: dict[Peer, None] = {}
+        self._app_count = 0
+        self._rotate = 0
+
+    # ---------------------------------------------------------------- apps
+
+    @property
+    def app_count(self) -> int:
+        return self._app_count
+
+    @property
+    def consumer_count(self) -> int:
+        return len(self._consumers)
+
+    @property
+    def subscription_count(self) -> int:
+        return len(self._index)
+
+    def app(self, client: str, device: str) -> Peer | None:
+        return self._apps.get(client, {}).get(device)
+
+    def attach_app(self, peer: Peer) -> Peer | None:
+        """Register an app connection; returns the one it replaces (to close with 4009)."""
+        devices = self._apps.setdefault(peer.client, {})
+        old = devices.get(peer.device)
+        if old is not None:
+            self.detach(old)
+            devices = self._apps.setdefault(peer.client, {})
+        devices[peer.device] = peer
+        for tag in peer.tags:
+            self._tags.setdefault(tag, {})[peer] = None
+        self._app_count += 1
+        return old
+
+    def attach_consumer(self, peer: Peer) -> None:
+        self._consumers[peer] = None
+
+    def detach(self, peer: Peer) -> bool:
+        """Forget a peer and its subscriptions; False if it was not attached."""
+        if peer.kind == APP:
+            devices = self._apps.get(peer.client)
+            if devices is None or devices.get(peer.device) is not peer:
+                return False
+            del devices[peer.device]
+            if not devices:
+                del self._apps[peer.client]
+            for tag in peer.tags:
+                members = self._tags[tag]
+                del members[peer]
+                if not members:
+                    del self._tags[tag]
+            self._app_count -= 1
+            return True
+        if peer.kind == CONSUMER:
+            if self._consumers.pop(peer, False) is False:
+                return False
+            for (pattern, _, _), sub in peer.subs.items():
+                self._index.remove(pattern, sub)  # type: ignore[arg-type]
+            peer.subs.clear()
+            return True
+        return False
+
+    # ------------------------------------------------------- subscriptions
+
+    def subscribe(self, peer: Peer, pattern: str, group: str | None, key: str = ANY_KEY) -> bool:
+        """Add a subscription; False if the identical one already exists (idempotent).
+
+        Raises SubscriptionLimit when the peer holds ``max_subscriptions``.
+        """
+        ident = (pattern, group, key)
+        if ident in peer.subs:
+            return False
+        if len(peer.subs) >= self.max_subscriptions:
+            raise SubscriptionLimit(self.max_subscriptions)
+        sub = Sub(peer, group, key)
+        peer.subs[ident] = sub
+        self._index.add(pattern, sub)
+        return True
+
+    def unsubscribe(self, peer: Peer, pattern: str, group: str | None) -> int:
+        """Remove the peer's subscriptions on ``pattern`` in ``group`` (any key)."""
+        gone = [ident for ident in peer.subs if ident[0] == pattern and ident[1] == group]
+        for ident in gone:
+            self._index.remove(pattern, peer.subs.pop(ident))  # type: ignore[arg-type]
+        return len(gone)
+
+    @staticmethod
+    def set_paused(peer: Peer, paused: bool) -> None:
+        peer.paused = paused
+
+    # ------------------------------------------------------------- routing
+
+    def route_publish(self, topic: str, key: str | None) -> list[Peer]:
+        """The consumer connections a message on ``topic`` with ``key`` goes to."""
+        subs = self._index.match(topic)
+        if not subs:
+            return []
+        chosen: dict[Peer, None] = {}
+        groups: dict[str, list[Peer]] | None = None
+        for sub in subs:
+            peer = sub.peer
+            if peer.paused or (sub.key != ANY_KEY and sub.key != key):
+                continue
+            if sub.group is None:
+                chosen[peer] = None
+            else:
+                if groups is None:
+                    groups = {}
+                groups.setdefault(sub.group, []).append(peer)
+        if groups:
+            for members in groups.values():
+                chosen[self._least_busy(members)] = None
+        return list(chosen)
+
+    def _least_busy(self, members: list[Peer]) -> Peer:
+        n = len(members)
+        if n == 1:
+            return members[0]
+        self._rotate += 1
+        start = self._rotate % n
+        best = members[start]
+        for i in range(1, n):
+            peer = members[(start + i) % n]
+            if peer.queued < best.queued:
+                best = peer
+        return best
+
+    def route_notify(self, target: Target) -> list[Peer]:
+        """The app connections on this worker that ``target`` selects."""
+        if target.client is not None:
+            devices = self._apps.get(target.client)
+            if not devices:
+                return []
+            if target.device is not None:
+                peer = devices.get(target.device)
+                candidates: Iterable[Peer] = () if peer is None else (peer,)
+            else:
+                candidates = devices.values()
+        elif target.tags is not None:
+            seen: dict[Peer, None] = {}
+            for tag in target.tags:
+                seen.update(self._tags.get(tag, {}))
+            candidates = seen
+        else:
+            candidates = (p for devices in self._apps.values() for p in devices.values())
+        return [p for p in candidates if _selects(target, p)]
+
+    def apps(self) -> Iterable[Peer]:
+        for devices in self._apps.values():
+            yield from devices.values()
+
+
+def _selects(target: Target, peer: Peer) -> bool:
+    if target.client is not None and peer.client != target.client:
+        return False
+    if target.device is not None and peer.device != target.device:
+        return False
+    if target.tags is not None and not any(t in peer.tags for t in target.tags):
+        return False
+    return True

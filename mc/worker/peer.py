@@ -1,0 +1,46 @@
+"""What the routing core knows about one connection.
+
+The worker's connection class subclasses :class:`Peer`, so the hub reads and
+writes these fields directly on the live connection object: no lookup table
+and no indirection on the hot path, while the hub itself stays free of I/O
+(its tests use bare ``Peer`` objects).
+"""
+
+from __future__ import annotations
+
+APP = "app"
+CONSUMER = "consumer"
+CHAT = "chat"
+
+
+class Peer:
+    """Identity, subscriptions and load of one app, consumer or chat connection.
+
+    ``queued`` is the number of frames waiting to be written; the hub picks
+    the group member with the fewest ("the least busy").
+    """
+
+    __slots__ = ("kind", "client", "device", "tags", "name", "paused", "subs", "queued", "room")
+
+    def __init__(
+        self,
+        kind: str,
+        *,
+        client: str = "",
+        device: str = "default",
+        tags: tuple[str, ...] = (),
+        name: str = "",
+    ) -> None:
+        self.kind = kind
+        self.client = client
+        self.device = device
+        self.tags = tags
+        self.name = name
+        self.paused = False
+        self.subs: dict[tuple[str, str | None, str], object] = {}
+        self.queued = 0
+        self.room: object | None = None
+
+    def __repr__(self) -> str:
+        who = self.name if self.kind == CONSUMER else f"{self.client}/{self.device}"
+        return f"<{type(self).__name__} {self.kind} {who}>"
