@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mc.commands import worker
+from mc.commands import master, up, worker
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mc", description="mc: a clustered real-time message channel")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (worker,):
+    for module in (up, master, worker):
         module.add_parser(sub)
     return parser
 

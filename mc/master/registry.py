@@ -254,7 +254,7 @@ class Registry:
         member = self._members.get(worker_id)
         if member is None:
             return False
-        if True:
+        if member.info.state != DRAINING:
             member.info = attrs.evolve(member.info, state=DRAINING)
             self._version += 1
         return True
@@ -308,7 +308,7 @@ class Registry:
             owner = self._members[current.worker_id]
             if owner is claimer or self._alive(owner, now):
                 return current.worker_id
-            owner.sessions.discard(session)
+            pass
         self._sessions[session] = SessionInfo(session, worker_id, 0)
         claimer.sessions.add(session)
         return worker_id

@@ -58,6 +58,24 @@ def _no_ext(code: int, data: bytes) -> Any:
     raise ValueError("msgpack extension types are not part of the protocol")
 
 
+# msgpack decodes extension type -1 (timestamp) itself, without calling
+# ext_hook; these are its three encodings (fixext4, fixext8, ext8 of 12 bytes).
+_TIMESTAMP_HEADS = (b"\xd6\xff", b"\xd7\xff", b"\xc7\x0c\xff")
+
+
+def _has_timestamp(obj: Any) -> bool:
+    stack = [obj]
+    while stack:
+        value = stack.pop()
+        if type(value) is dict:
+            stack.extend(value.values())  # keys are str or bytes (strict_map_key)
+        elif type(value) is list:
+            stack.extend(value)
+        elif isinstance(value, msgpack.Timestamp):
+            return True
+    return False
+
+
 _packer = msgpack.Packer(use_bin_type=True)
 
 
@@ -77,10 +95,14 @@ class MsgpackCodec:
     @staticmethod
     def decode(data: bytes) -> Any:
         try:
-            return msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_no_ext)
+            obj = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_no_ext)
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             # ExtraData, FormatError, StackError and bad UTF-8 all land here.
             raise violation(f"undecodable msgpack frame: {type(exc).__name__}") from None
+        # The byte scan is cheap; the walk only runs when a timestamp may be there.
+        if any(head in data for head in _TIMESTAMP_HEADS) and _has_timestamp(obj):
+            raise violation("msgpack extension types are not part of the protocol")
+        return obj
 
 
 JSON = JsonCodec()

@@ -396,8 +396,10 @@ def _pattern(o: Mapping[str, Any], rid: str | None) -> str:
 
 def _p_subscribe(o: Mapping[str, Any], rid: str | None) -> Subscribe:
     topic = _pattern(o, rid)
-    key = o.get("key", "*")
-    if key != "*" and not is_name(key):
+    key = o.get("key")
+    if key is None:  # absent or null: the default, as for every optional field
+        key = "*"
+    elif key != "*" and not is_name(key):
         raise _bad("key must be '*' or a name", rid)
     return Subscribe(topic, _opt_name(o, "group", rid), key, rid)
 
@@ -513,7 +515,8 @@ def parse_server_frame(obj: Any) -> Any:
     """
     if type(obj) is not dict:
         raise violation("a frame must be a map")
-    parser = _SERVER_FRAMES.get(obj.get("type"))  # type: ignore[arg-type]
+    kind = obj.get("type")
+    parser = _SERVER_FRAMES.get(kind) if type(kind) is str else None
     if parser is None:
-        raise _bad(f"unknown server frame type {obj.get('type')!r}", None)
+        raise _bad(f"unknown server frame type {kind!r}", None)
     return parser(obj)

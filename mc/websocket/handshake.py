@@ -61,12 +61,12 @@ def _valid_key(key: str) -> bool:
 def _build_request(event: h11.Request) -> HandshakeRequest:
     headers: dict[str, str] = {}
     for name, value in event.headers:
-        name_str = name.decode("ascii")
-        value_str = value.decode("latin-1")
-        headers[name_str] = f"{headers[name_str]}, {value_str}" if name_str in headers else value_str
+        key, text = name.decode("ascii"), value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
     method = event.method.decode("ascii")
     raw_target = event.target.decode("ascii")  # h11 only accepts visible ASCII here
     raw_path, _, raw_query = raw_target.partition("?")
+    offered = headers.get("sec-websocket-protocol", "").split(",")
     is_websocket = (
         method == "GET"
         and event.http_version == b"1.1"
@@ -82,7 +82,7 @@ def _build_request(event: h11.Request) -> HandshakeRequest:
         query=dict(parse_qsl(raw_query, keep_blank_values=True)),
         raw_query=raw_query,
         headers=headers,
-        subprotocols=[p.strip() for p in headers.get("sec-websocket-protocol", "").split(",") if p.strip()],
+        subprotocols=[p.strip() for p in offered if p.strip()],
         is_websocket=is_websocket,
     )
 
@@ -136,7 +136,8 @@ class HandshakeReader:
             raise HandshakeError(431, f"request head longer than {self._max_bytes} bytes")
         request = _build_request(event)
         # h11 has already validated and de-duplicated Content-Length.
-        if int(request.headers.get("content-length", "0")) or "transfer-encoding" in request.headers:
+        has_body = int(request.headers.get("content-length", "0")) or "transfer-encoding" in request.headers
+        if has_body:
             raise HandshakeError(400, "unexpected request body")
         self._trailing = trailing
         self._done = True
@@ -161,7 +162,9 @@ def accept_response(request: HandshakeRequest, subprotocol: str | None) -> bytes
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-def reject_response(status: int, body: bytes = b"", headers: Sequence[tuple[str, str]] = ()) -> bytes:
+def reject_response(
+    status: int, body: bytes = b"", headers: Sequence[tuple[str, str]] = ()
+) -> bytes:
     """A complete HTTP/1.1 response that refuses the upgrade and closes the connection.
 
     Header names and values are checked, since callers build some of them

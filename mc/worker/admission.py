@@ -18,7 +18,7 @@ from mc.protocol import Codec, ErrorCode, ProtocolError, negotiate
 from mc.protocol.identity import parse_app, parse_chat, parse_consumer
 from mc.websocket import HandshakeRequest, reject_response
 
-from .cluster import SessionNotFound
+from .cluster import ClusterUnavailable, SessionNotFound
 from .peer import APP, CHAT, CONSUMER
 
 if TYPE_CHECKING:
@@ -114,6 +114,9 @@ async def _locate(worker: "Worker", session: str, create: bool, raw_query: str) 
         owner = await worker.cluster.locate_session(session, create)
     except SessionNotFound:
         raise Refused(404, ErrorCode.NOT_FOUND, f"no chat session {session!r}") from None
+    except ClusterUnavailable as exc:
+        raise Refused(503, ErrorCode.UNAVAILABLE, f"cannot locate the session: {exc}",
+                      (("Retry-After", RETRY_AFTER),)) from None
     if owner is not None:
         query = f"?{raw_query}" if raw_query else ""
         raise redirect(f"{owner}{CHAT_PREFIX}{session}{query}")

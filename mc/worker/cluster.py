@@ -17,6 +17,10 @@ class SessionNotFound(Exception):
     """``mode=join`` on a session that no worker owns (handshake 404)."""
 
 
+class ClusterUnavailable(Exception):
+    """The master cannot be asked right now (handshake 503, retry shortly)."""
+
+
 class Cluster(Protocol):
     async def locate_session(self, session: str, create: bool) -> str | None:
         """None when this worker owns ``session`` (claiming it if ``create``);

@@ -228,6 +228,19 @@ class Worker:
         elif self.hub.detach(conn) and conn.kind == APP:
             self.cluster.app_disconnected(conn.client, conn.device)
 
+    def drain(self) -> None:
+        """Refuse new connections (503) and close the open ones with 4503."""
+        self.draining = True
+        for conn in list(self.connections):
+            conn.close(CloseCode.DRAINING, "worker draining")
+
+    def drop_session(self, session: str) -> None:
+        """Stop hosting ``session`` (another worker owns it): its members reconnect (4503)."""
+        room = self.rooms.drop(session)
+        if room is not None:
+            for peer in list(room.peers()):
+                peer.close(CloseCode.DRAINING, "session moved")  # type: ignore[attr-defined]
+
     def kick(self, client: str, device: str) -> bool:
         """Close the app connection (client, device) with 4009 (it connected elsewhere)."""
         peer = self.hub.app(client, device)

@@ -1,0 +1,82 @@
+"""The master's ASGI app (Starlette on Hypercorn's trio worker) and its server.
+
+One port serves the HTTP API, the dashboard, ``/metrics``, the control links
+of the workers and the WebSocket entry point. Background work (lease expiry)
+runs in the same nursery as Hypercorn, so a signal stops everything in order.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route, WebSocketRoute
+
+from mc.protocol.control import CONTROL_PATH
+
+from . import api
+from .config import MasterConfig
+from .control import control_endpoint
+from .entry import http_entry, websocket_entry
+from .metrics import metrics_endpoint
+from .state import MasterState
+
+log = logging.getLogger("mc.master")
+
+_DASHBOARD = resources.files("mc.master").joinpath("static/dashboard.html").read_text("utf-8")
+_ENTRY_PATHS = ("/v1/app", "/v1/consumer", "/v1/chat/{session}")
+
+
+async def dashboard(request: Request) -> Response:
+    return HTMLResponse(_DASHBOARD)
+
+
+def build_app(state: MasterState) -> Starlette:
+    routes = [
+        Route("/", dashboard),
+        Route("/healthz", api.healthz),
+        Route("/metrics", metrics_endpoint(state)),
+        Route("/v1/assign", api.assign),
+        Route("/v1/workers", api.workers),
+        Route("/v1/workers/{worker}/drain", api.drain, methods=["POST"]),
+        Route("/v1/sessions/{session}", api.session),
+        Route("/v1/clients/{client}", api.client),
+        Route("/v1/notify", api.notify, methods=["POST"]),
+        Route("/v1/stats", api.stats),
+        WebSocketRoute(CONTROL_PATH, control_endpoint),
+    ]
+    for path in _ENTRY_PATHS:
+        routes.append(WebSocketRoute(path, websocket_entry))
+        routes.append(Route(path, http_entry))
+    app = Starlette(routes=routes)
+    app.state.master = state
+    return app
+
+
+def hypercorn_config(config: MasterConfig) -> HypercornConfig:
+    hc = HypercornConfig()
+    hc.bind = [f"{config.host}:{config.port}"]
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    hc.websocket_max_message_size = config.max_body
+    hc.keep_alive_timeout = 60
+    hc.graceful_timeout = 2
+    return hc
+
+
+async def serve_master(
+    config: MasterConfig, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve the master until cancelled."""
+    state = MasterState(config)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(state.expire_loop)
+        await nursery.start(hypercorn_serve, build_app(state), hypercorn_config(config))
+        log.info("master listening on http://%s:%d", config.host, config.port)
+        task_status.started()

@@ -1,0 +1,125 @@
+"""The master's side of the control links: one per connected worker.
+
+Each link has a bounded outbound queue and a writer task, so the master
+never blocks on a slow worker while handling another; a link whose queue
+overflows is dropped (the worker reconnects and re-registers). Requests the
+master makes of workers (``deliver``) are matched to replies by id.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Any, Callable
+
+import trio
+
+log = logging.getLogger("mc.master")
+
+
+class LinkOverflow(Exception):
+    """The worker does not read its control messages fast enough."""
+
+
+class WorkerLink:
+    """One worker's control connection: queued sends and pending replies."""
+
+    def __init__(self, worker_id: str, queue: int) -> None:
+        self.worker_id = worker_id
+        self.send_channel, self.receive_channel = trio.open_memory_channel[dict](queue)
+        self.pending: dict[int, Callable[[int], None]] = {}
+        self.closed = trio.Event()
+
+    def send(self, msg: dict[str, Any]) -> None:
+        """Queue a message without waiting; raises LinkOverflow when the queue is full."""
+        try:
+            self.send_channel.send_nowait(msg)
+        except trio.WouldBlock:
+            self.closed.set()
+            raise LinkOverflow(self.worker_id) from None
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+    def close(self) -> None:
+        self.closed.set()
+        self.send_channel.close()
+        for reply in self.pending.values():
+            reply(0)
+        self.pending.clear()
+
+
+class Links:
+    """All live control links, and scatter-gather of deliveries over them."""
+
+    def __init__(self, *, notify_timeout: float) -> None:
+        self.notify_timeout = notify_timeout
+        self._links: dict[str, WorkerLink] = {}
+        self._ids = itertools.count(1)
+
+    def __contains__(self, worker_id: str) -> bool:
+        return worker_id in self._links
+
+    def attach(self, link: WorkerLink) -> None:
+        old = self._links.get(link.worker_id)
+        if old is not None:
+            old.close()
+        self._links[link.worker_id] = link
+
+    def detach(self, link: WorkerLink) -> None:
+        if self._links.get(link.worker_id) is link:
+            del self._links[link.worker_id]
+        link.close()
+
+    def tell(self, worker_id: str, msg: dict[str, Any]) -> bool:
+        """Send a one-way message; False when the worker has no link."""
+        link = self._links.get(worker_id)
+        if link is None:
+            return False
+        try:
+            link.send(msg)
+        except LinkOverflow:
+            log.warning("control link to %s overflowed; dropping it", worker_id)
+            return False
+        return True
+
+    async def deliver(self, worker_ids: set[str], to: dict[str, Any], frame: dict[str, Any]) -> int:
+        """Ask each worker to deliver ``frame`` locally; the total they report.
+
+        Workers that do not answer within ``notify_timeout`` count as 0.
+        """
+        total = 0
+        remaining = 0
+        done = trio.Event()
+
+        def reply(count: int) -> None:
+            nonlocal total, remaining
+            total += count
+            remaining -= 1
+            if remaining == 0:
+                done.set()
+
+        asked: list[tuple[WorkerLink, int]] = []
+        for wid in worker_ids:
+            link = self._links.get(wid)
+            if link is None:
+                continue
+            rid = next(self._ids)
+            try:
+                link.send({"type": "deliver", "id": rid, "to": to, "frame": frame})
+            except LinkOverflow:
+                continue
+            link.pending[rid] = reply
+            asked.append((link, rid))
+            remaining += 1
+        if remaining:
+            with trio.move_on_after(self.notify_timeout):
+                await done.wait()
+            for link, rid in asked:  # forget the ones that never answered
+                link.pending.pop(rid, None)
+        return total
+
+    def replied(self, link: WorkerLink, rid: Any, count: Any) -> None:
+        callback = link.pending.pop(rid, None) if type(rid) is int else None
+        if callback is not None:
+            callback(count if type(count) is int and count >= 0 else 0)
+

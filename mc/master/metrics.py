@@ -1,0 +1,54 @@
+"""``GET /metrics``: the registry's figures in Prometheus text format.
+
+A custom collector reads the registry at scrape time, so there is no second
+copy of the figures to keep in sync; every per-worker series carries a
+``worker`` label.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .state import MasterState
+
+_PER_WORKER = (
+    ("mc_worker_connections", "open client connections", lambda w: w.metrics.connections),
+    ("mc_worker_capacity", "connection limit", lambda w: w.capacity),
+    ("mc_worker_sessions", "chat sessions owned", lambda w: w.metrics.sessions),
+    ("mc_worker_subscriptions", "consumer subscriptions", lambda w: w.metrics.subscriptions),
+    ("mc_worker_messages_in_per_second", "frames received per second", lambda w: w.metrics.msgs_in_rate),
+    ("mc_worker_messages_out_per_second", "frames sent per second", lambda w: w.metrics.msgs_out_rate),
+    ("mc_worker_cpu_percent", "CPU use of the worker process", lambda w: w.metrics.cpu_percent),
+    ("mc_worker_rss_bytes", "resident memory of the worker process", lambda w: w.metrics.rss_bytes),
+    ("mc_worker_draining", "1 while the worker drains", lambda w: float(w.state != "up")),
+)
+
+
+class RegistryCollector(Collector):
+    def __init__(self, state: MasterState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        workers = self.state.live_workers()
+        yield GaugeMetricFamily("mc_workers", "live workers", value=len(workers))
+        for name, doc, read in _PER_WORKER:
+            family = GaugeMetricFamily(name, doc, labels=["worker"])
+            for w in workers:
+                family.add_metric([w.id], read(w))
+            yield family
+
+
+def metrics_endpoint(state: MasterState):
+    registry = CollectorRegistry()
+    registry.register(RegistryCollector(state))
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+
+    return metrics

@@ -1,0 +1,92 @@
+"""The master's live state: the pure registry and balancer, plus the trio parts.
+
+The registry decides; this shell supplies the clock, wakes long-polls when the
+worker set changes, expires leases on a tick and carries decisions (kicks,
+deliveries) over the control links.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable
+
+import trio
+
+from mc.protocol import Target
+
+from .balancer import Balancer
+from .config import MasterConfig
+from .links import Links
+from .registry import Kick, Registry, WorkerInfo
+
+log = logging.getLogger("mc.master")
+
+
+class MasterState:
+    def __init__(self, config: MasterConfig) -> None:
+        self.config = config
+        self.registry = Registry(lease=config.lease, dedup_max=config.dedup_max)
+        self.balancer = Balancer()
+        self.links = Links(notify_timeout=config.notify_timeout)
+        self._changed = trio.Event()
+        self._version = self.registry.version
+
+    @staticmethod
+    def now() -> float:
+        return trio.current_time()
+
+    # ---------------------------------------------------------- membership
+
+    def touched(self) -> None:
+        """Wake long-polls if the membership version moved."""
+        if self.registry.version != self._version:
+            self._version = self.registry.version
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def wait_version(self, after: int, timeout: float) -> None:
+        """Return once the version exceeds ``after`` or ``timeout`` passes."""
+        with trio.move_on_after(timeout):
+            while self.registry.version <= after:
+                await self._changed.wait()
+
+    async def expire_loop(self) -> None:
+        """Purge workers whose lease lapsed, a tenth of a lease at a time."""
+        while True:
+            await trio.sleep(self.config.lease / 10)
+            for wid in self.registry.expire(self.now()):
+                log.warning("worker %s missed its lease; purged", wid)
+            self.touched()
+
+    def live_workers(self) -> list[WorkerInfo]:
+        return self.registry.workers(self.now())
+
+    def assign(self) -> WorkerInfo | None:
+        return self.balancer.assign(self.live_workers())
+
+    def url_of(self, worker_id: str) -> str | None:
+        info = self.registry.worker(worker_id)
+        return None if info is None else info.url
+
+    # ----------------------------------------------------------- delivery
+
+    def kick(self, kicks: Iterable[Kick]) -> None:
+        """Tell the old workers to close connections replaced elsewhere (4009)."""
+        for k in kicks:
+            self.links.tell(k.worker_id, {"type": "kick", "client": k.client, "device": k.device})
+
+    def targets(self, target: Target) -> set[str]:
+        """The workers that may hold apps ``target`` selects."""
+        if target.client is not None:
+            return self.registry.workers_for(target.client, target.device)
+        return {w.id for w in self.live_workers()}
+
+    async def route_notify(
+        self, target: Target, frame: dict[str, Any], exclude: str | None = None
+    ) -> int:
+        """Deliver a notify frame cluster-wide (except on ``exclude``); the count."""
+        workers = self.targets(target)
+        workers.discard(exclude)  # type: ignore[arg-type]
+        if not workers:
+            return 0
+        return await self.links.deliver(workers, target.to_wire(), frame)

@@ -1,0 +1,102 @@
+"""Real mc processes for integration tests: start on free loopback ports, stop by PID.
+
+Each helper starts ``python -m mc.cli ...`` as a child process, waits until it
+answers ``/healthz`` and kills exactly that PID when done (SIGTERM, then
+SIGKILL after a grace period). Nothing here mocks mc.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import httpx
+
+STARTUP_TIMEOUT = 15.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """A started mc process; ``url`` is its base URL (ws:// for workers)."""
+
+    def __init__(self, args: list[str], port: int, scheme: str) -> None:
+        self.args = args
+        self.port = port
+        self.url = f"{scheme}://127.0.0.1:{port}"
+        self.http = f"http://127.0.0.1:{port}"
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "Proc":
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "mc.cli", *self.args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.args} exited: {self.popen.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx.get(f"{self.http}/healthz", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.args} did not come up within {STARTUP_TIMEOUT}s")
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def kill9(self) -> None:
+        """Die without any cleanup, as a crashed host would."""
+        assert self.popen is not None
+        os.kill(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(5)
+
+    def stop(self, grace: float = 5.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL; returns the exit code."""
+        if self.popen is None or self.popen.poll() is not None:
+            return None if self.popen is None else self.popen.returncode
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            return self.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            return self.popen.wait(5)
+
+
+def worker_proc(*extra: str, port: int | None = None) -> Proc:
+    port = port or free_port()
+    return Proc(["worker", "--port", str(port), "--id", f"w{port}", *extra], port, "ws")
+
+
+def master_proc(*extra: str, port: int | None = None) -> Proc:
+    port = port or free_port()
+    return Proc(["master", "--port", str(port), *extra], port, "http")
+
+
+@contextmanager
+def running(*procs: Proc) -> Iterator[tuple[Proc, ...]]:
+    """Start the processes in order; stop them all (reverse order) afterwards."""
+    started: list[Proc] = []
+    try:
+        for p in procs:
+            started.append(p.start())
+        yield tuple(started)
+    finally:
+        for p in reversed(started):
+            p.stop()
