@@ -109,6 +109,7 @@ class HandshakeReader:
         return self._trailing
 
     def feed(self, data: bytes) -> HandshakeRequest | None:
+        """The request once its head is complete, else None; HandshakeError if bad."""
         if self._error is not None:
             raise self._error
         if self._done:
@@ -136,8 +137,8 @@ class HandshakeReader:
             raise HandshakeError(431, f"request head longer than {self._max_bytes} bytes")
         request = _build_request(event)
         # h11 has already validated and de-duplicated Content-Length.
-        has_body = int(request.headers.get("content-length", "0")) or "transfer-encoding" in request.headers
-        if has_body:
+        length = int(request.headers.get("content-length", "0"))
+        if length or "transfer-encoding" in request.headers:
             raise HandshakeError(400, "unexpected request body")
         self._trailing = trailing
         self._done = True

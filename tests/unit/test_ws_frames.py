@@ -2,8 +2,18 @@
 
 wsproto's FrameProtocol is the reference: it is the layer that turns raw bytes
 into frames and raises ParseFailed(code) on violations, without the
-connection state machine around it. It has no message size limit, so the
-1009 behaviour is tested separately against direct expectations.
+connection state machine around it. Like FrameParser it validates UTF-8
+incrementally (per fragment, so an invalid fragment fails before a later
+control frame is delivered) and stops parsing after a close frame.
+
+Intentional differences, none visible once the whole stream has been fed:
+- wsproto has no message size limit; the 1009 tests derive their expectation
+  from wsproto's result on the stream cut before the oversize frame.
+- Violations are detected at slightly different moments of a partial frame
+  (wsproto checks UTF-8 on partial payloads, FrameParser checks RSV and
+  masking before the extended length has arrived). A stream that ends inside
+  a frame could therefore fail in one and not (yet) in the other, so the
+  generated streams only hold whole frames.
 """
 
 from __future__ import annotations
@@ -59,6 +69,7 @@ def raw_frame(
 
 
 def run_ours(chunks: list[bytes], max_message: int = 1 << 30) -> tuple[list, int | None]:
+    """Events (including those carried by the error) and the failure close code."""
     parser = FrameParser(max_message)
     events: list = []
     try:
@@ -112,12 +123,18 @@ def payloads(draw: st.DrawFn, text: bool) -> bytes:
     return (seed * (n // len(seed) + 1))[:n]
 
 
+INVALID_UTF8 = [b"\xff", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf"]
+
+
 @st.composite
 def messages(draw: st.DrawFn) -> list[bytes]:
-    """A valid data message split into fragments (text cut anywhere, even inside a
-    code point), with valid control frames interleaved."""
+    """A data message split into fragments (text cut anywhere, even inside a code
+    point) with valid control frames interleaved; some texts hold invalid UTF-8."""
     opcode = draw(st.sampled_from([OP_TEXT, OP_BINARY]))
     data = draw(payloads(text=opcode == OP_TEXT))
+    if opcode == OP_TEXT and draw(st.integers(0, 4)) == 0:
+        at = draw(st.integers(0, len(data)))
+        data = data[:at] + draw(st.sampled_from(INVALID_UTF8)) + data[at:]
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=4)))
     pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
     frames = []
@@ -130,49 +147,88 @@ def messages(draw: st.DrawFn) -> list[bytes]:
     return frames
 
 
+CLOSE_CODES = [0, 999, 1000, 1003, 1004, 1005, 1006, 1007, 1013, 1014, 1015, 1016, 2999, 3000, 4999]
+
+
 @st.composite
 def control_frames(draw: st.DrawFn, valid: bool = False) -> bytes:
-    opcode = draw(st.sampled_from([OP_PING, OP_PONG, OP_CLOSE]))
+    # Fewer closes among valid frames (a close ends the stream), more otherwise.
+    closes = [OP_CLOSE] if valid else [OP_CLOSE] * 3
+    opcode = draw(st.sampled_from([OP_PING, OP_PONG, OP_PING, OP_PONG, *closes]))
     if opcode != OP_CLOSE:
-        payload = draw(st.binary(max_size=125) if valid else st.binary(max_size=130))
+        payload = draw(st.binary(max_size=125))
     elif valid:
         payload = struct.pack("!H", 1000) + draw(st.text(max_size=20)).encode("utf-8")
     else:
-        code = draw(st.sampled_from([0, 999, 1000, 1004, 1005, 1006, 1012, 1014, 1015, 2999, 3000, 4999, 5000]))
+        code = draw(st.sampled_from(CLOSE_CODES) | st.integers(1000, 1015) | st.integers(0, 0xFFFF))
         reason = draw(st.text(max_size=20).map(str.encode) | st.binary(max_size=20))
-        payload = draw(st.sampled_from([b"", b"\x03", struct.pack("!H", code) + reason]))
+        payload = draw(st.sampled_from([b"", b"\x03"] + [struct.pack("!H", code) + reason] * 4))
     return raw_frame(opcode, payload, mask=draw(masks))
+
+
+DEFECTS = [
+    "rsv",
+    "unmasked",
+    "wide_length",
+    "unknown_opcode",
+    "fragmented_control",
+    "long_control",
+    "continuation",
+    "unfinished",
+    "text",
+]
 
 
 @st.composite
 def odd_frames(draw: st.DrawFn) -> bytes:
-    """Frames that are often invalid: any opcode, RSV bits, unmasked, non-final
-    control frames, wide lengths, invalid UTF-8, orphan continuations."""
-    opcode = draw(st.integers(0, 15))
+    """A frame with one defect, or one valid only in some contexts: a continuation
+    (needs an open message), an unfinished data frame (opens one), a text frame
+    of arbitrary bytes."""
+    defect = draw(st.sampled_from(DEFECTS))
+    opcode = draw(st.sampled_from([OP_TEXT, OP_BINARY, OP_PING, OP_PONG]))
+    fin = True
+    if defect == "unknown_opcode":
+        opcode = draw(st.sampled_from([3, 4, 5, 6, 7, 11, 12, 13, 14, 15]))
+    elif defect in ("fragmented_control", "long_control"):
+        opcode = draw(st.sampled_from([OP_PING, OP_PONG, OP_CLOSE]))
+        fin = defect == "long_control"
+    elif defect == "continuation":
+        opcode, fin = OP_CONT, draw(st.booleans())
+    elif defect == "unfinished":
+        opcode, fin = draw(st.sampled_from([OP_TEXT, OP_BINARY])), False
+    elif defect == "text":
+        opcode = OP_TEXT
+    if defect == "long_control":
+        payload = draw(st.binary(min_size=126, max_size=200))
+    elif opcode & 8:
+        payload = draw(st.binary(max_size=2) if opcode == OP_CLOSE else st.binary(max_size=125))
+    else:
+        payload = draw(payloads(text=draw(st.booleans())))
     return raw_frame(
         opcode,
-        draw(payloads(text=draw(st.booleans()))),
-        fin=draw(st.booleans()),
-        rsv=draw(st.sampled_from([0] * 6 + [1, 2, 4])),
-        masked=draw(st.sampled_from([True] * 8 + [False])),
+        payload,
+        fin=fin,
+        rsv=draw(st.sampled_from([1, 2, 4, 7])) if defect == "rsv" else 0,
+        masked=defect != "unmasked",
         mask=draw(masks),
-        wide_length=draw(st.sampled_from([False] * 8 + [True])),
+        wide_length=defect == "wide_length",
     )
 
 
-# one_of picks a branch uniformly: repeating messages() makes most streams run
-# a while before the first violation, if any.
-streams = st.lists(
-    st.one_of(
-        messages(),
-        messages(),
-        messages(),
-        control_frames(valid=True).map(lambda f: [f]),
-        control_frames().map(lambda f: [f]),
-        odd_frames().map(lambda f: [f]),
-    ),
-    max_size=6,
-).map(lambda items: b"".join(frame for item in items for frame in item))
+def _flatten(parts: tuple) -> bytes:
+    prefix, probe, suffix = parts
+    return b"".join(frame for item in [*prefix, probe, *suffix] for frame in item)
+
+
+_valid_items = st.one_of(messages(), control_frames(valid=True).map(lambda f: [f]))
+_probes = st.one_of(control_frames().map(lambda f: [f]), odd_frames().map(lambda f: [f]))
+# A mostly valid prefix, then a probe (a frame that is often invalid) that the
+# parsers therefore nearly always reach, then anything.
+streams = st.tuples(
+    st.lists(_valid_items, max_size=3),
+    _probes,
+    st.lists(st.one_of(_valid_items, _probes), max_size=3),
+).map(_flatten)
 
 
 @st.composite
@@ -184,7 +240,7 @@ def chunked(draw: st.DrawFn, data: bytes) -> list[bytes]:
 # --- differential -----------------------------------------------------------
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_same_events_and_close_code_as_wsproto(data: st.DataObject) -> None:
     stream = data.draw(streams)
@@ -197,6 +253,39 @@ def test_same_events_and_close_code_as_wsproto(data: st.DataObject) -> None:
 def test_chunking_does_not_change_the_result(data: st.DataObject) -> None:
     stream = data.draw(streams)
     assert run_ours(data.draw(chunked(stream))) == run_ours([stream])
+
+
+def first_oversize_frame(stream: bytes, limit: int) -> int | None:
+    """Offset of the first frame that takes its message over ``limit`` bytes
+    (for streams of well-formed masked frames only)."""
+    pos = size = 0
+    while pos < len(stream):
+        opcode, n, head = stream[pos] & 0x0F, stream[pos + 1] & 0x7F, 2
+        if n == 126:
+            n, head = int.from_bytes(stream[pos + 2 : pos + 4], "big"), 4
+        elif n == 127:
+            n, head = int.from_bytes(stream[pos + 2 : pos + 10], "big"), 10
+        if opcode < 8:
+            size = size + n if opcode == OP_CONT else n
+            if size > limit:
+                return pos
+        pos += head + 4 + n
+    return None
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_the_size_limit_cuts_the_wsproto_result_short_with_1009(data: st.DataObject) -> None:
+    """wsproto has no size limit: the reference is wsproto's result for the stream
+    cut before the frame that takes a message over the limit, then 1009 (unless
+    a violation or a close frame came first)."""
+    stream = b"".join(sum(data.draw(st.lists(_valid_items, max_size=4)), []))
+    limit = data.draw(st.integers(0, 400))
+    cut = first_oversize_frame(stream, limit)
+    events, code = run_wsproto([stream if cut is None else stream[:cut]])
+    if cut is not None and code is None and not (events and events[-1][0] == OP_CLOSE):
+        code = 1009
+    assert run_ours(data.draw(chunked(stream)), max_message=limit) == (events, code)
 
 
 def test_a_valid_fragmented_text_message_with_interleaved_control_frames() -> None:
@@ -318,7 +407,9 @@ def test_unmasking_every_length_class(n: int) -> None:
 
 def test_server_frames_with_expect_masked_false() -> None:
     parser = FrameParser(expect_masked=False)
-    stream = encode_frame(OP_TEXT, b"ab", fin=False) + encode_frame(OP_CONT, b"c") + encode_close(1000)
+    stream = (
+        encode_frame(OP_TEXT, b"ab", fin=False) + encode_frame(OP_CONT, b"c") + encode_close(1000)
+    )
     assert parser.feed(stream) == [(OP_TEXT, b"abc"), (OP_CLOSE, (1000, ""))]
     with pytest.raises(WebSocketError) as info:
         FrameParser(expect_masked=False).feed(encode_masked_frame(OP_TEXT, b"x"))
@@ -335,8 +426,12 @@ def wsproto_client_parse(data: bytes) -> list[tuple[int, object]]:
     out = []
     for frame in proto.received_frames():
         assert frame.message_finished
-        payload = frame.payload.encode() if isinstance(frame.payload, str) else frame.payload
-        out.append((int(frame.opcode), payload if frame.opcode is not Opcode.CLOSE else (int(payload[0]), payload[1])))
+        payload = frame.payload
+        if frame.opcode is Opcode.CLOSE:
+            payload = (int(payload[0]), payload[1])
+        elif isinstance(payload, str):
+            payload = payload.encode()
+        out.append((int(frame.opcode), payload))
     return out
 
 
@@ -345,12 +440,16 @@ def wsproto_client_parse(data: bytes) -> list[tuple[int, object]]:
 def test_encode_frame_is_understood_by_wsproto(opcode: int, n: int) -> None:
     payload = b"z" * n
     assert wsproto_client_parse(encode_frame(opcode, payload)) == [(opcode, payload)]
-    assert FrameParser(1 << 20, expect_masked=False).feed(encode_frame(opcode, payload)) == [(opcode, payload)]
+    parser = FrameParser(1 << 20, expect_masked=False)
+    assert parser.feed(encode_frame(opcode, payload)) == [(opcode, payload)]
 
 
 def test_encode_control_frames_are_understood_by_wsproto() -> None:
-    stream = encode_frame(OP_PING, b"x" * 125) + encode_frame(OP_PONG, b"") + encode_close(4000, "bye")
-    assert wsproto_client_parse(stream) == [(OP_PING, b"x" * 125), (OP_PONG, b""), (OP_CLOSE, (4000, "bye"))]
+    stream = (
+        encode_frame(OP_PING, b"x" * 125) + encode_frame(OP_PONG, b"") + encode_close(4000, "bye")
+    )
+    expected = [(OP_PING, b"x" * 125), (OP_PONG, b""), (OP_CLOSE, (4000, "bye"))]
+    assert wsproto_client_parse(stream) == expected
 
 
 @pytest.mark.parametrize("n", LENGTHS)
@@ -375,10 +474,14 @@ def test_wsproto_client_frames_parse(n: int) -> None:
         + bytes(client.close(1000, "done"))
     )
     utf8 = text.encode()
-    assert run_ours([stream]) == (
-        [(OP_TEXT, utf8), (OP_BINARY, b"b" * n), (OP_PING, b"p"), (OP_TEXT, utf8), (OP_CLOSE, (1000, "done"))],
-        None,
-    )
+    expected = [
+        (OP_TEXT, utf8),
+        (OP_BINARY, b"b" * n),
+        (OP_PING, b"p"),
+        (OP_TEXT, utf8),
+        (OP_CLOSE, (1000, "done")),
+    ]
+    assert run_ours([stream]) == (expected, None)
 
 
 def test_encode_close_truncates_the_reason_on_a_character_boundary() -> None:
