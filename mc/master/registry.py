@@ -293,7 +293,7 @@ class Registry:
     # ------------------------------------------------------------ chat sessions
 
     def claim_session(self, session: str, worker_id: str, *, now: float) -> str:
-        """Make ``worker_id`` the owner of ``session`` unless a live worker owns it; return the owner.
+        """Make ``worker_id`` the owner unless a live worker owns ``session``; return the owner.
 
         The claim is won when the answer is ``worker_id`` (also when it owned
         the session already) and lost otherwise: the claimer redirects to the
@@ -308,7 +308,7 @@ class Registry:
             owner = self._members[current.worker_id]
             if owner is claimer or self._alive(owner, now):
                 return current.worker_id
-            pass
+            owner.sessions.discard(session)
         self._sessions[session] = SessionInfo(session, worker_id, 0)
         claimer.sessions.add(session)
         return worker_id
@@ -428,7 +428,7 @@ class Registry:
         return sorted((wid, device) for device, wid in devices.items())
 
     def workers_for(self, client: str, device: str | None = None) -> set[str]:
-        """The workers holding ``client`` (only its ``device`` when given): where to route a notify."""
+        """The workers holding ``client`` (only its ``device`` when given): where a notify goes."""
         devices = self._devices.get(client)
         if devices is None:
             return set()
@@ -440,7 +440,7 @@ class Registry:
     # ------------------------------------------------------------ notify dedup
 
     def seen_notify_id(self, notify_id: str, *, now: float) -> bool:
-        """True if ``notify_id`` was used less than ``dedup_ttl`` ago; else record it and return False.
+        """True if ``notify_id`` was used less than ``dedup_ttl`` ago, else record it and say False.
 
         Memory is capped at ``dedup_max`` ids: at the cap the oldest id is
         forgotten early, so a duplicate of it is no longer caught. With the

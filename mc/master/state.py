@@ -45,7 +45,13 @@ class MasterState:
             self._changed = trio.Event()
 
     async def wait_version(self, after: int, timeout: float) -> None:
-        """Return once the version exceeds ``after`` or ``timeout`` passes."""
+        """Return once the version exceeds ``after`` or ``timeout`` passes.
+
+        An ``after`` above the current version comes from before a master
+        restart (versions start again at 0): answer at once.
+        """
+        if after > self.registry.version:
+            return
         with trio.move_on_after(timeout):
             while self.registry.version <= after:
                 await self._changed.wait()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from mc.master.registry import (
     DRAINING,
@@ -373,7 +373,7 @@ def test_constructor_validates() -> None:
 # ------------------------------------------------------- stateful vs a model
 
 WORKERS = ["w1", "w2", "w3"]
-SESSIONS = ["s1", "s2", "s3", "s4"]
+SESSIONS = ["s1", "s2", "s3"]
 CLIENTS = ["alice", "bob"]
 DEVICES = ["phone", "web"]
 ENTRIES = [(c, d) for c in CLIENTS for d in DEVICES]
@@ -430,9 +430,30 @@ class RegistryMachine(RuleBasedStateMachine):
 
     # rules
 
+    @initialize()
+    def start_cluster(self) -> None:
+        """Begin with every worker registered, so sessions and presence start at once."""
+        for wid in WORKERS:
+            self.register(wid, "ws://a", 10)
+
     @rule(dt=st.sampled_from([0.0, 0.5, 1.0, 2.5, 4.5, 5.0, 6.0]))
     def advance(self, dt: float) -> None:
         self.now += dt
+
+    @rule(silent=st.sampled_from(WORKERS), seconds=st.integers(1, 7))
+    def cluster_runs(self, silent: str, seconds: int) -> None:
+        """Time passes while every live worker but ``silent`` heartbeats each second.
+
+        A cluster where one worker lapses while the others stay live is the
+        interesting case (take-overs of its sessions before the purge), and
+        random single heartbeats rarely reach it.
+        """
+        for _ in range(seconds):
+            for wid in WORKERS:
+                if wid != silent and self.live(wid):
+                    assert self.reg.heartbeat(wid, Metrics(), now=self.now)
+                    self.members[wid]["last_seen"] = self.now
+            self.now += 1.0
 
     @rule(
         wid=st.sampled_from(WORKERS),
@@ -599,6 +620,6 @@ class RegistryMachine(RuleBasedStateMachine):
 
 
 RegistryMachine.TestCase.settings = settings(
-    max_examples=150, stateful_step_count=40, deadline=None
+    max_examples=300, stateful_step_count=40, deadline=None
 )
 test_registry_matches_model = RegistryMachine.TestCase
