@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -36,17 +37,19 @@ class Proc:
         self.url = f"{scheme}://127.0.0.1:{port}"
         self.http = f"http://127.0.0.1:{port}"
         self.popen: subprocess.Popen[bytes] | None = None
+        # stderr goes to a file: a pipe nobody reads would block a chatty process
+        self.log = tempfile.TemporaryFile()
 
     def start(self) -> "Proc":
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "mc.cli", *self.args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+            stdout=subprocess.DEVNULL, stderr=self.log, env=env,
         )
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.args} exited: {self.popen.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(f"{self.args} exited: {self.output()[-2000:]}")
             try:
                 if httpx.get(f"{self.http}/healthz", timeout=0.5).status_code == 200:
                     return self
@@ -55,6 +58,11 @@ class Proc:
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"{self.args} did not come up within {STARTUP_TIMEOUT}s")
+
+    def output(self) -> str:
+        """What the process wrote to stderr so far (its log)."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
 
     @property
     def pid(self) -> int:

@@ -23,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--heartbeat", type=float, default=25.0, help="seconds between pings")
     p.add_argument("--max-connections", type=int, default=19_990)
     p.add_argument("--max-frame", type=int, default=64 * 1024, help="largest message in bytes")
-    p.add_argument("--chat-linger", type=float, default=30.0)
+    p.add_argument("--chat-linger", type=float, default=30.0, help="seconds an empty session lives on")
+    p.add_argument("--chat-max-members", type=int, default=1000, help="connections per chat session")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(run=run)
 
@@ -33,7 +34,7 @@ def config_from(args: argparse.Namespace) -> WorkerConfig:
         host=args.host, port=args.port, worker_id=args.id, advertise=args.advertise,
         masters=tuple(args.master), heartbeat=args.heartbeat,
         max_connections=args.max_connections, max_frame=args.max_frame,
-        chat_linger=args.chat_linger,
+        chat_linger=args.chat_linger, chat_max_members=args.chat_max_members,
     )
 
 

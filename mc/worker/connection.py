@@ -54,12 +54,11 @@ class Connection(Peer):
         "out_bytes",
         "dirty",
         "blocked",
-        "closing",
+        "partial",
         "done",
-        "scope",
         "last_seen",
         "close_timeout",
-        "sender",
+        "_sender",
     )
 
     def __init__(
@@ -83,12 +82,21 @@ class Connection(Peer):
         self.out_bytes = 0
         self.dirty = False
         self.blocked = False
+        #: out[0] is the unsent tail of a frame whose start is already on the wire
+        self.partial = False
         self.closing = False
         self.done = False
-        self.scope: trio.CancelScope | None = None
         self.last_seen = trio.current_time()
         self.close_timeout = close_timeout
-        self.sender = {"client": self.client, "device": self.device}
+        self._sender: dict[str, str] | None = None
+
+    @property
+    def sender(self) -> dict[str, str]:
+        """The ``from`` of this app's messages, built on its first publish (memory)."""
+        sender = self._sender
+        if sender is None:
+            sender = self._sender = {"client": self.client, "device": self.device}
+        return sender
 
     # ------------------------------------------------------------- writing
 
@@ -99,9 +107,16 @@ class Connection(Peer):
         size = self.out_bytes + len(frame)
         io = self.io
         if self.queued >= io.max_frames or size > io.max_bytes:
-            self.out.clear()
-            self.queued = 0
-            self.out_bytes = 0
+            # Drop what is queued, except the tail of a frame already partly
+            # sent: cutting it would corrupt the stream (and swallow the close).
+            if self.partial:
+                del self.out[1:]
+                self.queued = 1
+                self.out_bytes = len(self.out[0])
+            else:
+                self.out.clear()
+                self.queued = 0
+                self.out_bytes = 0
             self.close(CloseCode.SLOW, "outbound queue overflow")
             return
         self.out.append(frame)
@@ -140,6 +155,7 @@ class Connection(Peer):
             out.clear()
             self.queued = 0
             self.out_bytes = 0
+            self.partial = False
             return
         self.out_bytes -= sent
         i = 0
@@ -149,6 +165,9 @@ class Connection(Peer):
         del out[:i]
         if sent:
             out[0] = out[0][sent:]
+            self.partial = True
+        elif i:
+            self.partial = False
         self.queued = len(out)
 
     async def _drain(self) -> None:
@@ -166,9 +185,20 @@ class Connection(Peer):
         self.out.clear()
         self.queued = 0
         self.out_bytes = 0
+        self.partial = False
         self.closing = True
-        if self.scope is not None:
-            self.scope.cancel()
+        self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        """End ``run``: it exits at its next check, or now if it waits for data.
+
+        No cancel scope per connection (memory): a reader parked in
+        ``wait_readable`` is woken with ClosedResourceError by notify_closing.
+        """
+        if not self.done:
+            self.done = True
+            if self.sock.fileno() != -1:
+                trio.lowlevel.notify_closing(self.sock)
 
     # ------------------------------------------------------------- closing
 
@@ -182,19 +212,17 @@ class Connection(Peer):
         if not self.dirty:
             self.dirty = True
             self.io.mark(self)
-        if self.scope is not None:
-            self.scope.deadline = min(self.scope.deadline, trio.current_time() + self.close_timeout)
+        # the reply must come within close_timeout, else the flusher ends run()
+        self.io.expire_at(self, trio.current_time() + self.close_timeout)
 
     # ------------------------------------------------------------- reading
 
     async def run(self, trailing: bytes) -> None:
         """Read and dispatch until the close handshake ends or the socket fails."""
-        with trio.CancelScope() as self.scope:
-            if self.closing:  # closed before the loop began (e.g. replaced at once)
-                self.scope.deadline = trio.current_time() + self.close_timeout
-            if trailing:
-                self.receive(trailing)
-            sock = self.sock
+        if trailing:
+            self.receive(trailing)
+        sock = self.sock
+        try:
             while not self.done:
                 await trio.lowlevel.wait_readable(sock)
                 try:
@@ -206,6 +234,8 @@ class Connection(Peer):
                 if not data:
                     break
                 self.receive(data)
+        except trio.ClosedResourceError:  # _stop_reading: lost, or the close timed out
+            pass
 
     def receive(self, data: bytes) -> None:
         """Feed bytes from the socket; dispatch complete messages in order."""

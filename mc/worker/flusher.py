@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import heapq
+import itertools
+
 import trio
 
 if TYPE_CHECKING:
@@ -19,7 +22,7 @@ if TYPE_CHECKING:
 
 
 class Flusher:
-    __slots__ = ("max_frames", "max_bytes", "nursery", "_dirty", "_wake")
+    __slots__ = ("max_frames", "max_bytes", "nursery", "_dirty", "_wake", "_deadlines", "_order")
 
     def __init__(self, *, max_frames: int, max_bytes: int) -> None:
         self.max_frames = max_frames
@@ -27,6 +30,21 @@ class Flusher:
         self.nursery: trio.Nursery | None = None
         self._dirty: list[Connection] = []
         self._wake = trio.Event()
+        # (when, tie-breaker, connection): closes waiting for the client's reply
+        self._deadlines: list[tuple[float, int, Connection]] = []
+        self._order = itertools.count()
+
+    def expire_at(self, conn: "Connection", when: float) -> None:
+        """Stop reading ``conn`` at ``when`` (trio time) unless it is done by then."""
+        heapq.heappush(self._deadlines, (when, next(self._order), conn))
+        if self._deadlines[0][2] is conn:
+            self._wake.set()  # the earliest deadline changed: re-arm the run loop's timer
+
+    def _expire(self) -> None:
+        deadlines = self._deadlines
+        now = trio.current_time()
+        while deadlines and deadlines[0][0] <= now:
+            heapq.heappop(deadlines)[2]._stop_reading()
 
     def mark(self, conn: "Connection") -> None:
         """Schedule ``conn`` for the next pass (the caller dedups via conn.dirty)."""
@@ -40,7 +58,12 @@ class Flusher:
             self.nursery = nursery
             task_status.started()
             while True:
-                await self._wake.wait()
+                if self._deadlines:
+                    with trio.move_on_at(self._deadlines[0][0]):
+                        await self._wake.wait()
+                    self._expire()
+                else:
+                    await self._wake.wait()
                 self._wake = trio.Event()
                 dirty, self._dirty = self._dirty, []
                 for conn in dirty:

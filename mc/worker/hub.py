@@ -14,7 +14,9 @@ Delivery rules (PROTOCOL.md "/v1/consumer", plus decisions in docs/protocol.md):
   the fewest queued frames, ties rotating;
 * a connection receives one message at most once, however many of its
   subscriptions match;
-* paused connections receive nothing and are skipped by groups.
+* paused connections receive nothing and are skipped by groups;
+* closing connections (a close frame is queued, e.g. after a 4029 overflow)
+  are skipped by everything: nothing can be written to them any more.
 """
 
 from __future__ import annotations
@@ -152,7 +154,7 @@ class Hub:
         groups: dict[str, list[Peer]] | None = None
         for sub in subs:
             peer = sub.peer
-            if peer.paused or (sub.key != ANY_KEY and sub.key != key):
+            if peer.paused or peer.closing or (sub.key != ANY_KEY and sub.key != key):
                 continue
             if sub.group is None:
                 chosen[peer] = None
@@ -196,7 +198,7 @@ class Hub:
             candidates = seen
         else:
             candidates = (p for devices in self._apps.values() for p in devices.values())
-        return [p for p in candidates if _selects(target, p)]
+        return [p for p in candidates if not p.closing and _selects(target, p)]
 
     def apps(self) -> Iterable[Peer]:
         for devices in self._apps.values():

@@ -17,10 +17,15 @@ class Peer:
     """Identity, subscriptions and load of one app, consumer or chat connection.
 
     ``queued`` is the number of frames waiting to be written; the hub picks
-    the group member with the fewest ("the least busy").
+    the group member with the fewest ("the least busy"). ``closing`` is set
+    once the connection's close has begun: nothing more can be written to it,
+    so routing skips it (it is neither counted as delivered nor chosen for a
+    group) until it is detached.
     """
 
-    __slots__ = ("kind", "client", "device", "tags", "name", "paused", "subs", "queued", "room")
+    __slots__ = (
+        "kind", "client", "device", "tags", "name", "paused", "closing", "subs", "queued", "room",
+    )
 
     def __init__(
         self,
@@ -37,6 +42,7 @@ class Peer:
         self.tags = tags
         self.name = name
         self.paused = False
+        self.closing = False
         self.subs: dict[tuple[str, str | None, str], object] = {}
         self.queued = 0
         self.room: object | None = None

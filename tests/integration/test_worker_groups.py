@@ -1,0 +1,144 @@
+"""Consumer groups on one real worker: each message to exactly one live member."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from collections import Counter
+
+import pytest
+
+from .wsclient import JSON, MSGPACK, PROTOCOLS, connect, unique
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def datas(frames):
+    return [f["data"] for f in frames if f["type"] == "message"]
+
+
+async def consumers(stack: AsyncExitStack, worker, n: int, proto: str):
+    return [await stack.enter_async_context(
+        connect(worker.url, "/v1/consumer", proto=proto, name=unique("member"))) for _ in range(n)]
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+async def test_group_shares_messages_exactly_once(worker, proto):
+    topic, group = unique("jobs"), unique("workers")
+    n = 60
+    async with AsyncExitStack() as stack:
+        members = await consumers(stack, worker, 3, proto)
+        plain = await stack.enter_async_context(
+            connect(worker.url, "/v1/consumer", proto=JSON, name=unique("audit")))
+        app = await stack.enter_async_context(
+            connect(worker.url, "/v1/app", proto=proto, client=unique("pub")))
+        for m in members:
+            await m.ack({"type": "subscribe", "topic": topic, "group": group, "id": "s"})
+        await plain.ack({"type": "subscribe", "topic": topic, "id": "s"})
+        for i in range(n):
+            ack = await app.ack({"type": "publish", "topic": topic, "data": i, "id": f"p{i}"})
+            assert ack["delivered"] == 2  # one group member + the plain subscriber
+        got = [datas(await m.fence()) for m in members]
+        everything = [x for g in got for x in g]
+        assert sorted(everything) == list(range(n))  # total = n, no duplicates
+        assert all(g == sorted(g) for g in got)  # each member sees its share in order
+        assert all(len(g) > 0 for g in got), [len(g) for g in got]  # the load is spread
+        assert datas(await plain.fence()) == list(range(n))  # plain subscribers get everything
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+async def test_separate_groups_each_get_every_message(worker, proto):
+    topic = unique("ev")
+    g1, g2 = unique("g1"), unique("g2")
+    async with AsyncExitStack() as stack:
+        a = await consumers(stack, worker, 2, proto)
+        b = await consumers(stack, worker, 2, MSGPACK)
+        app = await stack.enter_async_context(
+            connect(worker.url, "/v1/app", proto=proto, client=unique("pub")))
+        for m in a:
+            await m.ack({"type": "subscribe", "topic": topic, "group": g1, "id": "s"})
+        for m in b:
+            await m.ack({"type": "subscribe", "topic": topic, "group": g2, "id": "s"})
+        for i in range(20):
+            assert (await app.ack({"type": "publish", "topic": topic, "data": i, "id": f"p{i}"}))[
+                "delivered"] == 2
+        for grp in (a, b):
+            got = [x for m in grp for x in datas(await m.fence())]
+            assert sorted(got) == list(range(20))
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+async def test_group_skips_paused_member_and_resumes(worker, proto):
+    topic, group = unique("jobs"), unique("grp")
+    async with AsyncExitStack() as stack:
+        members = await consumers(stack, worker, 3, proto)
+        app = await stack.enter_async_context(
+            connect(worker.url, "/v1/app", proto=proto, client=unique("pub")))
+        for m in members:
+            await m.ack({"type": "subscribe", "topic": topic, "group": group, "id": "s"})
+        await members[0].ack({"type": "pause", "id": "pz"})
+        for i in range(30):
+            assert (await app.ack({"type": "publish", "topic": topic, "data": i, "id": f"p{i}"}))[
+                "delivered"] == 1
+        assert datas(await members[0].fence()) == []
+        rest = datas(await members[1].fence()) + datas(await members[2].fence())
+        assert sorted(rest) == list(range(30))
+        # every member paused: the group gets nothing and the publish reaches no one
+        for m in members[1:]:
+            await m.ack({"type": "pause", "id": "pz"})
+        assert (await app.ack({"type": "publish", "topic": topic, "data": "lost", "id": "x"}))[
+            "delivered"] == 0
+        # resumed, the member takes part again
+        await members[0].ack({"type": "resume", "id": "rs"})
+        for i in range(30, 40):
+            assert (await app.ack({"type": "publish", "topic": topic, "data": i, "id": f"p{i}"}))[
+                "delivered"] == 1
+        assert datas(await members[0].fence()) == list(range(30, 40))
+        assert datas(await members[1].fence()) == datas(await members[2].fence()) == []
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+async def test_group_member_leaving(worker, proto):
+    topic, group = unique("jobs"), unique("grp")
+    async with AsyncExitStack() as stack:
+        members = await consumers(stack, worker, 2, proto)
+        app = await stack.enter_async_context(
+            connect(worker.url, "/v1/app", proto=proto, client=unique("pub")))
+        for m in members:
+            await m.ack({"type": "subscribe", "topic": topic, "group": group, "id": "s"})
+        # unsubscribe one: the other gets everything
+        await members[0].ack({"type": "unsubscribe", "topic": topic, "group": group, "id": "u"})
+        for i in range(10):
+            await app.ack({"type": "publish", "topic": topic, "data": i, "id": f"p{i}"})
+        assert datas(await members[0].fence()) == []
+        assert datas(await members[1].fence()) == list(range(10))
+        # a member that disconnects is forgotten; a late joiner shares again
+        async with connect(worker.url, "/v1/consumer", proto=proto, name=unique("late")) as late:
+            await late.ack({"type": "subscribe", "topic": topic, "group": group, "id": "s"})
+            for i in range(10, 30):
+                assert (await app.ack({"type": "publish", "topic": topic, "data": i, "id": f"p{i}"}))[
+                    "delivered"] == 1
+            got = Counter(datas(await members[1].fence()) + datas(await late.fence()))
+            assert sorted(got) == list(range(10, 30)) and max(got.values()) == 1
+        for i in range(30, 35):
+            assert (await app.ack({"type": "publish", "topic": topic, "data": i, "id": f"p{i}"}))[
+                "delivered"] == 1
+        assert datas(await members[1].fence()) == list(range(30, 35))
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+async def test_group_spans_patterns_and_counts_a_connection_once(worker, proto):
+    root, group = unique("r"), unique("grp")
+    async with AsyncExitStack() as stack:
+        members = await consumers(stack, worker, 2, proto)
+        app = await stack.enter_async_context(
+            connect(worker.url, "/v1/app", proto=proto, client=unique("pub")))
+        await members[0].ack({"type": "subscribe", "topic": f"{root}.*", "group": group, "id": "s"})
+        await members[1].ack({"type": "subscribe", "topic": f"{root}.>", "group": group, "id": "s"})
+        # the same connection in a group and also plainly subscribed gets a message once
+        await members[0].ack({"type": "subscribe", "topic": f"{root}.a", "id": "s2"})
+        for i in range(20):
+            ack = await app.ack({"type": "publish", "topic": f"{root}.a", "data": i, "id": f"p{i}"})
+            assert ack["delivered"] in (1, 2)
+        first, second = datas(await members[0].fence()), datas(await members[1].fence())
+        assert first == list(range(20))  # plain subscription: all of them, once each
+        assert len(set(second)) == len(second) and set(second) <= set(range(20))
