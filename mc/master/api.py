@@ -57,6 +57,7 @@ async def workers(request: Request) -> Response:
         if not after.isdigit() or len(after) > 18:
             return error(400, ErrorCode.BAD_REQUEST, "after must be a non-negative integer")
         await state.wait_version(int(after), state.config.long_poll)
+    state.purge_lapsed()  # the version moves with the listing
     return JSONResponse({
         "version": state.registry.version,
         "workers": [worker_json(w) for w in state.live_workers()],
@@ -65,6 +66,7 @@ async def workers(request: Request) -> Response:
 
 async def session(request: Request) -> Response:
     state = _state(request)
+    state.purge_lapsed()
     name = request.path_params["session"]
     info = state.registry.lookup_session(name) if is_name(name) else None
     url = state.url_of(info.worker_id) if info is not None else None
@@ -77,7 +79,9 @@ async def client(request: Request) -> Response:
     name = request.path_params["client"]
     if not is_name(name):
         return error(400, ErrorCode.BAD_REQUEST, "client must be 1-128 of A-Za-z0-9._-:@")
-    conns = _state(request).registry.client_connections(name)
+    state = _state(request)
+    state.purge_lapsed()
+    conns = state.registry.client_connections(name)
     return JSONResponse({
         "client": name,
         "online": bool(conns),
@@ -116,6 +120,7 @@ async def notify(request: Request) -> Response:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"id must be a string of 1 to {MAX_ID} characters")
     except ProtocolError as exc:
         return error(413 if exc.code == ErrorCode.TOO_LARGE else 400, exc.code, exc.reason)
+    state.purge_lapsed()
     reg = state.registry
     if target.client is not None and not reg.workers_for(target.client, target.device):
         return error(404, "offline", f"client {target.client!r} has no matching connection")

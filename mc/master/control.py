@@ -83,6 +83,8 @@ def _register(state: MasterState, msg: dict[str, Any]) -> WorkerLink:
     reg = state.registry
     now = state.now()
     reg.register(wid, url, capacity=capacity, now=now)
+    if msg.get("draining") is True:  # it was drained before this link (a master restart)
+        reg.set_draining(wid)
     conflicts = reg.announce_sessions(wid, sessions, now=now)
     state.kick(reg.presence_replace(wid, presence))
     state.touched()
@@ -156,6 +158,7 @@ def _owner(state: MasterState, kind: str, session: str, wid: str, now: float) ->
             return reg.claim_session(session, wid, now=now)
         except UnknownWorker:
             return None
+    state.purge_lapsed()
     info = reg.lookup_session(session)
     return None if info is None else info.worker_id
 

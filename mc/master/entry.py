@@ -45,6 +45,7 @@ def decide(state: MasterState, conn: HTTPConnection) -> Response:
             parse_consumer(query, conn.headers)
         else:
             chat = parse_chat(conn.path_params["session"], query, conn.headers)
+            state.purge_lapsed()
             info = state.registry.lookup_session(chat.session)
             url = state.url_of(info.worker_id) if info is not None else None
             if url is not None:

@@ -60,9 +60,18 @@ class MasterState:
         """Purge workers whose lease lapsed, a tenth of a lease at a time."""
         while True:
             await trio.sleep(self.config.lease / 10)
-            for wid in self.registry.expire(self.now()):
-                log.warning("worker %s missed its lease; purged", wid)
-            self.touched()
+            self.purge_lapsed()
+
+    def purge_lapsed(self) -> None:
+        """Purge the workers whose lease lapsed, now.
+
+        Called before answering from sessions or presence too: a worker drops
+        out of ``live_workers`` the instant its lease lapses, and its sessions
+        and presence entries must not outlive it until the next tick.
+        """
+        for wid in self.registry.expire(self.now()):
+            log.warning("worker %s missed its lease; purged", wid)
+        self.touched()
 
     def live_workers(self) -> list[WorkerInfo]:
         return self.registry.workers(self.now())

@@ -80,13 +80,16 @@ class MasterLink:
 
     async def _session(self, ws: Any) -> None:
         worker = self.worker
+        sessions = worker.rooms.sessions()
+        announced = {(p.client, p.device) for p in worker.hub.apps()}
         await ws.send_message(orjson.dumps({
             "type": "register",
             "worker": worker.id,
             "url": worker.config.advertise,
             "capacity": worker.config.max_connections,
-            "sessions": worker.rooms.sessions(),
-            "presence": [[p.client, p.device] for p in worker.hub.apps()],
+            "sessions": sessions,
+            "presence": [list(k) for k in announced],
+            "draining": worker.draining,  # a drain survives a master restart
         }).decode())
         with trio.fail_after(REQUEST_TIMEOUT):
             reply = orjson.loads(await ws.get_message())
@@ -96,8 +99,13 @@ class MasterLink:
             worker.drop_session(session)
         interval = float(reply.get("interval", 0.5))
         send, receive = trio.open_memory_channel[dict](QUEUE)
-        self._members_sent = worker.rooms.sessions()
-        self._presence.clear()
+        # Apps and members that changed while the registration was in flight
+        # were not queued (no link yet): report them as the difference between
+        # what was announced and what is here now.
+        self._members_sent = sessions
+        current = {(p.client, p.device) for p in worker.hub.apps()}
+        self._presence = {k: False for k in announced - current}
+        self._presence.update((k, True) for k in current - announced)
         self._out = send
         self.registered.set()
         log.info("registered with the master")

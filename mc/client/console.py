@@ -1,0 +1,83 @@
+"""What the SDK-based CLI commands share (``mc publish|consume|chat|notify|status``).
+
+Each command runs one trio function through :func:`mc.runner.until_signalled`
+(Ctrl-C or SIGTERM ends it cleanly, closing its connections with 1000) and
+turns an :class:`McError` into one line on stderr and exit status 1, instead
+of a traceback. Output meant for programs is one JSON object per line,
+flushed at once, so ``| jq`` sees each line as it happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any, Awaitable, Callable
+
+import orjson
+import trio
+
+from mc.runner import until_signalled
+
+from .errors import McError
+from .urls import MASTER_ENV, default_master
+
+
+def add_master(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--master", default=default_master(), metavar="URL",
+        help=f"the master's URL (default: ${MASTER_ENV} or %(default)s)",
+    )
+
+
+def parse_data(text: str) -> Any:
+    """``text`` as JSON when it parses (``42``, ``{"a": 1}``), else the string itself."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+def emit(obj: Any) -> None:
+    """One JSON line on stdout, flushed."""
+    sys.stdout.write(orjson.dumps(obj).decode() + "\n")
+    sys.stdout.flush()
+
+
+def say(text: str, stream: Any = None) -> None:
+    """One human-readable line (stdout by default), flushed."""
+    stream = stream or sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
+
+
+async def read_line() -> str | None:
+    """The next line of stdin without its newline; None at end of input.
+
+    Read in a worker thread that is abandoned on cancellation, so Ctrl-C
+    does not wait for the user to type another line.
+    """
+    line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+    return line.rstrip("\r\n") if line else None
+
+
+def run(main: Callable[[], Awaitable[int | None]], prog: str, log_level: str = "WARNING") -> int:
+    """Run ``main`` until it returns or a signal arrives; its exit status."""
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.WARNING),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    status = 0
+
+    async def service() -> None:
+        nonlocal status
+        try:
+            status = await main() or 0
+        except McError as exc:
+            say(f"{prog}: {exc}", sys.stderr)
+            status = 1
+        except BrokenPipeError:  # e.g. `mc consume ... | head -1`: the reader is gone
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            status = 0
+
+    trio.run(until_signalled, service)
+    return status

@@ -1,0 +1,104 @@
+"""What apps and chats share: one connection through the master, one event inbox.
+
+Every (re)connection starts at the master's WebSocket entry point, which
+sends the client (``307``) to a live worker, or, for a chat, to the worker
+that owns the session; so after a worker dies the client lands on a
+survivor without knowing any worker address.
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, Generic, Mapping, TypeVar
+
+from mc.protocol import Ack, ProtocolError, Welcome
+
+from .errors import McError
+from .inbox import Inbox
+from .link import Link
+from .options import Options
+from .owner import Owner
+from .transport import Conn, auth_headers, checked, codec_named
+from .urls import endpoint
+
+E = TypeVar("E")
+
+
+def identity(parse: Any, *args: Any) -> Any:
+    """Validate a handshake identity with the server's own rules (mc.protocol.identity)."""
+    try:
+        return parse(*args, {})
+    except ProtocolError as exc:
+        raise McError.from_protocol(exc) from None
+
+
+def tags_query(tags: Any) -> str | None:
+    if isinstance(tags, str):
+        raise McError("bad_request", "tags must be a list of names, not a string")
+    return ",".join(tags) or None
+
+
+class Endpoint(Owner, Generic[E]):
+    """An SDK object on one master-routed endpoint: a Link and an Inbox of ``E``."""
+
+    def __init__(
+        self, url: str, path: str, query: Mapping[str, str | None], *, token: str | None,
+        codec: str, options: Options, what: str, name: str, table: Mapping[str, Any],
+    ) -> None:
+        self._options = options
+        self._table = table
+        self._entry = endpoint(url, path, query)
+        self._inbox: Inbox[E] = Inbox(options.buffer, what)
+        self._link = Link(
+            self._entry_url, codec_named(codec), options, on_frame=self._on_frame,
+            on_open=self._on_open, headers=auth_headers(token), name=name,
+        )
+
+    # ------------------------------------------------------------- hooks
+
+    def _entry_url(self) -> str:
+        """Where the next (re)connection starts: the master's entry point."""
+        return self._entry
+
+    def _on_frame(self, frame: Any) -> None:
+        raise NotImplementedError
+
+    async def _on_open(self, conn: Conn, welcome: Welcome) -> None:
+        return None
+
+    # --------------------------------------------------------- lifecycle
+
+    async def _start(self) -> None:
+        self._nursery.start_soon(self._run)
+        await self._link.ready()
+
+    async def _run(self) -> None:
+        try:
+            await self._link.run()
+        finally:
+            self._inbox.close(self._link.failure)
+
+    async def _stop(self) -> None:
+        self._inbox.close()
+        await self._link.aclose()
+
+    async def _request(self, frame: Any) -> Ack:
+        return await self._link.request(checked(frame, self._table))
+
+    # ------------------------------------------------------------ public
+
+    @property
+    def worker(self) -> str | None:
+        """The id of the worker currently connected to, or None while reconnecting."""
+        return self._link.welcome.worker if self._link.live and self._link.welcome else None
+
+    @property
+    def dropped(self) -> int:
+        """Events discarded because the buffer was full (the oldest go first)."""
+        return self._inbox.dropped
+
+    async def receive(self) -> E:
+        """The next event (waits); McError if the connection failed for good."""
+        return await self._inbox.get()
+
+    def __aiter__(self) -> AsyncIterator[E]:
+        return self._inbox

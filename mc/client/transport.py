@@ -1,0 +1,128 @@
+"""Opening one WebSocket (following ``307``) and speaking frames over it.
+
+:func:`open_following` connects with trio-websocket and follows the master's
+``307`` to the worker (at most ``max_hops`` times); any other refusal becomes
+an :class:`McError`. :class:`Conn` is one open connection: it validates and
+encodes outgoing frames with mc.protocol (the server's own rules, so a bad
+argument fails here instead of costing a round trip), and pairs requests
+with their replies through a :class:`Pending` table.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Any, Mapping
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection, open_websocket_url
+
+from mc.protocol import CODECS, JSON, MSGPACK, Ack, Codec, ProtocolError, parse_request, parse_server_frame
+
+from .errors import McError
+from .options import Options
+from .requests import Pending
+from .urls import follow
+
+_REDIRECTS = (301, 302, 303, 307, 308)
+_CODEC_NAMES: dict[str, Codec] = {"json": JSON, "msgpack": MSGPACK, **CODECS}
+
+
+def codec_named(name: str) -> Codec:
+    """``"json"`` / ``"msgpack"`` (or the full subprotocol name) -> the codec."""
+    try:
+        return _CODEC_NAMES[name]
+    except KeyError:
+        raise McError("bad_request", f"codec must be 'json' or 'msgpack', not {name!r}") from None
+
+
+def _location(rejection: ConnectionRejected) -> str | None:
+    for key, value in rejection.headers or ():
+        if key.lower() == b"location":
+            return value.decode("latin-1")
+    return None
+
+
+async def open_following(
+    stack: AsyncExitStack, url: str, codec: Codec, options: Options,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> WebSocketConnection:
+    """Open ``url``, following redirects; the connection closes with ``stack``.
+
+    Raises McError for a refusal (``temporary`` for 5xx) and lets
+    trio-websocket's HandshakeError (network trouble, timeouts) through.
+    """
+    for _ in range(options.max_hops + 1):
+        try:
+            return await stack.enter_async_context(open_websocket_url(
+                url, subprotocols=[codec.name], extra_headers=headers,
+                message_queue_size=64, max_message_size=options.max_message,
+                receive_buffer_size=65536, connect_timeout=options.connect_timeout,
+                disconnect_timeout=options.close_timeout,
+            ))
+        except ConnectionRejected as exc:
+            location = _location(exc)
+            if exc.status_code not in _REDIRECTS or location is None:
+                raise McError.from_status(exc.status_code, exc.body, exc.headers, url) from None
+            url = follow(url, location)
+    raise McError("unavailable", f"more than {options.max_hops} redirects (last: {url})")
+
+
+def checked(frame: Any, table: Mapping[str, Any]) -> Any:
+    """``frame`` if the endpoint's validation (mc.protocol) accepts it, else McError."""
+    try:
+        parse_request(frame.to_wire(), table)
+    except ProtocolError as exc:
+        raise McError.from_protocol(exc) from None
+    return frame
+
+
+@attrs.define(eq=False)
+class Conn:
+    """One open connection: encode, decode, and requests awaiting replies."""
+
+    ws: WebSocketConnection
+    codec: Codec
+    options: Options
+    pending: Pending = attrs.field(factory=Pending)
+    #: why the connection ended, once it has
+    ended: McError | None = None
+
+    def decode(self, message: str | bytes) -> Any:
+        """A server frame as its mc.protocol class (ProtocolError if unknown)."""
+        return parse_server_frame(self.codec.decode(message))  # type: ignore[arg-type]
+
+    async def send(self, frame: Any) -> None:
+        """Encode and send one frame; McError if it cannot go."""
+        try:
+            data = self.codec.encode(frame.to_wire())
+        except ProtocolError as exc:
+            raise McError.from_protocol(exc) from None
+        if len(data) > self.options.max_frame:
+            raise McError("too_large", f"{frame.TYPE} frame of {len(data)} bytes exceeds "
+                          f"max_frame={self.options.max_frame}")
+        try:
+            await self.ws.send_message(data if self.codec.binary else data.decode())
+        except ConnectionClosed as exc:
+            raise McError.from_close(exc.reason.code, exc.reason.reason) from None
+        except trio.BrokenResourceError:
+            raise McError.unavailable("connection lost") from None
+
+    async def request(self, frame: Any) -> Ack:
+        """Send ``frame`` with a fresh ``id``; its ``ack`` (an ``error`` raises McError).
+
+        Waits at most ``Options.timeout`` for the reply.
+        """
+        rid, slot = self.pending.add()
+        try:
+            with trio.move_on_after(self.options.timeout):
+                await self.send(attrs.evolve(frame, id=rid))
+                return await slot.wait()
+        finally:
+            self.pending.discard(rid)
+        raise McError.unavailable(f"no reply to {frame.TYPE} within {self.options.timeout} s")
+
+
+def auth_headers(token: str | None) -> list[tuple[bytes, bytes]] | None:
+    """The token as ``Authorization: Bearer`` (kept out of URLs and their logs)."""
+    return None if token is None else [(b"authorization", f"Bearer {token}".encode())]

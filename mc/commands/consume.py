@@ -1,0 +1,41 @@
+"""``mc consume``: subscribe on every worker and print each message as a JSON line."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+
+import mc
+from mc.client.console import add_master, emit, run, say
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "consume", help="print topic messages as JSON lines (a consumer)",
+        description="Subscribe to each PATTERN ('*' = one segment, '>' = the rest) on every "
+                    "worker and print one JSON object per message on stdout (the wire 'message' "
+                    "frame without 'type': topic, key, data, from, worker, seq, ts, trace), "
+                    "flushed per line for jq. Status goes to stderr.",
+    )
+    p.add_argument("patterns", nargs="+", metavar="PATTERN")
+    p.add_argument("--group", help="consumer group: each message goes to one member of the group")
+    p.add_argument("--key", help="only messages published with this key")
+    p.add_argument("--name", default=f"mc-consume-{os.getpid()}", metavar="N",
+                   help="consumer name (default: mc-consume-PID)")
+    add_master(p)
+    p.set_defaults(run=lambda args: run(functools.partial(consume, args), "mc consume"))
+
+
+async def consume(args: argparse.Namespace) -> int:
+    async with mc.connect_consumer(args.master, name=args.name) as consumer:
+        for pattern in args.patterns:
+            await consumer.subscribe(pattern, group=args.group, key=args.key)
+        say(f"mc consume: subscribed to {' '.join(args.patterns)} on "
+            f"{len(consumer.workers)} worker(s)", sys.stderr)
+        async for msg in consumer:
+            wire = msg.to_wire()
+            del wire["type"]
+            emit(wire)
+    return 0

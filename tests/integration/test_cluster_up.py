@@ -1,0 +1,115 @@
+"""``mc up``: a whole local cluster from one command, stopped by one SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+
+import psutil
+import pytest
+import trio
+
+from .cluster import follow, http_client, port_open, wait_for, wait_registered
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def bindable(port: int) -> bool:
+    """Can a server listen on ``port`` now (as the master and workers do, SO_REUSEADDR)?"""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            s.listen()
+        except OSError:
+            return False
+    return True
+
+
+def free_run(n: int) -> int:
+    """A port P with P .. P+n-1 all free (mc up gives its workers the ports after the master's).
+
+    Chosen below the kernel's ephemeral range: a port from that range may be
+    taken meanwhile as the local end of an outgoing connection (or linger in
+    TIME_WAIT) and then the worker could not listen on it.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    top = max(low, 12_000) - n
+    for _ in range(200):
+        base = random.randrange(10_000, top)
+        if all(bindable(base + i) for i in range(n)):
+            return base
+    raise RuntimeError("no run of free ports")
+
+
+async def test_up_starts_and_stops_a_cluster():
+    port = free_run(3)
+    # files, not pipes: the children's logs must never block on a full pipe
+    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mc.cli", "up", "--workers", "2", "--port", str(port)],
+        stdout=out, stderr=err, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    children: list[psutil.Process] = []
+    try:
+        async with http_client() as http:
+            try:
+                body = await wait_registered(http, f"http://127.0.0.1:{port}", ["w1", "w2"], timeout=30)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\nmc up exit: {proc.poll()}\n{read(err)[-3000:]}") from None
+            urls = {w["id"]: w["url"] for w in body["workers"]}
+            assert urls == {"w1": f"ws://127.0.0.1:{port + 1}", "w2": f"ws://127.0.0.1:{port + 2}"}
+            # mc up reports itself up once it has seen every worker answer
+            banner = f"master http://127.0.0.1:{port}"
+            await wait_for(lambda: _has(out, banner), timeout=20, what="the mc up banner")
+            children = psutil.Process(proc.pid).children(recursive=True)
+            assert len(children) == 3, children  # the master and two workers
+
+            async with follow(f"ws://127.0.0.1:{port}", "/v1/app", client="up-app") as app:
+                assert app.welcome["worker"] in urls
+
+        proc.send_signal(signal.SIGTERM)
+        code = await trio.to_thread.run_sync(lambda: proc.wait(15))
+        assert code == 0, read(err)[-2000:]
+        for child in children:
+            assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, child
+        for p in (port, port + 1, port + 2):
+            assert not port_open(p), f"port {p} still open after mc up stopped"
+    finally:
+        if proc.poll() is None:  # the test failed early: stop mc up, and so its children
+            try:
+                children = children or psutil.Process(proc.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                pass
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        for child in children:  # never leave a child behind, even when the test fails
+            try:
+                if child.is_running():
+                    child.kill()
+            except psutil.NoSuchProcess:
+                pass
+        out.close()
+        err.close()
+
+
+async def _has(f, text: str) -> bool:
+    return text in read(f)
+
+
+def read(f) -> str:
+    f.seek(0)
+    return f.read().decode(errors="replace")
