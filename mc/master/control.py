@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
 import trio
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from mc.protocol import CloseCode, ProtocolError, Target, is_name
+from mc.protocol import JSON, MSGPACK, Codec, CloseCode, ProtocolError, Target, is_name
+from mc.protocol.errors import violation
 from mc.protocol.control import counts, field, pairs
 
 from .links import LinkOverflow, WorkerLink
@@ -33,8 +33,8 @@ async def control_endpoint(ws: WebSocket) -> None:
     link: WorkerLink | None = None
     try:
         with trio.fail_after(REGISTER_TIMEOUT):
-            hello = _decode(await ws.receive_text())
-        link = _register(state, hello)
+            hello, codec = await _receive(ws)
+        link = _register(state, hello, codec)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_writer, ws, link, nursery.cancel_scope)
             await _reader(state, ws, link, nursery)
@@ -60,24 +60,31 @@ def _first(group: BaseExceptionGroup) -> BaseException:
     return exc
 
 
-def _decode(text: str) -> dict[str, Any]:
-    try:
-        msg = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        raise ProtocolError("bad_request", "undecodable control message", close_code=4000) from None
+async def _receive(ws: WebSocket) -> tuple[dict[str, Any], Codec]:
+    """One control message and its codec: msgpack in binary frames, JSON in text frames.
+
+    Workers speak msgpack (so notify ``data`` may hold bytes); JSON is there
+    for tools and tests. Replies use the codec of the link's first message.
+    """
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    raw = message.get("bytes")
+    codec: Codec = MSGPACK if raw is not None else JSON
+    msg = codec.decode(raw if raw is not None else message.get("text") or "")
     if type(msg) is not dict:
-        raise ProtocolError("bad_request", "a control message must be a map", close_code=4000)
-    return msg
+        raise violation("a control message must be a map")
+    return msg, codec
 
 
-def _register(state: MasterState, msg: dict[str, Any]) -> WorkerLink:
+def _register(state: MasterState, msg: dict[str, Any], codec: Codec) -> WorkerLink:
     if msg.get("type") != "register":
-        raise ProtocolError("bad_request", "the first control message must be register", close_code=4000)
+        raise violation("the first control message must be register")
     wid = field(msg, "worker", str)
     url = field(msg, "url", str)
     capacity = field(msg, "capacity", int)
     if not is_name(wid) or not url.startswith(("ws://", "wss://")) or capacity < 1:
-        raise ProtocolError("bad_request", "bad register message", close_code=4000)
+        raise violation("bad register message")
     sessions = counts(msg, "sessions")
     presence = pairs(msg, "presence")
     reg = state.registry
@@ -88,7 +95,7 @@ def _register(state: MasterState, msg: dict[str, Any]) -> WorkerLink:
     conflicts = reg.announce_sessions(wid, sessions, now=now)
     state.kick(reg.presence_replace(wid, presence))
     state.touched()
-    link = WorkerLink(wid, state.config.link_queue)
+    link = WorkerLink(wid, state.config.link_queue, codec)
     state.links.attach(link)
     link.send({
         "type": "registered",
@@ -102,8 +109,12 @@ def _register(state: MasterState, msg: dict[str, Any]) -> WorkerLink:
 
 async def _writer(ws: WebSocket, link: WorkerLink, scope: trio.CancelScope) -> None:
     async with link.receive_channel:
+        codec = link.codec
         async for msg in link.receive_channel:
-            await ws.send_text(orjson.dumps(msg).decode())
+            if codec.binary:
+                await ws.send_bytes(codec.encode(msg))
+            else:
+                await ws.send_text(codec.encode(msg).decode())
     scope.cancel()  # the link was closed (replaced or overflowed)
 
 
@@ -112,7 +123,7 @@ async def _reader(state: MasterState, ws: WebSocket, link: WorkerLink, nursery: 
     reg = state.registry
     wid = link.worker_id
     while True:
-        msg = _decode(await ws.receive_text())
+        msg, _ = await _receive(ws)
         kind = msg.get("type")
         now = state.now()
         if kind == "heartbeat":
@@ -120,7 +131,7 @@ async def _reader(state: MasterState, ws: WebSocket, link: WorkerLink, nursery: 
             try:
                 ok = reg.heartbeat(wid, Metrics(**metrics), now=now)
             except (TypeError, ValueError):
-                raise ProtocolError("bad_request", "bad metrics", close_code=4000) from None
+                raise violation("bad metrics") from None
             if not ok:
                 link.send({"type": "reregister"})
         elif kind == "presence":
@@ -143,15 +154,20 @@ async def _reader(state: MasterState, ws: WebSocket, link: WorkerLink, nursery: 
             token = object()
             await limiter.acquire_on_behalf_of(token)
             nursery.start_soon(_notify, state, link, limiter, token, msg.get("id"), to, frame)
+        elif kind == "leave":
+            reg.remove(wid)
+            state.touched()
+            log.info("worker %s left", wid)
+            link.send({"type": "left", "id": msg.get("id")})
         elif kind == "delivered":
             state.links.replied(link, msg.get("id"), msg.get("count"))
         else:
-            raise ProtocolError("bad_request", f"unknown control message {kind!r}", close_code=4000)
+            raise violation(f"unknown control message {kind!r}")
 
 
 def _owner(state: MasterState, kind: str, session: str, wid: str, now: float) -> str | None:
     if not is_name(session):
-        raise ProtocolError("bad_request", "bad session", close_code=4000)
+        raise violation("bad session")
     reg = state.registry
     if kind == "claim":
         try:

@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import trio
 
+from mc.protocol import Codec
+
 log = logging.getLogger("mc.master")
 
 
@@ -24,8 +26,9 @@ class LinkOverflow(Exception):
 class WorkerLink:
     """One worker's control connection: queued sends and pending replies."""
 
-    def __init__(self, worker_id: str, queue: int) -> None:
+    def __init__(self, worker_id: str, queue: int, codec: Codec) -> None:
         self.worker_id = worker_id
+        self.codec = codec
         self.send_channel, self.receive_channel = trio.open_memory_channel[dict](queue)
         self.pending: dict[int, Callable[[int], None]] = {}
         self.closed = trio.Event()

@@ -1,10 +1,14 @@
-"""The control link between a worker and the master (internal, JSON over WebSocket).
+"""The control link between a worker and the master (internal, over WebSocket).
 
 A worker opens ``ws://MASTER/v1/control`` and keeps it open. Messages are
-maps with a ``type``; ``id`` pairs a request with its reply.
+maps with a ``type``; ``id`` pairs a request with its reply. Workers send
+msgpack in binary frames (notify ``data`` may hold bytes); the master also
+accepts JSON text frames (tools, benchmarks) and answers in the codec of the
+link's first message.
 
 worker -> master
-  register   {worker, url, capacity, sessions: {session: members}, presence: [[client, device]]}
+  register   {worker, url, capacity, sessions: {session: members}, presence: [[client, device]],
+              draining}            (draining: a drain survives a master restart)
   heartbeat  {metrics: {connections, sessions, subscriptions, msgs_in_rate, msgs_out_rate,
               cpu_percent, rss_bytes}}
   presence   {added: [[client, device]], removed: [[client, device]], members: {session: n}}
@@ -13,6 +17,7 @@ worker -> master
   release    {session}
   notify     {id, to, frame}          -> notified {id, delivered}   (to the other workers)
   delivered  {id, count}              (the reply to ``deliver``)
+  leave      {id}                     -> left {id}   (orderly shutdown: forget me now)
 
 master -> worker
   registered {lease, interval, conflicts: [session]}   (close those sessions with 4503)

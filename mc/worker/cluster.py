@@ -22,9 +22,14 @@ class ClusterUnavailable(Exception):
 
 
 class Cluster(Protocol):
+    async def run(self) -> None:
+        """Keep in touch with the cluster until cancelled (runs beside the connections)."""
     async def locate_session(self, session: str, create: bool) -> str | None:
         """None when this worker owns ``session`` (claiming it if ``create``);
         otherwise the owner's ws:// URL. Raises SessionNotFound."""
+
+    async def leave(self) -> None:
+        """The worker is shutting down: leave the cluster before closing clients."""
 
     def session_ended(self, session: str) -> None:
         """The session's linger ran out here; tell the registry."""
@@ -48,10 +53,16 @@ class Standalone:
     def __init__(self, owns: Callable[[str], bool]) -> None:
         self._owns = owns
 
+    async def run(self) -> None:
+        return None
+
     async def locate_session(self, session: str, create: bool) -> str | None:
         if create or self._owns(session):
             return None
         raise SessionNotFound(session)
+
+    async def leave(self) -> None:
+        return None
 
     def session_ended(self, session: str) -> None:
         return None

@@ -20,12 +20,11 @@ import logging
 import random
 from typing import Any, Callable
 
-import orjson
 import psutil
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
-from mc.protocol import CloseCode, Target
+from mc.protocol import MSGPACK, ProtocolError, Target
 from mc.protocol.control import CONTROL_PATH, http_to_ws
 
 from .cluster import ClusterUnavailable, SessionNotFound
@@ -37,6 +36,7 @@ log = logging.getLogger("mc.worker.link")
 QUEUE = 10_000
 MAX_PENDING = 10_000
 REQUEST_TIMEOUT = 3.0
+LEAVE_TIMEOUT = 1.0
 CONNECT_TIMEOUT = 3.0
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 1.0
@@ -58,6 +58,7 @@ class MasterLink:
         self._process = psutil.Process()
         self._last_counts = (0, 0)
         self.registered = trio.Event()
+        self.leaving = False
 
     # ------------------------------------------------------------ the loop
 
@@ -73,16 +74,17 @@ class MasterLink:
                 ) as ws:
                     backoff = BACKOFF_MIN
                     await self._session(ws)
-            except* (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError, Resync) as group:
+            except* (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError, Resync,
+                     ProtocolError) as group:
                 log.info("control link to %s: %r", url, group.exceptions[0])
-            await trio.sleep(backoff * (0.5 + random.random()))
+            await trio.sleep(min(BACKOFF_MAX, backoff * (0.5 + random.random())))
             backoff = min(backoff * 2, BACKOFF_MAX)
 
     async def _session(self, ws: Any) -> None:
         worker = self.worker
         sessions = worker.rooms.sessions()
         announced = {(p.client, p.device) for p in worker.hub.apps()}
-        await ws.send_message(orjson.dumps({
+        await ws.send_message(MSGPACK.encode({
             "type": "register",
             "worker": worker.id,
             "url": worker.config.advertise,
@@ -90,9 +92,9 @@ class MasterLink:
             "sessions": sessions,
             "presence": [list(k) for k in announced],
             "draining": worker.draining,  # a drain survives a master restart
-        }).decode())
+        }))
         with trio.fail_after(REQUEST_TIMEOUT):
-            reply = orjson.loads(await ws.get_message())
+            reply = MSGPACK.decode(await ws.get_message())
         if reply.get("type") != "registered":
             raise Resync()
         for session in reply.get("conflicts", []):
@@ -123,14 +125,16 @@ class MasterLink:
 
     async def _writer(self, ws: Any, receive: trio.MemoryReceiveChannel[dict]) -> None:
         async for msg in receive:
-            await ws.send_message(orjson.dumps(msg).decode())
+            await ws.send_message(MSGPACK.encode(msg))
 
     async def _reader(self, ws: Any) -> None:
         worker = self.worker
         while True:
-            msg = orjson.loads(await ws.get_message())
+            msg = MSGPACK.decode(await ws.get_message())
+            if type(msg) is not dict:
+                raise Resync()
             kind = msg.get("type")
-            if kind in ("owner", "notified"):
+            if kind in ("owner", "notified", "left"):
                 callback = self._pending.pop(msg.get("id"), None)
                 if callback is not None:
                     callback(msg)
@@ -141,11 +145,11 @@ class MasterLink:
                 worker.kick(str(msg.get("client")), str(msg.get("device")))
             elif kind == "drain":
                 worker.drain()
-            elif kind == "reregister":
+            elif kind == "reregister" and not self.leaving:
                 raise Resync()
 
     async def _reporter(self, interval: float) -> None:
-        while True:
+        while not self.leaving:  # after ``leave`` the master must not hear from us again
             self._send_presence()
             self._send({"type": "heartbeat", "metrics": self._metrics(interval)})
             await trio.sleep(interval)
@@ -227,6 +231,16 @@ class MasterLink:
             raise ClusterUnavailable("control link dropped")
         return result[0]
 
+    async def leave(self) -> None:
+        """Tell the master we are going, so it stops sending clients here at once
+        (instead of after the lease) and forgets our sessions and presence."""
+        self.leaving = True
+        with trio.move_on_after(LEAVE_TIMEOUT):
+            try:
+                await self._request({"type": "leave"})
+            except ClusterUnavailable:
+                pass
+
     def session_ended(self, session: str) -> None:
         self._members_sent.pop(session, None)
         self._send({"type": "release", "session": session})
@@ -265,9 +279,5 @@ def _delivered(msg: dict | None) -> int:
 async def serve_clustered(config: WorkerConfig) -> None:
     """A worker attached to its masters; serves until cancelled."""
     worker = Worker(config)
-    link = MasterLink(worker, config.masters)
-    worker.cluster = link
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(link.run)
-        await worker.serve()
-        nursery.cancel_scope.cancel()
+    worker.cluster = MasterLink(worker, config.masters)
+    await worker.serve()

@@ -71,23 +71,40 @@ class Worker:
     # ------------------------------------------------------------ lifecycle
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen and serve until cancelled; ``task_status`` gets the bound port."""
+        """Listen and serve until cancelled; ``task_status`` gets the bound port.
+
+        The connections, the flusher and the control link run under a cancel
+        scope shielded from the caller's cancellation: when ``serve`` is
+        cancelled it first leaves the cluster and closes every connection
+        with 4503 while they can still write, and only then stops them.
+        """
         listener = _listen(self.config.host, self.config.port)
         self.port = listener.getsockname()[1]
+        running = trio.CancelScope(shield=True)
         try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(self.flusher.run)
-                nursery.start_soon(self._tick)
-                nursery.start_soon(self._accept, listener, nursery)
+            async with trio.open_nursery() as outer:
+                await outer.start(self._run, listener, running)
                 task_status.started(self.port)
                 try:
                     await trio.sleep_forever()
                 finally:
                     with trio.CancelScope(shield=True):
+                        await self.cluster.leave()
                         await self._close_all(CloseCode.DRAINING, "worker shutting down")
-                    nursery.cancel_scope.cancel()
+                    running.cancel()
         finally:
             listener.close()
+
+    async def _run(
+        self, listener: socket.socket, scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        with scope:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.flusher.run)
+                nursery.start_soon(self._tick)
+                nursery.start_soon(self.cluster.run)
+                nursery.start_soon(self._accept, listener, nursery)
+                task_status.started()
 
     async def _close_all(self, code: int, reason: str) -> None:
         for conn in list(self.connections):
