@@ -109,13 +109,15 @@ class FrameParser:
         self._mask_bit = 0x80 if expect_masked else 0
         # Chunks of an incomplete frame; joined once ``_need`` bytes are there,
         # so a big frame arriving in many pieces is copied once, not per piece.
-        self._pending: list[bytes] = []
+        # (Both lists start as the shared empty tuple: an idle connection's
+        # parser holds no list of its own.)
+        self._pending: list[bytes] | tuple[()] = ()
         self._pending_len = 0
         self._need = 0
         # The open fragmented message: opcode (0: none), payloads, total size
         # and, for text, the incremental UTF-8 validator.
         self._msg_op = 0
-        self._msg_parts: list[bytes] = []
+        self._msg_parts: list[bytes] | tuple[()] = ()
         self._msg_size = 0
         self._msg_utf8: codecs.IncrementalDecoder | None = None
         self._error: WebSocketError | None = None
@@ -135,7 +137,7 @@ class FrameParser:
             if self._pending_len < self._need:
                 return []
             data = b"".join(self._pending)
-            self._pending = []
+            self._pending = ()
 
         events: list[tuple[int, object]] = []
         mask_bit = self._mask_bit
@@ -230,18 +232,19 @@ class FrameParser:
         """Add one frame of a fragmented message; emit the message on its last frame."""
         if op:
             self._msg_op = op
+            self._msg_parts = []
             self._msg_utf8 = _utf8_decoder() if op == OP_TEXT else None
         if self._msg_utf8 is not None:
             try:
                 self._msg_utf8.decode(payload, bool(fin))
             except UnicodeDecodeError:
                 raise self._fail(_INVALID_DATA, "invalid UTF-8", events) from None
-        self._msg_parts.append(payload)
+        self._msg_parts.append(payload)  # type: ignore[union-attr]
         self._msg_size += len(payload)
         if fin:
             events.append((self._msg_op, b"".join(self._msg_parts)))
             self._msg_op = 0
-            self._msg_parts = []
+            self._msg_parts = ()
             self._msg_size = 0
             self._msg_utf8 = None
 
@@ -263,8 +266,8 @@ class FrameParser:
         error = WebSocketError(code, reason)
         error.events = events
         self._error = error
-        self._pending = []
-        self._msg_parts = []
+        self._pending = ()
+        self._msg_parts = ()
         self._msg_utf8 = None
         return error
 

@@ -12,8 +12,9 @@ recipients. A close waits ``close_timeout`` for the client's reply.
 
 from __future__ import annotations
 
+import inspect
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import trio
 
@@ -222,9 +223,14 @@ class Connection(Peer):
         if trailing:
             self.receive(trailing)
         sock = self.sock
+        epoll_wait = _epoll_wait()
+        fd = sock.fileno()
         try:
             while not self.done:
-                await trio.lowlevel.wait_readable(sock)
+                if epoll_wait is not None:
+                    await epoll_wait(fd, "read_task")
+                else:
+                    await trio.lowlevel.wait_readable(sock)
                 try:
                     data = sock.recv(RECV_SIZE)
                 except BlockingIOError:
@@ -248,6 +254,9 @@ class Connection(Peer):
             self.done = True
             return
         self._dispatch(events)
+        io = self.io
+        if io.pending_few():
+            io.flush_now()
 
     def _dispatch(self, events: list[tuple[int, Any]]) -> None:
         on_message = self.on_message
@@ -274,3 +283,35 @@ class Connection(Peer):
 
 def _ignore(conn: Connection, payload: bytes) -> None:
     return None
+
+
+def _check_epoll_wait() -> bool:
+    try:
+        from trio._core._io_epoll import EpollIOManager
+    except ImportError:
+        return False
+    fn = getattr(EpollIOManager, "_epoll_wait", None)
+    return fn is not None and list(inspect.signature(fn).parameters) == ["self", "fd", "attr_name"]
+
+
+_HAVE_EPOLL_WAIT = _check_epoll_wait()
+
+
+def _epoll_wait() -> Callable[[int, str], Awaitable[None]] | None:
+    """trio's own epoll wait, or None: then use trio.lowlevel.wait_readable.
+
+    ``await _epoll_wait()(fd, "read_task")`` is what wait_readable does,
+    minus two wrapper coroutines: two frames fewer per parked reader (~430
+    bytes for every idle connection) and two calls fewer per wake-up. Same
+    semantics (cancellation, notify_closing). Only on trio's epoll IO manager
+    with the expected signature; any other trio or platform gets None.
+    """
+    if not _HAVE_EPOLL_WAIT:
+        return None
+    try:
+        io = trio._core._run.GLOBAL_RUN_CONTEXT.runner.io_manager
+    except AttributeError:
+        return None
+    if type(io).__name__ != "EpollIOManager":
+        return None
+    return io._epoll_wait  # type: ignore[no-any-return]

@@ -25,7 +25,7 @@ from typing import Iterable
 
 from mc.protocol import SubscriptionIndex, Target
 
-from .peer import APP, CONSUMER, Peer
+from .peer import APP, CONSUMER, NO_SUBS, Peer
 
 ANY_KEY = "*"
 
@@ -111,7 +111,7 @@ class Hub:
                 return False
             for (pattern, _, _), sub in peer.subs.items():
                 self._index.remove(pattern, sub)  # type: ignore[arg-type]
-            peer.subs.clear()
+            peer.subs = NO_SUBS
             return True
         return False
 
@@ -128,7 +128,9 @@ class Hub:
         if len(peer.subs) >= self.max_subscriptions:
             raise SubscriptionLimit(self.max_subscriptions)
         sub = Sub(peer, group, key)
-        peer.subs[ident] = sub
+        if peer.subs is NO_SUBS:
+            peer.subs = {}
+        peer.subs[ident] = sub  # type: ignore[index]
         self._index.add(pattern, sub)
         return True
 
@@ -136,7 +138,7 @@ class Hub:
         """Remove the peer's subscriptions on ``pattern`` in ``group`` (any key)."""
         gone = [ident for ident in peer.subs if ident[0] == pattern and ident[1] == group]
         for ident in gone:
-            self._index.remove(pattern, peer.subs.pop(ident))  # type: ignore[arg-type]
+            self._index.remove(pattern, peer.subs.pop(ident))  # type: ignore[arg-type,attr-defined]
         return len(gone)
 
     @staticmethod

@@ -8,9 +8,15 @@ and no indirection on the hot path, while the hub itself stays free of I/O
 
 from __future__ import annotations
 
+from types import MappingProxyType
+from typing import Mapping
+
 APP = "app"
 CONSUMER = "consumer"
 CHAT = "chat"
+
+#: the subscriptions of a peer that has none (shared, immutable)
+NO_SUBS: Mapping[tuple[str, str | None, str], object] = MappingProxyType({})
 
 
 class Peer:
@@ -43,7 +49,9 @@ class Peer:
         self.name = name
         self.paused = False
         self.closing = False
-        self.subs: dict[tuple[str, str | None, str], object] = {}
+        # A consumer gets its own dict on its first subscription (Hub.subscribe);
+        # apps and chat members share this empty read-only one (memory).
+        self.subs: Mapping[tuple[str, str | None, str], object] = NO_SUBS
         self.queued = 0
         self.room: object | None = None
 

@@ -37,10 +37,24 @@ class Prepared:
 
 
 def fan_out(obj: Any, peers: Iterable[Any]) -> int:
-    """Write ``obj`` to every peer, encoding once per codec; returns the count."""
-    prepared = Prepared(obj)
+    """Write ``obj`` to every peer, encoding once per codec; returns the count.
+
+    The same encoding as :class:`Prepared`, inlined: per recipient only a
+    codec check and ``peer.write`` (no method call per recipient to find the
+    bytes).
+    """
+    json_frame: bytes | None = None
+    binary_frame: bytes | None = None
     count = 0
     for peer in peers:
-        peer.write(prepared.for_codec(peer.codec))
+        codec = peer.codec
+        if codec is JSON:
+            if json_frame is None:
+                json_frame = encode_frame(OP_TEXT, codec.encode(obj))
+            peer.write(json_frame)
+        else:
+            if binary_frame is None:
+                binary_frame = encode_frame(OP_BINARY, codec.encode(obj))
+            peer.write(binary_frame)
         count += 1
     return count

@@ -171,6 +171,7 @@ class Worker:
                 return
             _send_nowait(sock, accept_response(request, admitted.subprotocol))
             conn = self._attach(sock, admitted)
+            del request, admitted  # ~2 KiB per connection otherwise kept for its lifetime
             await conn.run(trailing)
         except Exception:
             log.exception("connection failed")

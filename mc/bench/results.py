@@ -1,0 +1,243 @@
+"""Benchmark results: percentiles, the result table, the JSON files and the plot."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from .gen import BUCKET_US
+
+SCENARIOS = ("fanout", "relay", "connections", "connections-up", "master")
+
+
+def results_dir(override: str | None = None) -> Path:
+    """benchmarks/results of the source tree (or of the working directory)."""
+    if override:
+        return Path(override)
+    tree = Path(__file__).resolve().parents[2] / "benchmarks"
+    base = tree if tree.is_dir() else Path.cwd() / "benchmarks"
+    return base / "results"
+
+
+def merge_hists(hists: Iterable[dict[str, int]]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for h in hists:
+        for k, v in h.items():
+            out[int(k)] = out.get(int(k), 0) + v
+    return out
+
+
+def percentiles(hist: dict[int, int], ps: Iterable[float] = (50, 90, 99, 99.9)) -> dict[str, float]:
+    """Percentiles in milliseconds (upper edge of the 10 us bucket)."""
+    total = sum(hist.values())
+    out: dict[str, float] = {}
+    if not total:
+        return {_pkey(p): 0.0 for p in ps}
+    keys = sorted(hist)
+    for p in ps:
+        want = total * p / 100
+        seen = 0
+        for k in keys:
+            seen += hist[k]
+            if seen >= want:
+                out[_pkey(p)] = round((k + 1) * BUCKET_US / 1000, 3)
+                break
+    return out
+
+
+def _pkey(p: float) -> str:
+    return "p" + (str(p).replace(".", "") if p != int(p) else str(int(p)))
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
+
+
+def save(result: dict[str, Any], override: str | None = None) -> Path:
+    d = results_dir(override)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"{result['scenario']}.json"
+    doc = dict(result, saved_at=time.strftime("%Y-%m-%dT%H:%M:%S"), machine=machine(),
+               loadavg_1m=round(os.getloadavg()[0], 2))
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
+
+
+def load_all(override: str | None = None) -> dict[str, dict[str, Any]]:
+    d = results_dir(override)
+    out = {}
+    for name in SCENARIOS:
+        p = d / f"{name}.json"
+        if p.exists():
+            try:
+                out[name] = json.loads(p.read_text())
+            except ValueError:
+                pass
+    return out
+
+
+# ------------------------------------------------------------------ table
+
+
+def fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "NO"
+    if isinstance(v, float):
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        if abs(v) >= 10:
+            return f"{v:.1f}"
+        return f"{v:.3g}" if v else "0"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return "" if v is None else str(v)
+
+
+def table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
+    cells = [header] + [tuple(fmt(c) for c in r) for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = []
+    for n, r in enumerate(cells):
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------- plot
+
+
+def plot(override: str | None = None) -> Path:
+    """benchmarks/results/report.png from the latest result of each scenario."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = load_all(override)
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    mc_color, base_color, target_color = "#1f77b4", "#ff7f0e", "#d62728"
+
+    # 1. messages/s per scenario, mc vs baseline (log scale)
+    ax = axes[0][0]
+    labels, mc_vals, base_vals, targets = [], [], [], []
+    if "fanout" in res:
+        r = res["fanout"]
+        labels.append(f"fan-out\n({r.get('subscribers')} subscribers)")
+        mc_vals.append(r.get("mc_msgs_per_s", 0))
+        base_vals.append(r.get("baseline_msgs_per_s", 0))
+        targets.append(r.get("target_msgs_per_s"))
+    if "relay" in res:
+        r = res["relay"]
+        labels.append(f"chat relay\n({r.get('sessions')} sessions x 2)")
+        mc_vals.append(r.get("mc_msgs_per_s", 0))
+        base_vals.append(r.get("baseline_msgs_per_s", 0))
+        targets.append(r.get("target_msgs_per_s"))
+    lean = 0
+    if "master" in res:
+        r = res["master"]
+        labels.append("master /v1/control\nclaims+lookups")
+        mc_vals.append(r.get("mc_ops_per_s", 0))
+        base_vals.append(0)
+        targets.append(r.get("target_ops_per_s"))
+        lean = r.get("lean_ops_per_s", 0)
+    x = range(len(labels))
+    ax.bar([i - 0.2 for i in x], mc_vals, 0.4, label="mc (1 worker, 1 core)", color=mc_color)
+    ax.bar([i + 0.2 for i in x], base_vals, 0.4, label="asyncio websockets", color=base_color)
+    for i, t in enumerate(targets):
+        if t:
+            ax.hlines(t, i - 0.45, i + 0.45, colors=target_color, linestyles="dashed",
+                      label="target" if i == 0 else None)
+    if lean:
+        i = len(labels) - 1
+        ax.bar([i + 0.2], [lean], 0.4, color="#2ca02c", label="lean /v1/control prototype")
+        ax.text(i + 0.2, lean, f"{lean:,.0f}", ha="center", va="bottom", fontsize=7)
+    for i, (m, b) in enumerate(zip(mc_vals, base_vals)):
+        ax.text(i - 0.2, m, f"{m:,.0f}", ha="center", va="bottom", fontsize=7)
+        if b:
+            ax.text(i + 0.2, b, f"{b:,.0f}", ha="center", va="bottom", fontsize=7)
+    ax.set_yscale("log")
+    ax.set_xticks(list(x))
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylabel("messages / s")
+    ax.set_title("Throughput per process")
+    ax.legend(fontsize=7)
+
+    # 2. relay latency percentiles at the fixed rate
+    ax = axes[0][1]
+    if "relay" in res:
+        r = res["relay"]
+        ps = ["p50", "p90", "p99", "p999"]
+        mc_l = [r.get(f"mc_{p}_ms", 0) for p in ps]
+        base_l = [r.get(f"baseline_{p}_ms", 0) for p in ps]
+        xs = range(len(ps))
+        ax.bar([i - 0.2 for i in xs], mc_l, 0.4, label="mc", color=mc_color)
+        ax.bar([i + 0.2 for i in xs], base_l, 0.4, label="asyncio websockets", color=base_color)
+        if r.get("target_p99_ms"):
+            ax.axhline(r["target_p99_ms"], color=target_color, linestyle="dashed", label="p99 target")
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels(["p50", "p90", "p99", "p99.9"])
+        ax.set_ylabel("ms")
+        ax.set_title(f"Chat relay latency at {r.get('rate', 0):,.0f} msg/s")
+        ax.legend(fontsize=7)
+
+    # 3. memory per idle connection
+    ax = axes[1][0]
+    names, vals, colors = [], [], []
+    if "connections" in res:
+        r = res["connections"]
+        names.append(f"mc worker\n{r.get('mc_connections', 0):,} conns")
+        vals.append(r.get("mc_kib_per_conn", 0))
+        colors.append(mc_color)
+    if "connections-up" in res:
+        r = res["connections-up"]
+        names.append(f"mc up, {r.get('up_workers')} workers\n{r.get('mc_connections', 0):,} conns")
+        vals.append(r.get("mc_kib_per_conn", 0))
+        colors.append(mc_color)
+    if "connections" in res and res["connections"].get("baseline_kib_per_conn"):
+        r = res["connections"]
+        names.append(f"asyncio websockets\n{r.get('baseline_connections', 0):,} conns")
+        vals.append(r["baseline_kib_per_conn"])
+        colors.append(base_color)
+    if names:
+        ax.bar(names, vals, color=colors)
+        for i, v in enumerate(vals):
+            ax.text(i, v, f"{v:.2f} KiB", ha="center", va="bottom", fontsize=8)
+        ax.axhline(6.0, color=target_color, linestyle="dashed", label="target (6 KiB)")
+        ax.legend(fontsize=7)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.set_ylabel("KiB of worker RSS per idle connection")
+        ax.set_title("Memory per idle app connection")
+
+    # 4. master latency percentiles (pipelined, loaded)
+    ax = axes[1][1]
+    if "master" in res:
+        r = res["master"]
+        ps = ["p50", "p90", "p99", "p999"]
+        vals = [r.get(f"mc_{p}_ms", 0) for p in ps]
+        lean_l = [r.get(f"lean_{p}_ms", 0) for p in ps]
+        xs = range(len(ps))
+        ax.bar([i - 0.2 for i in xs], vals, 0.4, color=mc_color, label="mc master (Hypercorn)")
+        if any(lean_l):
+            ax.bar([i + 0.2 for i in xs], lean_l, 0.4, color="#2ca02c", label="lean prototype")
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels(["p50", "p90", "p99", "p99.9"])
+        ax.legend(fontsize=7)
+        ax.set_ylabel("ms (request to reply, pipelined)")
+        ax.set_title(f"Master control link: {r.get('mc_ops_per_s', 0):,.0f} claims+lookups/s "
+                     f"(window {r.get('window')})")
+    fig.suptitle("mc benchmarks (mc bench): latest results", fontsize=12)
+    fig.tight_layout()
+    out = results_dir(override) / "report.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

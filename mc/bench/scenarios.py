@@ -1,0 +1,535 @@
+"""The four benchmarks: fanout, relay, connections, master.
+
+Each runs the server under test as its own process (``python -m mc.cli
+worker`` / ``master`` / ``up``, and for fanout, relay and connections the
+asyncio ``websockets`` baseline, ``python -m mc.bench.baseline``, in the same
+run), drives it with generator processes (mc.bench.gen), measures a window
+after a warm-up and returns one flat dict of figures. Rates come from the
+generators' own counters (what arrived at the clients), CPU from psutil.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import tempfile
+import time
+from typing import Any, Callable
+
+from .procs import Child, Group, free_port, wait_port
+from .results import merge_hists, percentiles
+
+STARTUP = 20.0
+QUIET_CPU = 15.0  # other processes' CPU % under which a second counts as quiet
+SETUP = 60.0
+
+Say = Callable[[str], None]
+
+
+def _start_server(group: Group, target: str, port: int, extra: list[str] | None = None) -> Child:
+    if target == "mc":
+        child = group.server("mc worker", ["-m", "mc.cli", "worker", "--port", str(port), "--id", "bench",
+                                           "--log-level", "WARNING", *(extra or [])])
+    else:
+        child = group.server("baseline", ["-m", "mc.bench.baseline", "--port", str(port)])
+    wait_port(port, child, STARTUP)
+    return child
+
+
+class Window:
+    """CPU and progress sampled at the start and end of the measurement window."""
+
+    def __init__(self, server: Child, gens: list[Child]) -> None:
+        self.server = server
+        self.gens = gens
+        self.t0 = time.monotonic()
+        self.s0 = server.cpu_seconds()
+        self.g0 = sum(g.cpu_seconds() for g in gens)
+        self.m0 = _machine_busy()
+        self.t1 = self.t0
+        self.s1 = self.s0
+        self.g1 = self.g0
+        self.m1 = self.m0
+
+    def close(self) -> None:
+        self.t1 = time.monotonic()
+        self.s1 = self.server.cpu_seconds()
+        self.g1 = sum(g.cpu_seconds() for g in self.gens)
+        self.m1 = _machine_busy()
+
+    def foreign_cpu(self) -> float:
+        """CPU % used meanwhile by processes this benchmark did not start (noise)."""
+        mine = (self.s1 - self.s0) + (self.g1 - self.g0)
+        return max(0.0, 100 * ((self.m1 - self.m0) - mine) / max(1e-9, self.t1 - self.t0))
+
+    def server_cpu(self) -> float:
+        return 100 * (self.s1 - self.s0) / max(1e-9, self.t1 - self.t0)
+
+    def gen_cpu(self) -> float:
+        return 100 * (self.g1 - self.g0) / max(1e-9, self.t1 - self.t0)
+
+    def rate(self, field: str, gens: list[Child] | None = None) -> float:
+        """Sum over generators of d(field)/dt between the window's ends."""
+        total = 0.0
+        for g in gens or self.gens:
+            a, b = g.at(self.t0), g.at(self.t1)
+            if a is None or b is None or b["t"] <= a["t"]:
+                continue
+            total += (b[field] - a[field]) / (b["t"] - a["t"])
+        return total
+
+
+def _measure(server: Child, gens: list[Child], warmup: float, seconds: float,
+             show: Callable[[Window], str], say: Say) -> Window:
+    time.sleep(warmup)
+    w = Window(server, gens)
+    end = w.t0 + seconds
+    while True:
+        now = time.monotonic()
+        if now >= end:
+            break
+        time.sleep(min(1.0, end - now))
+        for g in [server, *gens]:
+            if not g.alive() and g.popen.returncode not in (0, None):
+                raise RuntimeError(f"{g.name} died: {g.tail()}")
+        probe = Window(server, gens)
+        probe.t0, probe.s0, probe.g0 = w.t0, w.s0, w.g0
+        probe.close()
+        say(show(probe))
+    w.close()
+    time.sleep(0.3)  # the generators' next progress lines cover t1
+    return w
+
+
+def _machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (all CPUs)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def _limit(server_cpu: float, gen_cpu: float, gen_cores: int) -> str:
+    """Who limited the figure: a side at >= 90% of its CPU is saturated."""
+    if server_cpu >= 90:
+        return "server"
+    if gen_cpu >= 90 * gen_cores:
+        return "generator"
+    return "neither (latency/flow bound)"
+
+
+def _gen_cores(group: Group) -> int:
+    return len(group.gen_cpus) if group.gen_cpus else (os.cpu_count() or 1)
+
+
+# ------------------------------------------------------------------ fanout
+
+
+def fanout(opts: Any, say: Say) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "scenario": "fanout", "subscribers": opts.subscribers, "payload_bytes": opts.payload,
+        "receivers": opts.receivers, "batch": opts.batch, "window": opts.window,
+        "seconds": opts.seconds, "target_msgs_per_s": 1_000_000, "target_ratio": 10.0,
+    }
+    for target in opts.targets:
+        group = Group(pin=not opts.no_pin)
+        fd, flow = tempfile.mkstemp(prefix="mc-bench-flow-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        try:
+            os.write(fd, b"\0" * 8 * opts.receivers)
+            os.close(fd)
+            port = free_port()
+            server = _start_server(group, target, port)
+            say(f"fanout {target}: server pid {server.pid} on port {port}; "
+                f"connecting {opts.subscribers} subscribers")
+            per = _split(opts.subscribers, opts.receivers)
+            duration = opts.warmup + opts.seconds + 3
+            common = ["--port", str(port), "--payload", str(opts.payload), "--flow", flow,
+                      "--flow-slots", str(opts.receivers), "--duration", str(duration)]
+            recvs = [group.generator(f"recv{i}", ["recv", "--slot", str(i), "--conns", str(n), *common])
+                     for i, n in enumerate(per)]
+            for r in recvs:
+                r.wait_event("ready", SETUP)
+            pub = group.generator("pub", ["pub", "--batch", str(opts.batch), "--window", str(opts.window),
+                                          *common])
+            pub.wait_event("ready", SETUP)
+            for g in [*recvs, pub]:
+                g.go()
+
+            def show(w: Window) -> str:
+                return (f"  fanout {target}: {w.rate('frames', recvs):>12,.0f} msg/s delivered  "
+                        f"server cpu {w.server_cpu():3.0f}%  generators cpu {w.gen_cpu():3.0f}%")
+
+            w = _measure(server, [*recvs, pub], opts.warmup, opts.seconds, show, say)
+            rate = w.rate("frames", recvs)
+            last = [r.latest() or {} for r in recvs]
+            out[f"{target}_msgs_per_s"] = round(rate)
+            out[f"{target}_publishes_per_s"] = round(w.rate("published", [pub]))
+            out[f"{target}_frame_bytes"] = round(last[0].get("frame_size", 0), 1)
+            out[f"{target}_server_cpu_pct"] = round(w.server_cpu(), 1)
+            out[f"{target}_gen_cpu_pct"] = round(w.gen_cpu(), 1)
+            out[f"{target}_closed"] = sum(x.get("closed", 0) for x in last)
+            out[f"{target}_limited_by"] = _limit(w.server_cpu(), w.gen_cpu(), _gen_cores(group))
+            out[f"{target}_other_cpu_pct"] = round(w.foreign_cpu(), 1)
+        finally:
+            group.stop_all()
+            os.unlink(flow)
+    if "mc_msgs_per_s" in out and out.get("baseline_msgs_per_s"):
+        out["ratio"] = round(out["mc_msgs_per_s"] / out["baseline_msgs_per_s"], 2)
+        out["met_ratio"] = out["ratio"] >= out["target_ratio"]
+    if "mc_msgs_per_s" in out:
+        out["met_rate"] = out["mc_msgs_per_s"] >= out["target_msgs_per_s"]
+    return out
+
+
+def _split(total: int, parts: int) -> list[int]:
+    parts = max(1, min(parts, total))
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+# ------------------------------------------------------------------- relay
+
+
+def relay(opts: Any, say: Say) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "scenario": "relay", "sessions": opts.sessions, "payload_bytes": opts.payload,
+        "window": opts.window, "rate": opts.rate, "seconds": opts.seconds,
+        "target_msgs_per_s": 30_000, "target_p99_ms": 2.0,
+    }
+    for target in opts.targets:
+        group = Group(pin=not opts.no_pin)
+        try:
+            port = free_port()
+            server = _start_server(group, target, port)
+            for phase, first in (("load", 0), ("latency", 1_000_000)):
+                rate = 0.0 if phase == "load" else opts.rate
+                say(f"relay {target} ({'closed loop, window ' + str(opts.window) if phase == 'load' else f'{rate:,.0f} msg/s'}): "
+                    f"{opts.sessions} sessions x 2 on port {port}")
+                per = _split(opts.sessions, opts.generators)
+                gens = []
+                start = first
+                for i, n in enumerate(per):
+                    gens.append(group.generator(f"relay{phase}{i}", [
+                        "relay", "--port", str(port), "--slot", str(i), "--sessions", str(n),
+                        "--first", str(start), "--window", str(opts.window),
+                        "--rate", str(rate / len(per)), "--payload", str(opts.payload),
+                        "--warmup", str(opts.warmup), "--seconds", str(opts.seconds),
+                        "--duration", str(opts.warmup + opts.seconds + 1.5),
+                        "--server-pid", str(server.pid),
+                    ]))
+                    start += n
+                for g in gens:
+                    g.wait_event("ready", SETUP)
+                for g in gens:
+                    g.go()
+
+                def show(w: Window, phase: str = phase, gens: list[Child] = gens) -> str:
+                    return (f"  relay {target} {phase}: {w.rate('received', gens):>10,.0f} msg/s  "
+                            f"server cpu {w.server_cpu():3.0f}%  generators cpu {w.gen_cpu():3.0f}%")
+
+                w = _measure(server, gens, opts.warmup, opts.seconds, show, say)
+                for g in gens:
+                    g.go("stop")
+                dones = [g.wait_event("done", opts.warmup + opts.seconds + 20) for g in gens]
+                pct = percentiles(merge_hists(d["hist"] for d in dones))
+                closed = sum(d.get("closed", 0) for d in dones)
+                if phase == "load":
+                    out[f"{target}_msgs_per_s"] = round(w.rate("received", gens))
+                    out[f"{target}_load_p50_ms"] = pct["p50"]
+                    out[f"{target}_load_p99_ms"] = pct["p99"]
+                    out[f"{target}_server_cpu_pct"] = round(w.server_cpu(), 1)
+                    out[f"{target}_gen_cpu_pct"] = round(w.gen_cpu(), 1)
+                    out[f"{target}_limited_by"] = _limit(w.server_cpu(), w.gen_cpu(), _gen_cores(group))
+                else:
+                    out[f"{target}_rate_achieved"] = round(w.rate("received", gens))
+                    for k, v in pct.items():
+                        out[f"{target}_{k}_ms"] = v
+                    # the same, over the seconds when other processes were quiet
+                    quiet = [sec for sec in dones[0].get("seconds", []) if sec["other_cpu"] < QUIET_CPU]
+                    out[f"{target}_quiet_seconds"] = len(quiet)
+                    out[f"{target}_measured_seconds"] = len(dones[0].get("seconds", []))
+                    if quiet and len(dones) == 1:
+                        qp = percentiles(merge_hists(sec["hist"] for sec in quiet))
+                        out[f"{target}_quiet_p50_ms"] = qp["p50"]
+                        out[f"{target}_quiet_p99_ms"] = qp["p99"]
+                    out[f"{target}_latency_server_cpu_pct"] = round(w.server_cpu(), 1)
+                    out[f"{target}_other_cpu_pct"] = round(w.foreign_cpu(), 1)
+                out[f"{target}_closed"] = out.get(f"{target}_closed", 0) + closed
+                for g in gens:  # the next phase starts on a quiet server
+                    g.stop()
+                    g.popen.wait(5)
+                time.sleep(0.3)
+        finally:
+            group.stop_all()
+    if opts.noise_seconds > 0:
+        out.update(noise_floor(opts.no_pin, opts.noise_seconds))
+    if "mc_msgs_per_s" in out:
+        out["met_rate"] = out["mc_msgs_per_s"] >= out["target_msgs_per_s"]
+        out["met_p99"] = 0 < out.get("mc_p99_ms", 0) <= out["target_p99_ms"]
+        if "mc_quiet_p99_ms" in out:
+            out["met_p99_quiet"] = 0 < out["mc_quiet_p99_ms"] <= out["target_p99_ms"]
+    if out.get("baseline_msgs_per_s") and "mc_msgs_per_s" in out:
+        out["ratio"] = round(out["mc_msgs_per_s"] / out["baseline_msgs_per_s"], 2)
+    return out
+
+
+def noise_floor(no_pin: bool, seconds: float = 1.5) -> dict[str, Any]:
+    """How late a process on each CPU wakes from a 1 ms sleep (other load, VM).
+
+    Every relayed message needs a few such wake-ups (generator, worker,
+    generator), so this bounds the latency percentiles any server can show
+    on this machine at this moment.
+    """
+    from .procs import cpus
+
+    group = Group(pin=False)
+    try:
+        probes = [group.generator(f"jitter{c}", ["jitter", "--seconds", str(seconds), "--slot", str(c)],
+                                  cpus=None if no_pin else {c}) for c in cpus()]
+        for p in probes:
+            p.go()
+        dones = [p.wait_event("done", seconds + 15) for p in probes]
+    finally:
+        group.stop_all()
+    pct = percentiles(merge_hists(d["hist"] for d in dones), (99, 99.9))
+    return {"noise_p99_ms": pct["p99"], "noise_p999_ms": pct["p999"]}
+
+
+# ------------------------------------------------------------- connections
+
+
+GEN_MAX_CONNS = 16_000  # per generator process: its fd limit is 20,000
+
+
+def connections(opts: Any, say: Say) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "scenario": "connections", "target_kib_per_conn": 6.0, "seconds": opts.seconds,
+    }
+    if opts.up:
+        out.update(_connections_up(opts, say))
+        out["scenario"] = "connections-up"
+        return out
+    for target in opts.targets:
+        group = Group(pin=not opts.no_pin)
+        try:
+            port = free_port()
+            server = _start_server(group, target, port)
+            time.sleep(0.5)
+            base_rss = server.rss()
+            say(f"connections {target}: server pid {server.pid}, RSS {base_rss / 2**20:.1f} MiB idle; "
+                f"opening {opts.conns:,} app connections")
+            t0 = time.monotonic()
+            gens = _idle_gens(group, [(port, opts.conns)], opts)
+            opened = _wait_idle(gens, opts, say, f"connections {target}", server)
+            setup_s = time.monotonic() - t0
+            time.sleep(opts.seconds)
+            still = sum(_open_now(g) for g in gens)
+            rss = server.rss()
+            per = (rss - base_rss) / max(1, opened)
+            out[f"{target}_connections"] = opened
+            out[f"{target}_open_after_hold"] = still
+            out[f"{target}_rss_idle_mib"] = round(base_rss / 2**20, 1)
+            out[f"{target}_rss_mib"] = round(rss / 2**20, 1)
+            out[f"{target}_kib_per_conn"] = round(per / 1024, 2)
+            out[f"{target}_connect_per_s"] = round(opened / max(1e-9, setup_s))
+            say(f"  connections {target}: {opened:,} open, RSS {rss / 2**20:.1f} MiB, "
+                f"{per / 1024:.2f} KiB per connection")
+        finally:
+            group.stop_all()
+    if "mc_kib_per_conn" in out:
+        out["met_kib"] = out["mc_kib_per_conn"] <= out["target_kib_per_conn"]
+        out["met_held"] = out["mc_open_after_hold"] >= opts.conns
+    if out.get("baseline_kib_per_conn") and out.get("mc_kib_per_conn"):
+        out["ratio"] = round(out["baseline_kib_per_conn"] / out["mc_kib_per_conn"], 2)
+    return out
+
+
+def _idle_gens(group: Group, plan: list[tuple[int, int]], opts: Any) -> list[Child]:
+    gens = []
+    slot = 0
+    for port, count in plan:
+        for n in _split(count, math.ceil(count / GEN_MAX_CONNS)):
+            gens.append(group.generator(f"idle{slot}", [
+                "idle", "--port", str(port), "--slot", str(slot), "--conns", str(n),
+                "--duration", str(opts.seconds + SETUP + 30), "--timeout", str(SETUP),
+            ]))
+            slot += 1
+    return gens
+
+
+def _wait_idle(gens: list[Child], opts: Any, say: Say, label: str, server: Child | None) -> int:
+    deadline = time.monotonic() + SETUP + 5
+    ready: dict[int, int] = {}
+    next_say = time.monotonic() + 2
+    while len(ready) < len(gens):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{label}: generators not ready within {SETUP}s")
+        for i, g in enumerate(gens):
+            if i in ready:
+                continue
+            for msg in list(g.lines):
+                if msg.get("event") == "ready":
+                    ready[i] = msg["conns"]
+            if i not in ready and not g.alive():
+                raise RuntimeError(f"{g.name} failed: {g.tail()}")
+        if time.monotonic() >= next_say:
+            next_say += 2
+            rss = f", server RSS {server.rss() / 2**20:.0f} MiB" if server else ""
+            say(f"  {label}: {len(ready)}/{len(gens)} generators connected{rss}")
+        time.sleep(0.1)
+    for g in gens:
+        g.go()
+    return sum(ready.values())
+
+
+def _open_now(g: Child) -> int:
+    last = g.latest() or {}
+    if "open" in last:
+        return last["open"]
+    return last.get("conns", 0)
+
+
+def _connections_up(opts: Any, say: Say) -> dict[str, Any]:
+    """``mc up --workers N`` and ``--conns`` app connections spread over its workers."""
+    import psutil
+
+    group = Group(pin=False)
+    workers = opts.up
+    for _ in range(50):  # mc up needs the master's port and the next N free
+        port = free_port()
+        if port + workers < 65536 and not any(_busy(port + i) for i in range(workers + 1)):
+            break
+    else:
+        raise RuntimeError("no run of free ports for mc up")
+    out: dict[str, Any] = {"up_workers": workers}
+    try:
+        # mc up stops its workers, then its master, each with a 5 s grace
+        up = group.server("mc up", ["-m", "mc.cli", "up", "--workers", str(workers), "--port", str(port),
+                                    "--log-level", "WARNING"], grace=15.0)
+        for i in range(workers + 1):
+            wait_port(port + i, up, STARTUP + 10)
+        kids = psutil.Process(up.pid).children()
+        up.descendants = kids
+        masters = [k for k in kids if "master" in k.cmdline()]
+        workers_ps = [k for k in kids if "worker" in k.cmdline()]
+        time.sleep(0.5)
+        base = sum(k.memory_info().rss for k in kids)
+        base_w = sum(k.memory_info().rss for k in workers_ps)
+        base_m = sum(k.memory_info().rss for k in masters)
+        say(f"connections mc up: {workers} workers (pid {up.pid}) on ports {port + 1}..{port + workers}; "
+            f"opening {opts.conns:,} app connections")
+        t0 = time.monotonic()
+        gens = _idle_gens(group, [(port + 1 + i, n) for i, n in enumerate(_split(opts.conns, workers))], opts)
+        opened = _wait_idle(gens, opts, say, "connections mc up", None)
+        setup_s = time.monotonic() - t0
+        time.sleep(opts.seconds)
+        still = sum(_open_now(g) for g in gens)
+        rss = sum(k.memory_info().rss for k in kids)
+        rss_w = [k.memory_info().rss for k in workers_ps]
+        rss_m = sum(k.memory_info().rss for k in masters)
+        out.update({
+            "mc_connections": opened, "mc_open_after_hold": still,
+            "mc_rss_mib": round(rss / 2**20, 1), "mc_rss_idle_mib": round(base / 2**20, 1),
+            # per worker, as the target reads (the master's presence table is separate)
+            "mc_kib_per_conn": round((sum(rss_w) - base_w) / max(1, opened) / 1024, 2),
+            "mc_worker_rss_mib_max": round(max(rss_w, default=0) / 2**20, 1),
+            "mc_master_rss_mib": round(rss_m / 2**20, 1),
+            "mc_master_kib_per_conn": round((rss_m - base_m) / max(1, opened) / 1024, 2),
+            "mc_cluster_kib_per_conn": round((rss - base) / max(1, opened) / 1024, 2),
+            "mc_connect_per_s": round(opened / max(1e-9, setup_s)),
+            "met_held": still >= opts.conns,
+        })
+        out["met_kib"] = out["mc_kib_per_conn"] <= 6.0
+        say(f"  mc up: {still:,} open over {workers} workers, RSS {rss / 2**20:.0f} MiB total "
+            f"(master {rss_m / 2**20:.0f} MiB)")
+    finally:
+        group.stop_all()
+    return out
+
+
+def _busy(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+# ------------------------------------------------------------------ master
+
+
+def master(opts: Any, say: Say) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "scenario": "master", "links": opts.links, "window": opts.window, "seconds": opts.seconds,
+        "codec": opts.codec,
+        "target_ops_per_s": 20_000,
+    }
+    runs = [("mc", "mc master", ["-m", "mc.cli", "master", "--log-level", "WARNING"])]
+    if opts.prototype:
+        runs.append(("lean", "lean /v1/control", ["-m", "mc.bench.lean_control"]))
+    for key, name, argv in runs:
+        group = Group(pin=not opts.no_pin)
+        try:
+            port = free_port()
+            server = group.server(name, [*argv, "--port", str(port)])
+            wait_port(port, server, STARTUP)
+            say(f"{name}: pid {server.pid} on port {port}; {opts.links} fake worker link(s), "
+                f"window {opts.window} requests each, {opts.codec}")
+            gens = [group.generator(f"control{i}", [
+                "control", "--port", str(port), "--slot", str(i), "--window", str(opts.window),
+                "--batch", str(max(1, opts.window // 4)), "--warmup", str(opts.warmup),
+                "--seconds", str(opts.seconds), "--duration", str(opts.warmup + opts.seconds + 1.5),
+                "--codec", opts.codec,
+            ]) for i in range(opts.links)]
+            for g in gens:
+                g.wait_event("ready", SETUP)
+            for g in gens:
+                g.go()
+
+            def show(w: Window, name: str = name) -> str:
+                return (f"  {name}: {w.rate('replies'):>10,.0f} claims+lookups/s  "
+                        f"server cpu {w.server_cpu():3.0f}%  generators cpu {w.gen_cpu():3.0f}%")
+
+            w = _measure(server, gens, opts.warmup, opts.seconds, show, say)
+            for g in gens:
+                g.go("stop")
+            dones = [g.wait_event("done", opts.warmup + opts.seconds + 20) for g in gens]
+            out[f"{key}_ops_per_s"] = round(w.rate("replies"))
+            out[f"{key}_claims_per_s"] = round(w.rate("claims"))
+            out[f"{key}_server_cpu_pct"] = round(w.server_cpu(), 1)
+            out[f"{key}_gen_cpu_pct"] = round(w.gen_cpu(), 1)
+            out[f"{key}_limited_by"] = _limit(w.server_cpu(), w.gen_cpu(), _gen_cores(group))
+            out[f"{key}_other_cpu_pct"] = round(w.foreign_cpu(), 1)
+            out[f"{key}_errors"] = sum(d.get("errors", 0) for d in dones)
+            for k, v in percentiles(merge_hists(d["hist"] for d in dones)).items():
+                out[f"{key}_{k}_ms"] = v
+        finally:
+            group.stop_all()
+    out["registry_ops_per_s"] = _registry_rate()
+    out["met_rate"] = out["mc_ops_per_s"] >= out["target_ops_per_s"]
+    return out
+
+
+def _registry_rate(seconds: float = 0.5) -> int:
+    """Claims + lookups per second on the bare in-process registry (context only)."""
+    from mc.master.registry import Registry
+
+    reg = Registry(lease=5.0)
+    reg.register("w1", "ws://127.0.0.1:1", capacity=1000, now=0.0)
+    n = 0
+    end = time.perf_counter() + seconds
+    start = time.perf_counter()
+    while time.perf_counter() < end:
+        for i in range(n, n + 1000):
+            s = f"s{i}"
+            reg.claim_session(s, "w1", now=1.0)
+            reg.lookup_session(s)
+        n += 1000
+    return round(2 * n / (time.perf_counter() - start))
+
+
+def python() -> str:
+    return sys.executable
