@@ -40,6 +40,8 @@ import orjson
 
 from mc.websocket import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, FrameParser, WebSocketError, encode_masked_frame
 
+from mc.protocol.control import MAX_BATCH
+
 from .wsclient import MASK, Reporter, open_many, pong, send_all, text, wait_go
 
 PROGRESS_EVERY = 0.2
@@ -460,8 +462,10 @@ def run_control(a: argparse.Namespace) -> None:
         if time.monotonic() > deadline:
             raise SystemExit("control: no 'registered' from the master")
         for op, payload in parser.feed(data):
-            if op == data_op and loads(payload).get("type") == "registered":
-                registered = True
+            if op == data_op:
+                decoded = loads(payload)
+                batch = decoded if type(decoded) is list else [decoded]
+                registered = any(m.get("type") == "registered" for m in batch)
         if not registered:
             select.select([sock], [], [], 0.05)
             try:
@@ -489,16 +493,18 @@ def run_control(a: argparse.Namespace) -> None:
     while now < end:
         room = a.window - len(sent_at)
         if room >= a.batch or (room > 0 and not sent_at):
-            frames = []
+            requests = []
             t_ns = time.perf_counter_ns()
             for _ in range(room):
                 rid = next_id
                 next_id += 1
                 # even ids claim a new session, odd ids look the previous one up
                 kind = "claim" if rid & 1 == 0 else "lookup"
-                frames.append(frame({"type": kind, "id": rid, "session": f"{prefix}{rid >> 1}"}))
+                requests.append({"type": kind, "id": rid, "session": f"{prefix}{rid >> 1}"})
                 sent_at[rid] = t_ns
-            send_all(sock, b"".join(frames), end + 5)
+            # as a worker's link writer does: what is queued goes out as batches
+            send_all(sock, b"".join(frame(requests[i:i + MAX_BATCH])
+                                    for i in range(0, len(requests), MAX_BATCH)), end + 5)
         if now >= next_hb:
             next_hb = now + 0.5
             send_all(sock, heartbeat, end + 5)
@@ -510,8 +516,14 @@ def run_control(a: argparse.Namespace) -> None:
         if data:
             t_ns = time.perf_counter_ns()
             for op, payload in parser.feed(data):
-                if op == data_op:
-                    m = loads(payload)
+                if op != data_op:
+                    if op == OP_PING:
+                        send_all(sock, pong(payload), end + 5)
+                    elif op == OP_CLOSE:
+                        raise SystemExit(f"control: the master closed the link: {payload}")
+                    continue
+                decoded = loads(payload)
+                for m in decoded if type(decoded) is list else [decoded]:
                     if m.get("type") != "owner":
                         continue
                     rid = m.get("id")
@@ -524,10 +536,6 @@ def run_control(a: argparse.Namespace) -> None:
                         claims += 1
                     if rec_from <= now < rec_to:
                         hist.add_us((t_ns - t0) / 1000)
-                elif op == OP_PING:
-                    send_all(sock, pong(payload), end + 5)
-                elif op == OP_CLOSE:
-                    raise SystemExit(f"control: the master closed the link: {payload}")
         now = time.monotonic()
         if now >= next_report:
             next_report = now + PROGRESS_EVERY

@@ -141,14 +141,12 @@ def plot(override: str | None = None) -> Path:
         mc_vals.append(r.get("mc_msgs_per_s", 0))
         base_vals.append(r.get("baseline_msgs_per_s", 0))
         targets.append(r.get("target_msgs_per_s"))
-    lean = 0
     if "master" in res:
         r = res["master"]
         labels.append("master /v1/control\nclaims+lookups")
         mc_vals.append(r.get("mc_ops_per_s", 0))
         base_vals.append(0)
         targets.append(r.get("target_ops_per_s"))
-        lean = r.get("lean_ops_per_s", 0)
     x = range(len(labels))
     ax.bar([i - 0.2 for i in x], mc_vals, 0.4, label="mc (1 worker, 1 core)", color=mc_color)
     ax.bar([i + 0.2 for i in x], base_vals, 0.4, label="asyncio websockets", color=base_color)
@@ -156,10 +154,6 @@ def plot(override: str | None = None) -> Path:
         if t:
             ax.hlines(t, i - 0.45, i + 0.45, colors=target_color, linestyles="dashed",
                       label="target" if i == 0 else None)
-    if lean:
-        i = len(labels) - 1
-        ax.bar([i + 0.2], [lean], 0.4, color="#2ca02c", label="lean /v1/control prototype")
-        ax.text(i + 0.2, lean, f"{lean:,.0f}", ha="center", va="bottom", fontsize=7)
     for i, (m, b) in enumerate(zip(mc_vals, base_vals)):
         ax.text(i - 0.2, m, f"{m:,.0f}", ha="center", va="bottom", fontsize=7)
         if b:
@@ -223,11 +217,8 @@ def plot(override: str | None = None) -> Path:
         r = res["master"]
         ps = ["p50", "p90", "p99", "p999"]
         vals = [r.get(f"mc_{p}_ms", 0) for p in ps]
-        lean_l = [r.get(f"lean_{p}_ms", 0) for p in ps]
         xs = range(len(ps))
-        ax.bar([i - 0.2 for i in xs], vals, 0.4, color=mc_color, label="mc master (Hypercorn)")
-        if any(lean_l):
-            ax.bar([i + 0.2 for i in xs], lean_l, 0.4, color="#2ca02c", label="lean prototype")
+        ax.bar(list(xs), vals, 0.5, color=mc_color, label="mc master (Hypercorn, batched control link)")
         ax.set_xticks(list(xs))
         ax.set_xticklabels(["p50", "p90", "p99", "p99.9"])
         ax.legend(fontsize=7)

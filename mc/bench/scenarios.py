@@ -467,10 +467,7 @@ def master(opts: Any, say: Say) -> dict[str, Any]:
         "codec": opts.codec,
         "target_ops_per_s": 20_000,
     }
-    runs = [("mc", "mc master", ["-m", "mc.cli", "master", "--log-level", "WARNING"])]
-    if opts.prototype:
-        runs.append(("lean", "lean /v1/control", ["-m", "mc.bench.lean_control"]))
-    for key, name, argv in runs:
+    for key, name, argv in [("mc", "mc master", ["-m", "mc.cli", "master", "--log-level", "WARNING"])]:
         group = Group(pin=not opts.no_pin)
         try:
             port = free_port()

@@ -67,8 +67,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--window", type=int, default=256, help="requests in flight per link")
     m.add_argument("--codec", choices=["msgpack", "json"], default="msgpack",
                    help="the control link's codec (workers speak msgpack)")
-    m.add_argument("--no-prototype", dest="prototype", action="store_false",
-                   help="skip the lean /v1/control prototype (python -m mc.bench.lean_control)")
 
     rep = scenarios.add_parser("report", help="plot the latest results to benchmarks/results/report.png")
     rep.add_argument("--results", default=None)
@@ -176,13 +174,12 @@ def render(out: dict[str, Any]) -> str:
         row("connections opened/s", "connect_per_s")
     elif s == "master":
         def mrow(label: str, key: str, target: Any = None, met: str | None = None) -> None:
-            mc, lean = out.get(f"mc_{key}"), out.get(f"lean_{key}")
-            ratio = None
-            if isinstance(mc, (int, float)) and isinstance(lean, (int, float)) and mc and not isinstance(mc, bool):
-                ratio = f"{lean / mc:.2f}x"
-            rows.append((label, mc, lean, ratio, target, out.get(met) if met else None))
+            rows.append((label, out.get(f"mc_{key}"), None, None, target, out.get(met) if met else None))
 
-        mrow("claims+lookups/s", "ops_per_s", out["target_ops_per_s"], "met_rate")
+        reg = out.get("registry_ops_per_s")
+        mc_ops = out.get("mc_ops_per_s")
+        ratio = f"{mc_ops / reg:.2f}x" if isinstance(mc_ops, (int, float)) and reg else None
+        rows.append(("claims+lookups/s", mc_ops, reg, ratio, out["target_ops_per_s"], out.get("met_rate")))
         mrow("  of which won claims/s", "claims_per_s")
         mrow("  p50 ms (pipelined)", "p50_ms")
         mrow("  p99 ms (pipelined)", "p99_ms")
@@ -191,7 +188,6 @@ def render(out: dict[str, Any]) -> str:
         mrow("limited by", "limited_by")
         mrow("other processes CPU %", "other_cpu_pct")
         mrow("errors", "errors")
-        rows.append(("bare registry ops/s (in-process)", out.get("registry_ops_per_s"), None, None, None, None))
-        header = ("figure", "mc master", "lean prototype", "lean/mc", "target", "met")
+        header = ("figure", "mc master", "bare registry (in-process)", "mc/registry", "target", "met")
         return f"mc bench {s}\n" + table(rows, header)
     return f"mc bench {s}\n" + table(rows, ("figure", "mc", "baseline", "ratio", "target", "met"))

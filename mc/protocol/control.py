@@ -1,7 +1,10 @@
 """The control link between a worker and the master (internal, over WebSocket).
 
 A worker opens ``ws://MASTER/v1/control`` and keeps it open. Messages are
-maps with a ``type``; ``id`` pairs a request with its reply. Workers send
+maps with a ``type``; ``id`` pairs a request with its reply. A frame carries
+one message or a batch (a list of up to MAX_BATCH): each side's writer sends
+everything queued at once, which keeps the per-frame cost of the ASGI stack
+off the claim path. Workers send
 msgpack in binary frames (notify ``data`` may hold bytes); the master also
 accepts JSON text frames (tools, benchmarks) and answers in the codec of the
 link's first message.
@@ -35,6 +38,8 @@ from .errors import violation
 from .names import is_name
 
 CONTROL_PATH = "/v1/control"
+#: messages in one frame: a frame holds a map, or a list of up to this many maps
+MAX_BATCH = 256
 
 
 def field(msg: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:

@@ -24,6 +24,7 @@ import psutil
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
+from mc.channels import batch_of
 from mc.protocol import MSGPACK, ProtocolError, Target
 from mc.protocol.control import CONTROL_PATH, http_to_ws
 
@@ -94,8 +95,10 @@ class MasterLink:
             "draining": worker.draining,  # a drain survives a master restart
         }))
         with trio.fail_after(REQUEST_TIMEOUT):
-            reply = MSGPACK.decode(await ws.get_message())
-        if reply.get("type") != "registered":
+            decoded = MSGPACK.decode(await ws.get_message())
+        # "registered" comes first; a batch may carry commands queued right after it
+        reply, *rest = decoded if type(decoded) is list and decoded else [decoded]
+        if type(reply) is not dict or reply.get("type") != "registered":
             raise Resync()
         for session in reply.get("conflicts", []):
             worker.drop_session(session)
@@ -111,6 +114,8 @@ class MasterLink:
         self._out = send
         self.registered.set()
         log.info("registered with the master")
+        for msg in rest:
+            self._handle(msg)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer, ws, receive)
@@ -125,28 +130,36 @@ class MasterLink:
 
     async def _writer(self, ws: Any, receive: trio.MemoryReceiveChannel[dict]) -> None:
         async for msg in receive:
-            await ws.send_message(MSGPACK.encode(msg))
+            await ws.send_message(MSGPACK.encode(batch_of(msg, receive)))
 
     async def _reader(self, ws: Any) -> None:
-        worker = self.worker
         while True:
-            msg = MSGPACK.decode(await ws.get_message())
-            if type(msg) is not dict:
+            decoded = MSGPACK.decode(await ws.get_message())
+            for msg in decoded if type(decoded) is list else [decoded]:
+                self._handle(msg)
+
+    def _handle(self, msg: Any) -> None:
+        """One message from the master (a reply or a command)."""
+        worker = self.worker
+        if type(msg) is not dict:
+            raise Resync()
+        kind = msg.get("type")
+        if kind in ("owner", "notified", "left"):
+            callback = self._pending.pop(msg.get("id"), None)
+            if callback is not None:
+                callback(msg)
+        elif kind == "deliver":
+            frame = msg.get("frame")
+            if type(frame) is not dict:
                 raise Resync()
-            kind = msg.get("type")
-            if kind in ("owner", "notified", "left"):
-                callback = self._pending.pop(msg.get("id"), None)
-                if callback is not None:
-                    callback(msg)
-            elif kind == "deliver":
-                count = worker.handlers.deliver_notify(Target.parse(msg.get("to")), msg["frame"])
-                self._send({"type": "delivered", "id": msg.get("id"), "count": count})
-            elif kind == "kick":
-                worker.kick(str(msg.get("client")), str(msg.get("device")))
-            elif kind == "drain":
-                worker.drain()
-            elif kind == "reregister" and not self.leaving:
-                raise Resync()
+            count = worker.handlers.deliver_notify(Target.parse(msg.get("to")), frame)
+            self._send({"type": "delivered", "id": msg.get("id"), "count": count})
+        elif kind == "kick":
+            worker.kick(str(msg.get("client")), str(msg.get("device")))
+        elif kind == "drain":
+            worker.drain()
+        elif kind == "reregister" and not self.leaving:
+            raise Resync()
 
     async def _reporter(self, interval: float) -> None:
         while not self.leaving:  # after ``leave`` the master must not hear from us again
