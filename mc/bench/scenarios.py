@@ -14,6 +14,7 @@ import math
 import os
 import sys
 import tempfile
+import random
 import time
 from typing import Any, Callable
 
@@ -396,8 +397,9 @@ def _connections_up(opts: Any, say: Say) -> dict[str, Any]:
     group = Group(pin=False)
     workers = opts.up
     for _ in range(50):  # mc up needs the master's port and the next N free
-        port = free_port()
-        if port + workers < 65536 and not any(_busy(port + i) for i in range(workers + 1)):
+        # below the ephemeral range, where the generators' own sockets do not land
+        port = random.randrange(20_000, 32_000 - workers)
+        if not any(_busy(port + i) for i in range(workers + 1)):
             break
     else:
         raise RuntimeError("no run of free ports for mc up")
@@ -451,6 +453,7 @@ def _busy(port: int) -> bool:
     import socket
 
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as our servers bind
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
