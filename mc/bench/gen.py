@@ -304,12 +304,9 @@ def run_relay(a: argparse.Namespace) -> None:
             events = poll(0.05)
         for fd, _ in events:
             i = index[fd]
-            try:
-                data = socks[i].recv(262144)
-            except BlockingIOError:
+            data = _recv(socks[i], 262144)
+            if data is None:
                 continue
-            except OSError:
-                data = b""
             if not data:
                 ep.unregister(fd)
                 closed += 1
@@ -407,12 +404,9 @@ def run_idle(a: argparse.Namespace) -> None:
     while now < end:
         for fd, _ in ep.poll(0.1):
             i = index[fd]
-            try:
-                data = socks[i].recv(65536)
-            except BlockingIOError:
+            data = _recv(socks[i], 65536)
+            if data is None:
                 continue
-            except OSError:
-                data = b""
             if not data:
                 ep.unregister(fd)
                 open_count -= 1
@@ -433,6 +427,16 @@ def run_idle(a: argparse.Namespace) -> None:
             next_report = now + 0.5
             rep.emit("progress", open=open_count)
     rep.emit("done", open=open_count)
+
+
+def _recv(sock: socket.socket, size: int) -> bytes | None:
+    """What the socket has: None if nothing yet, ``b""`` once it is closed or failed."""
+    try:
+        return sock.recv(size)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
 
 
 # ------------------------------------------------------------------ control

@@ -28,13 +28,6 @@ from .wsclient import connect, error_body, rejected, unique
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(scope="module")
-def two():
-    """A master (lease 2 s) with two registered workers, shared by the read-only tests."""
-    with cluster(2) as (master, workers):
-        yield master, workers
-
-
 # --------------------------------------------------------------------------
 # HTTP API
 

@@ -7,7 +7,6 @@ import trio
 
 from .cluster import (
     LINGER,
-    cluster,
     follow,
     get_json,
     http_client,
@@ -19,12 +18,6 @@ from .cluster import (
 from .wsclient import error_body, rejected, unique
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def two():
-    with cluster(2) as (master, workers):
-        yield master, workers
 
 
 async def test_second_worker_redirects_to_the_owner(two):

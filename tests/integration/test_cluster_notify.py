@@ -8,16 +8,10 @@ import orjson
 import pytest
 import trio
 
-from .cluster import cluster, get_json, http_client, wait_for, wait_presence, worker_id
+from .cluster import get_json, http_client, wait_for, wait_presence, worker_id
 from .wsclient import connect, unique
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def two():
-    with cluster(2) as (master, workers):
-        yield master, workers
 
 
 @asynccontextmanager

@@ -13,14 +13,8 @@ from .test_sdk_support import cluster, drain, eventually, nothing_more, online, 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(scope="module")
-def env():
-    with cluster(2) as (master, workers):
-        yield master, workers
-
-
-async def test_publish_reaches_consumers_and_groups_share(env):
-    master, _ = env
+async def test_publish_reaches_consumers_and_groups_share(two):
+    master, _ = two
     topic = unique("orders") + ".eu"
     async with mc.connect_consumer(master.http, name="billing-1") as b1, \
             mc.connect_consumer(master.http, name="billing-2") as b2, \
@@ -47,8 +41,8 @@ async def test_publish_reaches_consumers_and_groups_share(env):
         await nothing_more(b2)
 
 
-async def test_key_filter_unsubscribe_and_pause(env):
-    master, _ = env
+async def test_key_filter_unsubscribe_and_pause(two):
+    master, _ = two
     topic = unique("keys")
     async with mc.connect_consumer(master.http, name="filter") as c, \
             mc.connect_app(master.http, client=unique("app")) as app:
@@ -65,8 +59,8 @@ async def test_key_filter_unsubscribe_and_pause(env):
         assert await app.publish(topic, 5, key="vip") == 0
 
 
-async def test_notify_an_app_by_client_device_and_tags(env):
-    master, _ = env
+async def test_notify_an_app_by_client_device_and_tags(two):
+    master, _ = two
     alice = unique("alice")
     async with mc.connect_app(master.http, client=alice, device="phone", tags=["driver"]) as phone, \
             mc.connect_app(master.http, client=alice, device="web") as web, \
@@ -85,8 +79,8 @@ async def test_notify_an_app_by_client_device_and_tags(env):
         await nothing_more(web)
 
 
-async def test_broadcast_reaches_apps_on_every_worker(env):
-    master, workers = env
+async def test_broadcast_reaches_apps_on_every_worker(two):
+    master, workers = two
     # one app on each worker, connected to the worker directly
     async with mc.connect_app(workers[0].http, client=unique("a")) as a, \
             mc.connect_app(workers[1].http, client=unique("b")) as b, \
@@ -96,8 +90,8 @@ async def test_broadcast_reaches_apps_on_every_worker(env):
         assert (await receive(a)).data == (await receive(b)).data == "maintenance at 22:00"
 
 
-async def test_chat_through_the_master(env):
-    master, workers = env
+async def test_chat_through_the_master(two):
+    master, workers = two
     room = unique("room")
     async with mc.open_chat(master.http, room, client="alice") as alice:
         assert alice.members == ("alice",)
@@ -129,8 +123,8 @@ async def test_chat_through_the_master(env):
 
 
 @pytest.mark.parametrize("codec", ["msgpack", "json"])
-async def test_msgpack_codec_carries_bytes(env, codec):
-    master, _ = env
+async def test_msgpack_codec_carries_bytes(two, codec):
+    master, _ = two
     topic = unique("blobs")
     blob = b"\x00\x01\xff"
     client = unique("m")
@@ -163,8 +157,8 @@ async def test_msgpack_notify_with_bytes_crosses_workers():
                 assert worker.popen.poll() is None, f"a worker died: {worker.output()[-300:]}"
 
 
-async def test_bad_requests_raise_mcerror(env):
-    master, _ = env
+async def test_bad_requests_raise_mcerror(two):
+    master, _ = two
     async with mc.connect_app(master.http, client=unique("x")) as app, \
             mc.connect_consumer(master.http, name="checker") as consumer:
         for call in (
@@ -190,8 +184,8 @@ async def test_bad_requests_raise_mcerror(env):
     assert (info.value.code, info.value.status) == ("not_found", 404)
 
 
-async def test_replaced_connection_stops_with_4009(env):
-    _, workers = env
+async def test_replaced_connection_stops_with_4009(two):
+    _, workers = two
     client = unique("dup")
     async with mc.connect_app(workers[0].http, client=client, device="phone") as first:
         async with mc.connect_app(workers[0].http, client=client, device="phone"):
