@@ -12,9 +12,8 @@ recipients. A close waits ``close_timeout`` for the client's reply.
 
 from __future__ import annotations
 
-import inspect
 import logging
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import trio
 
@@ -223,14 +222,9 @@ class Connection(Peer):
         if trailing:
             self.receive(trailing)
         sock = self.sock
-        epoll_wait = _epoll_wait()
-        fd = sock.fileno()
         try:
             while not self.done:
-                if epoll_wait is not None:
-                    await epoll_wait(fd, "read_task")
-                else:
-                    await trio.lowlevel.wait_readable(sock)
+                await trio.lowlevel.wait_readable(sock)
                 try:
                     data = sock.recv(RECV_SIZE)
                 except BlockingIOError:
@@ -284,34 +278,3 @@ class Connection(Peer):
 def _ignore(conn: Connection, payload: bytes) -> None:
     return None
 
-
-def _check_epoll_wait() -> bool:
-    try:
-        from trio._core._io_epoll import EpollIOManager
-    except ImportError:
-        return False
-    fn = getattr(EpollIOManager, "_epoll_wait", None)
-    return fn is not None and list(inspect.signature(fn).parameters) == ["self", "fd", "attr_name"]
-
-
-_HAVE_EPOLL_WAIT = _check_epoll_wait()
-
-
-def _epoll_wait() -> Callable[[int, str], Awaitable[None]] | None:
-    """trio's own epoll wait, or None: then use trio.lowlevel.wait_readable.
-
-    ``await _epoll_wait()(fd, "read_task")`` is what wait_readable does,
-    minus two wrapper coroutines: two frames fewer per parked reader (~430
-    bytes for every idle connection) and two calls fewer per wake-up. Same
-    semantics (cancellation, notify_closing). Only on trio's epoll IO manager
-    with the expected signature; any other trio or platform gets None.
-    """
-    if not _HAVE_EPOLL_WAIT:
-        return None
-    try:
-        io = trio._core._run.GLOBAL_RUN_CONTEXT.runner.io_manager
-    except AttributeError:
-        return None
-    if type(io).__name__ != "EpollIOManager":
-        return None
-    return io._epoll_wait  # type: ignore[no-any-return]
