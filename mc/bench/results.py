@@ -129,18 +129,14 @@ def plot(override: str | None = None) -> Path:
     # 1. messages/s per scenario, mc vs baseline (log scale)
     ax = axes[0][0]
     labels, mc_vals, base_vals, targets = [], [], [], []
-    if "fanout" in res:
-        r = res["fanout"]
-        labels.append(f"fan-out\n({r.get('subscribers')} subscribers)")
-        mc_vals.append(r.get("mc_msgs_per_s", 0))
-        base_vals.append(r.get("baseline_msgs_per_s", 0))
-        targets.append(r.get("target_msgs_per_s"))
-    if "relay" in res:
-        r = res["relay"]
-        labels.append(f"chat relay\n({r.get('sessions')} sessions x 2)")
-        mc_vals.append(r.get("mc_msgs_per_s", 0))
-        base_vals.append(r.get("baseline_msgs_per_s", 0))
-        targets.append(r.get("target_msgs_per_s"))
+    for key, label in (("fanout", "fan-out\n({subscribers} subscribers)"),
+                       ("relay", "chat relay\n({sessions} sessions x 2)")):
+        if key in res:
+            r = res[key]
+            labels.append(label.format(subscribers=r.get("subscribers"), sessions=r.get("sessions")))
+            mc_vals.append(r.get("mc_msgs_per_s", 0))
+            base_vals.append(r.get("baseline_msgs_per_s", 0))
+            targets.append(r.get("target_msgs_per_s"))
     if "master" in res:
         r = res["master"]
         labels.append("master /v1/control\nclaims+lookups")

@@ -21,6 +21,20 @@ async def consumers(stack: AsyncExitStack, worker, n: int, proto: str):
         connect(worker.url, "/v1/consumer", proto=proto, name=unique("member"))) for _ in range(n)]
 
 
+async def publisher(stack: AsyncExitStack, worker, proto: str):
+    return await stack.enter_async_context(
+        connect(worker.url, "/v1/app", proto=proto, client=unique("pub")))
+
+
+async def group_of(stack: AsyncExitStack, worker, n: int, proto: str, topic: str, group: str):
+    """``n`` consumers subscribed to ``topic`` in ``group``, and a publishing app."""
+    members = await consumers(stack, worker, n, proto)
+    app = await publisher(stack, worker, proto)
+    for m in members:
+        await m.ack({"type": "subscribe", "topic": topic, "group": group, "id": "s"})
+    return members, app
+
+
 @pytest.mark.parametrize("proto", PROTOCOLS)
 async def test_group_shares_messages_exactly_once(worker, proto):
     topic, group = unique("jobs"), unique("workers")
@@ -29,8 +43,7 @@ async def test_group_shares_messages_exactly_once(worker, proto):
         members = await consumers(stack, worker, 3, proto)
         plain = await stack.enter_async_context(
             connect(worker.url, "/v1/consumer", proto=JSON, name=unique("audit")))
-        app = await stack.enter_async_context(
-            connect(worker.url, "/v1/app", proto=proto, client=unique("pub")))
+        app = await publisher(stack, worker, proto)
         for m in members:
             await m.ack({"type": "subscribe", "topic": topic, "group": group, "id": "s"})
         await plain.ack({"type": "subscribe", "topic": topic, "id": "s"})
@@ -52,8 +65,7 @@ async def test_separate_groups_each_get_every_message(worker, proto):
     async with AsyncExitStack() as stack:
         a = await consumers(stack, worker, 2, proto)
         b = await consumers(stack, worker, 2, MSGPACK)
-        app = await stack.enter_async_context(
-            connect(worker.url, "/v1/app", proto=proto, client=unique("pub")))
+        app = await publisher(stack, worker, proto)
         for m in a:
             await m.ack({"type": "subscribe", "topic": topic, "group": g1, "id": "s"})
         for m in b:
@@ -70,11 +82,7 @@ async def test_separate_groups_each_get_every_message(worker, proto):
 async def test_group_skips_paused_member_and_resumes(worker, proto):
     topic, group = unique("jobs"), unique("grp")
     async with AsyncExitStack() as stack:
-        members = await consumers(stack, worker, 3, proto)
-        app = await stack.enter_async_context(
-            connect(worker.url, "/v1/app", proto=proto, client=unique("pub")))
-        for m in members:
-            await m.ack({"type": "subscribe", "topic": topic, "group": group, "id": "s"})
+        members, app = await group_of(stack, worker, 3, proto, topic, group)
         await members[0].ack({"type": "pause", "id": "pz"})
         for i in range(30):
             assert (await app.ack({"type": "publish", "topic": topic, "data": i, "id": f"p{i}"}))[
@@ -100,11 +108,7 @@ async def test_group_skips_paused_member_and_resumes(worker, proto):
 async def test_group_member_leaving(worker, proto):
     topic, group = unique("jobs"), unique("grp")
     async with AsyncExitStack() as stack:
-        members = await consumers(stack, worker, 2, proto)
-        app = await stack.enter_async_context(
-            connect(worker.url, "/v1/app", proto=proto, client=unique("pub")))
-        for m in members:
-            await m.ack({"type": "subscribe", "topic": topic, "group": group, "id": "s"})
+        members, app = await group_of(stack, worker, 2, proto, topic, group)
         # unsubscribe one: the other gets everything
         await members[0].ack({"type": "unsubscribe", "topic": topic, "group": group, "id": "u"})
         for i in range(10):
@@ -130,8 +134,7 @@ async def test_group_spans_patterns_and_counts_a_connection_once(worker, proto):
     root, group = unique("r"), unique("grp")
     async with AsyncExitStack() as stack:
         members = await consumers(stack, worker, 2, proto)
-        app = await stack.enter_async_context(
-            connect(worker.url, "/v1/app", proto=proto, client=unique("pub")))
+        app = await publisher(stack, worker, proto)
         await members[0].ack({"type": "subscribe", "topic": f"{root}.*", "group": group, "id": "s"})
         await members[1].ack({"type": "subscribe", "topic": f"{root}.>", "group": group, "id": "s"})
         # the same connection in a group and also plainly subscribed gets a message once
