@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import logging
 import signal
-from typing import Awaitable, Callable
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import trio
+
+from mc.settings import SettingsError
+
+C = TypeVar("C")
 
 
 async def until_signalled(service: Callable[[], Awaitable[object]]) -> None:
@@ -28,6 +34,40 @@ async def until_signalled(service: Callable[[], Awaitable[object]]) -> None:
             nursery.start_soon(watch)
             await service()
             nursery.cancel_scope.cancel()
+
+
+def run_service(
+    load: Callable[[], C], service: Callable[[C], Callable[[], Awaitable[Any]]]
+) -> int:
+    """Load the settings, then serve until signalled.
+
+    A bad setting or an address already in use is one line on stderr and exit
+    code 2, never a traceback (tracebacks only at log level debug).
+    """
+    try:
+        config = load()
+    except SettingsError as exc:
+        print(f"mc: {exc}", file=sys.stderr)
+        return 2
+    level = getattr(config, "log_level", "info")
+    setup_logging(level)
+    try:
+        trio.run(until_signalled, service(config))
+    except (OSError, BaseExceptionGroup) as exc:
+        cause = _os_error(exc)
+        if cause is None or level.lower() == "debug":
+            raise
+        print(f"mc: {cause.strerror or cause}: {getattr(config, 'host', '')}:{getattr(config, 'port', '')}",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError (e.g. address in use) inside ``exc``, if that is all it is."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, OSError) else None
 
 
 def setup_logging(level: str = "INFO") -> None:

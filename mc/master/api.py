@@ -16,7 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mc.protocol import ErrorCode, ProtocolError, Target, is_name
-from mc.protocol.frames import MAX_ID
+from mc.protocol.control import Drain
+from mc.protocol.frames import MAX_ID, Notification
 
 from .entry import error, unavailable
 from .registry import WorkerInfo
@@ -126,12 +127,7 @@ async def notify(request: Request) -> Response:
         return error(404, "offline", f"client {target.client!r} has no matching connection")
     if nid is not None and reg.seen_notify_id(nid, now=state.now()):
         return error(409, "duplicate", f"notify id {nid!r} was used in the last 10 minutes")
-    frame = {
-        "type": "notify",
-        "data": body["data"],
-        "from": "api",
-        "id": nid if nid is not None else f"api-{_boot}-{next(_notify_ids)}",
-    }
+    frame = Notification(body["data"], "api", nid if nid is not None else f"api-{_boot}-{next(_notify_ids)}")
     delivered = await state.route_notify(target, frame)
     return JSONResponse({"delivered": delivered})
 
@@ -141,7 +137,7 @@ async def drain(request: Request) -> Response:
     wid = request.path_params["worker"]
     if not state.registry.set_draining(wid):
         return error(404, ErrorCode.NOT_FOUND, f"no worker {wid!r}")
-    state.links.tell(wid, {"type": "drain"})
+    state.links.tell(wid, Drain())
     state.touched()
     return JSONResponse({"worker": wid, "state": "draining"}, status_code=202)
 

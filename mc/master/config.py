@@ -1,25 +1,25 @@
-"""Master settings and their limits (docs/architecture.md)."""
+"""Master settings: each default and limit written once (flags, env and TOML derive from it)."""
 
 from __future__ import annotations
 
 import attrs
 
+from mc.settings import no_control_chars, one_of, port_number, positive, setting
+from mc.worker.config import LOG_LEVELS
 
-@attrs.define(slots=True)
+
+@attrs.frozen(slots=True)
 class MasterConfig:
-    host: str = "127.0.0.1"
-    port: int = 7100
-    #: seconds a worker may stay silent before it is dead
-    lease: float = 5.0
-    #: seconds between a worker's heartbeats (told to workers at registration)
-    report_interval: float = 0.5
-    #: seconds ``GET /v1/workers?after=V`` waits at most
-    long_poll: float = 30.0
-    #: seconds the master waits for workers to confirm a notify delivery
-    notify_timeout: float = 5.0
-    #: control messages waiting to be written to one worker; more drops the link
-    link_queue: int = 10_000
-    #: largest HTTP body / control message accepted, bytes
-    max_body: int = 64 * 1024
-    #: notify ids remembered for 10 minutes, at most this many
-    dedup_max: int = 100_000
+    host: str = setting("127.0.0.1", "address to listen on", validator=no_control_chars)
+    port: int = setting(7100, "port to listen on", validator=port_number)
+    lease: float = setting(5.0, "seconds a worker may stay silent before it is dead", validator=positive)
+    report_interval: float = setting(0.5, "seconds between a worker's heartbeats (told at registration)",
+                                     validator=positive)
+    long_poll: float = setting(30.0, "seconds GET /v1/workers?after=V waits at most", validator=positive)
+    notify_timeout: float = setting(5.0, "seconds the master waits for workers to confirm a notify",
+                                    validator=positive)
+    link_queue: int = setting(10_000, "control messages waiting for one worker; more drops the link",
+                              validator=positive)
+    max_body: int = setting(64 * 1024, "largest HTTP body or control message, bytes", validator=positive)
+    dedup_max: int = setting(100_000, "notify ids remembered for 10 minutes, at most", validator=positive)
+    log_level: str = setting("info", "log level", validator=one_of(*LOG_LEVELS))

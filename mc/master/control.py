@@ -1,25 +1,44 @@
 """The master's end of the control link (``/v1/control``), one task per worker.
 
-Validates every message (a malformed one closes the link with 4000), applies
-it to the registry and answers; the worker re-registers after any drop. See
-mc/protocol/control.py for the message catalogue.
+Every message is parsed into its class (mc/protocol/control.py) at the edge.
+A malformed message is logged, counted and skipped: it never crashes the
+master nor costs the link; only a first message that is not a valid
+``register`` closes it (4000). The worker re-registers after any drop.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import trio
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from mc.protocol import JSON, MSGPACK, Codec, CloseCode, ProtocolError, Target, is_name
-from mc.protocol.errors import violation
 from mc.channels import batch_of
-from mc.protocol.control import MAX_BATCH, counts, field, pairs
+from mc.protocol import JSON, MSGPACK, CloseCode, Codec, ProtocolError, Target
+from mc.protocol.control import (
+    TO_MASTER,
+    Claim,
+    ControlMessage,
+    Delivered,
+    ForwardNotify,
+    Heartbeat,
+    Leave,
+    Left,
+    Lookup,
+    Notified,
+    Owner,
+    Presence,
+    Register,
+    Registered,
+    Release,
+    Reregister,
+    parse_batch,
+)
+from mc.protocol.errors import violation
+from mc.protocol.frames import Notification
 
 from .links import LinkOverflow, WorkerLink
-from .registry import Metrics, RegistryError, UnknownWorker
+from .registry import RegistryError, UnknownWorker
 from .state import MasterState
 
 log = logging.getLogger("mc.master")
@@ -34,10 +53,10 @@ async def control_endpoint(ws: WebSocket) -> None:
     link: WorkerLink | None = None
     try:
         with trio.fail_after(REGISTER_TIMEOUT):
-            (hello, *rest), codec = await _receive(ws)
-        if rest:
-            raise violation("register must come alone")
-        link = _register(state, hello, codec)
+            batch, codec = await _receive(state, ws)
+        if len(batch) != 1:
+            raise violation("the first control frame must hold one valid register, alone")
+        link = _register(state, batch[0], codec)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_writer, ws, link, nursery.cancel_scope)
             await _reader(state, ws, link, nursery)
@@ -63,8 +82,8 @@ def _first(group: BaseExceptionGroup) -> BaseException:
     return exc
 
 
-async def _receive(ws: WebSocket) -> tuple[list[dict[str, Any]], Codec]:
-    """The control messages of one frame, and the frame's codec.
+async def _receive(state: MasterState, ws: WebSocket) -> tuple[list[ControlMessage], Codec]:
+    """The valid control messages of one frame, and the frame's codec.
 
     Workers send msgpack in binary frames (so notify ``data`` may hold bytes);
     JSON text frames are accepted for tools and tests, and replies use the
@@ -77,40 +96,34 @@ async def _receive(ws: WebSocket) -> tuple[list[dict[str, Any]], Codec]:
         raise WebSocketDisconnect(message.get("code", 1000))
     raw = message.get("bytes")
     codec: Codec = MSGPACK if raw is not None else JSON
-    decoded = codec.decode(raw if raw is not None else message.get("text") or "")
-    batch = decoded if type(decoded) is list else [decoded]
-    if not batch or len(batch) > MAX_BATCH or any(type(m) is not dict for m in batch):
-        raise violation(f"a control frame holds a map or a list of 1 to {MAX_BATCH} maps")
-    return batch, codec
+    try:
+        decoded = codec.decode(raw if raw is not None else message.get("text") or "")
+    except ProtocolError as exc:
+        state.bad_control(exc.reason)
+        return [], codec
+    messages, errors = parse_batch(decoded, TO_MASTER)
+    for exc in errors:
+        state.bad_control(exc.reason)
+    return messages, codec
 
 
-def _register(state: MasterState, msg: dict[str, Any], codec: Codec) -> WorkerLink:
-    if msg.get("type") != "register":
-        raise violation("the first control message must be register")
-    wid = field(msg, "worker", str)
-    url = field(msg, "url", str)
-    capacity = field(msg, "capacity", int)
-    if not is_name(wid) or not url.startswith(("ws://", "wss://")) or capacity < 1:
-        raise violation("bad register message")
-    sessions = counts(msg, "sessions")
-    presence = pairs(msg, "presence")
+def _register(state: MasterState, msg: ControlMessage, codec: Codec) -> WorkerLink:
+    if not isinstance(msg, Register):
+        raise violation("the first control message must be a valid register")
     reg = state.registry
     now = state.now()
-    reg.register(wid, url, capacity=capacity, now=now)
-    if msg.get("draining") is True:  # it was drained before this link (a master restart)
+    wid = msg.worker
+    reg.register(wid, msg.url, capacity=msg.capacity, now=now)
+    if msg.draining:  # it was drained before this link (a master restart)
         reg.set_draining(wid)
-    conflicts = reg.announce_sessions(wid, sessions, now=now)
-    state.kick(reg.presence_replace(wid, presence))
+    conflicts = reg.announce_sessions(wid, msg.sessions, now=now)
+    state.kick(reg.presence_replace(wid, msg.presence))
     state.touched()
     link = WorkerLink(wid, state.config.link_queue, codec)
     state.links.attach(link)
-    link.send({
-        "type": "registered",
-        "lease": state.config.lease,
-        "interval": state.config.report_interval,
-        "conflicts": conflicts,
-    })
-    log.info("worker %s registered at %s (%d sessions, %d apps)", wid, url, len(sessions), len(presence))
+    link.send(Registered(state.config.lease, state.config.report_interval, tuple(conflicts)))
+    log.info("worker %s registered at %s (%d sessions, %d apps)",
+             wid, msg.url, len(msg.sessions), len(msg.presence))
     return link
 
 
@@ -118,7 +131,8 @@ async def _writer(ws: WebSocket, link: WorkerLink, scope: trio.CancelScope) -> N
     async with link.receive_channel:
         codec = link.codec
         async for msg in link.receive_channel:
-            frame = codec.encode(batch_of(msg, link.receive_channel))
+            batch = batch_of(msg, link.receive_channel)
+            frame = codec.encode([m.to_wire() for m in batch] if type(batch) is list else batch.to_wire())
             if codec.binary:
                 await ws.send_bytes(frame)
             else:
@@ -129,75 +143,63 @@ async def _writer(ws: WebSocket, link: WorkerLink, scope: trio.CancelScope) -> N
 async def _reader(state: MasterState, ws: WebSocket, link: WorkerLink, nursery: trio.Nursery) -> None:
     limiter = trio.CapacityLimiter(MAX_CONCURRENT_NOTIFIES)
     while True:
-        batch, _ = await _receive(ws)
+        batch, _ = await _receive(state, ws)
         for msg in batch:
             await _handle(state, link, msg, nursery, limiter)
 
 
-async def _handle(state: MasterState, link: WorkerLink, msg: dict[str, Any],
+async def _handle(state: MasterState, link: WorkerLink, msg: ControlMessage,
                   nursery: trio.Nursery, limiter: trio.CapacityLimiter) -> None:
     reg = state.registry
     wid = link.worker_id
-    kind = msg.get("type")
     now = state.now()
-    if kind == "heartbeat":
-        metrics = field(msg, "metrics", dict)
+    if isinstance(msg, Heartbeat):
+        if not reg.heartbeat(wid, msg.metrics, now=now):
+            link.send(Reregister())
+    elif isinstance(msg, Presence):
         try:
-            ok = reg.heartbeat(wid, Metrics(**metrics), now=now)
-        except (TypeError, ValueError):
-            raise violation("bad metrics") from None
-        if not ok:
-            link.send({"type": "reregister"})
-    elif kind == "presence":
-        try:
-            state.kick(reg.presence_delta(wid, pairs(msg, "added"), pairs(msg, "removed")))
-            for session, n in counts(msg, "members").items():
+            state.kick(reg.presence_delta(wid, msg.added, msg.removed))
+            for session, n in msg.members.items():
                 reg.report_members(session, wid, n)
         except UnknownWorker:
-            link.send({"type": "reregister"})
-    elif kind in ("claim", "lookup"):
-        session = field(msg, "session", str)
-        owner = _owner(state, kind, session, wid, now)
-        link.send({"type": "owner", "id": msg.get("id"), "worker": owner,
-                   "url": state.url_of(owner) if owner else None})
-    elif kind == "release":
-        reg.release_session(field(msg, "session", str), wid)
-    elif kind == "notify":
-        to = Target.parse(msg.get("to"))
-        frame = field(msg, "frame", dict)
+            link.send(Reregister())
+    elif isinstance(msg, (Claim, Lookup)):
+        owner = _owner(state, msg, wid, now)
+        link.send(Owner(msg.id, owner, state.url_of(owner) if owner else None))
+    elif isinstance(msg, Release):
+        reg.release_session(msg.session, wid)
+    elif isinstance(msg, ForwardNotify):
         token = object()
         await limiter.acquire_on_behalf_of(token)
-        nursery.start_soon(_notify, state, link, limiter, token, msg.get("id"), to, frame)
-    elif kind == "leave":
+        nursery.start_soon(_notify, state, link, limiter, token, msg.id, msg.to, msg.frame)
+    elif isinstance(msg, Leave):
         reg.remove(wid)
         state.touched()
         log.info("worker %s left", wid)
-        link.send({"type": "left", "id": msg.get("id")})
-    elif kind == "delivered":
-        state.links.replied(link, msg.get("id"), msg.get("count"))
-    else:
-        raise violation(f"unknown control message {kind!r}")
+        link.send(Left(msg.id))
+    elif isinstance(msg, Delivered):
+        state.links.replied(link, msg.id, msg.count)
+    else:  # a second register
+        state.bad_control(f"unexpected {msg.TYPE!r} on a registered link")
 
 
-def _owner(state: MasterState, kind: str, session: str, wid: str, now: float) -> str | None:
-    if not is_name(session):
-        raise violation("bad session")
+def _owner(state: MasterState, msg: Claim | Lookup, wid: str, now: float) -> str | None:
     reg = state.registry
-    if kind == "claim":
+    if isinstance(msg, Claim):
         try:
-            return reg.claim_session(session, wid, now=now)
+            return reg.claim_session(msg.session, wid, now=now)
         except UnknownWorker:
             return None
     state.purge_lapsed()
-    info = reg.lookup_session(session)
+    info = reg.lookup_session(msg.session)
     return None if info is None else info.worker_id
 
 
 async def _notify(state: MasterState, link: WorkerLink, limiter: trio.CapacityLimiter,
-                  token: object, rid: Any, to: Target, frame: dict[str, Any]) -> None:
+                  token: object, rid: int, to: Target, frame: Notification) -> None:
     try:
         delivered = await state.route_notify(to, frame, exclude=link.worker_id)
-        link.send({"type": "notified", "id": rid, "delivered": delivered})
+        link.send(Notified(rid, delivered))
     finally:
         limiter.release_on_behalf_of(token)
 

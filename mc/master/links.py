@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
 
 import trio
 
-from mc.protocol import Codec
+from mc.protocol import Codec, Notification, Target
+from mc.protocol.control import ControlMessage, Deliver
 
 log = logging.getLogger("mc.master")
 
@@ -29,11 +30,11 @@ class WorkerLink:
     def __init__(self, worker_id: str, queue: int, codec: Codec) -> None:
         self.worker_id = worker_id
         self.codec = codec
-        self.send_channel, self.receive_channel = trio.open_memory_channel[dict](queue)
+        self.send_channel, self.receive_channel = trio.open_memory_channel[ControlMessage](queue)
         self.pending: dict[int, Callable[[int], None]] = {}
         self.closed = trio.Event()
 
-    def send(self, msg: dict[str, Any]) -> None:
+    def send(self, msg: ControlMessage) -> None:
         """Queue a message without waiting; raises LinkOverflow when the queue is full."""
         try:
             self.send_channel.send_nowait(msg)
@@ -73,7 +74,7 @@ class Links:
             del self._links[link.worker_id]
         link.close()
 
-    def tell(self, worker_id: str, msg: dict[str, Any]) -> bool:
+    def tell(self, worker_id: str, msg: ControlMessage) -> bool:
         """Send a one-way message; False when the worker has no link."""
         link = self._links.get(worker_id)
         if link is None:
@@ -85,7 +86,7 @@ class Links:
             return False
         return True
 
-    async def deliver(self, worker_ids: set[str], to: dict[str, Any], frame: dict[str, Any]) -> int:
+    async def deliver(self, worker_ids: set[str], to: Target, frame: Notification) -> int:
         """Ask each worker to deliver ``frame`` locally; the total they report.
 
         Workers that do not answer within ``notify_timeout`` count as 0.
@@ -108,7 +109,7 @@ class Links:
                 continue
             rid = next(self._ids)
             try:
-                link.send({"type": "deliver", "id": rid, "to": to, "frame": frame})
+                link.send(Deliver(rid, to, frame))
             except LinkOverflow:
                 continue
             link.pending[rid] = reply
@@ -121,8 +122,8 @@ class Links:
                 link.pending.pop(rid, None)
         return total
 
-    def replied(self, link: WorkerLink, rid: Any, count: Any) -> None:
-        callback = link.pending.pop(rid, None) if type(rid) is int else None
+    def replied(self, link: WorkerLink, rid: int, count: int) -> None:
+        callback = link.pending.pop(rid, None)
         if callback is not None:
-            callback(count if type(count) is int and count >= 0 else 0)
+            callback(count)
 

@@ -38,13 +38,11 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
 import attrs
-from attrs import validators as v
+
+from mc.protocol.control import Metrics
 
 UP = "up"
 DRAINING = "draining"
-
-_count = [v.instance_of(int), v.ge(0)]
-_rate = [v.instance_of((int, float)), v.ge(0)]
 
 
 class RegistryError(Exception):
@@ -64,19 +62,6 @@ class UnknownWorker(RegistryError, LookupError):
 
 class RegistryFull(RegistryError):
     """A new worker would exceed ``max_workers``; the worker retries later."""
-
-
-@attrs.frozen
-class Metrics:
-    """A worker's load figures, as its latest heartbeat reported them."""
-
-    connections: int = attrs.field(default=0, validator=_count)
-    sessions: int = attrs.field(default=0, validator=_count)
-    subscriptions: int = attrs.field(default=0, validator=_count)
-    msgs_in_rate: float = attrs.field(default=0.0, validator=_rate)
-    msgs_out_rate: float = attrs.field(default=0.0, validator=_rate)
-    cpu_percent: float = attrs.field(default=0.0, validator=_rate)
-    rss_bytes: int = attrs.field(default=0, validator=_count)
 
 
 @attrs.frozen
@@ -279,15 +264,9 @@ class Registry:
         return Totals(
             workers=len(live),
             draining=sum(w.state == DRAINING for w in live),
-            metrics=Metrics(
-                connections=sum(m.connections for m in ms),
-                sessions=sum(m.sessions for m in ms),
-                subscriptions=sum(m.subscriptions for m in ms),
-                msgs_in_rate=sum(m.msgs_in_rate for m in ms),
-                msgs_out_rate=sum(m.msgs_out_rate for m in ms),
-                cpu_percent=sum(m.cpu_percent for m in ms),
-                rss_bytes=sum(m.rss_bytes for m in ms),
-            ),
+            metrics=Metrics(**{
+                f.name: sum(getattr(m, f.name) for m in ms) for f in attrs.fields(Metrics)
+            }),
         )
 
     # ------------------------------------------------------------ chat sessions

@@ -8,11 +8,12 @@ deliveries) over the control links.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from collections.abc import Iterable
 
 import trio
 
-from mc.protocol import Target
+from mc.protocol import Notification, Target
+from mc.protocol.control import Kick as KickMessage
 
 from .balancer import Balancer
 from .config import MasterConfig
@@ -30,6 +31,15 @@ class MasterState:
         self.links = Links(notify_timeout=config.notify_timeout)
         self._changed = trio.Event()
         self._version = self.registry.version
+        #: control messages that did not validate (logged, counted, skipped)
+        self.bad_control_messages = 0
+
+    def bad_control(self, reason: str) -> None:
+        """A control message that did not validate: count it; log the first few."""
+        self.bad_control_messages += 1
+        if self.bad_control_messages <= 100 or self.bad_control_messages % 1000 == 0:
+            log.warning("ignored a malformed control message (%d so far): %s",
+                        self.bad_control_messages, reason)
 
     @staticmethod
     def now() -> float:
@@ -88,7 +98,7 @@ class MasterState:
     def kick(self, kicks: Iterable[Kick]) -> None:
         """Tell the old workers to close connections replaced elsewhere (4009)."""
         for k in kicks:
-            self.links.tell(k.worker_id, {"type": "kick", "client": k.client, "device": k.device})
+            self.links.tell(k.worker_id, KickMessage(k.client, k.device))
 
     def targets(self, target: Target) -> set[str]:
         """The workers that may hold apps ``target`` selects."""
@@ -97,11 +107,11 @@ class MasterState:
         return {w.id for w in self.live_workers()}
 
     async def route_notify(
-        self, target: Target, frame: dict[str, Any], exclude: str | None = None
+        self, target: Target, frame: Notification, exclude: str | None = None
     ) -> int:
         """Deliver a notify frame cluster-wide (except on ``exclude``); the count."""
         workers = self.targets(target)
         workers.discard(exclude)  # type: ignore[arg-type]
         if not workers:
             return 0
-        return await self.links.deliver(workers, target.to_wire(), frame)
+        return await self.links.deliver(workers, target, frame)

@@ -1,19 +1,24 @@
-"""The control link between a worker and the master (internal, over WebSocket).
+"""The control link between a worker and the master: every message as an attrs class.
 
-A worker opens ``ws://MASTER/v1/control`` and keeps it open. Messages are
-maps with a ``type``; ``id`` pairs a request with its reply. A frame carries
+A worker opens ``ws://MASTER/v1/control`` and keeps it open. Each message is
+a map with a ``type``; ``id`` pairs a request with its reply. A frame carries
 one message or a batch (a list of up to MAX_BATCH): each side's writer sends
 everything queued at once, which keeps the per-frame cost of the ASGI stack
-off the claim path. Workers send
-msgpack in binary frames (notify ``data`` may hold bytes); the master also
-accepts JSON text frames (tools, benchmarks) and answers in the codec of the
-link's first message.
+off the claim path. Workers send msgpack in binary frames (notify ``data``
+may hold bytes); the master also accepts JSON text frames (tools,
+benchmarks) and answers in the codec of the link's first message.
+
+As for client frames (mc/protocol/frames.py), messages are parsed once, at
+the edge, through one table per direction: :data:`TO_MASTER` is what a
+master accepts, :data:`TO_WORKER` what a worker accepts. A message that
+does not validate raises ProtocolError (close code 4000); each side logs and
+counts it, and neither ever crashes on one.
 
 worker -> master
   register   {worker, url, capacity, sessions: {session: members}, presence: [[client, device]],
               draining}            (draining: a drain survives a master restart)
   heartbeat  {metrics: {connections, sessions, subscriptions, msgs_in_rate, msgs_out_rate,
-              cpu_percent, rss_bytes}}
+              cpu_percent, rss_bytes, overflows, idle_closes, rejected, errors}}
   presence   {added: [[client, device]], removed: [[client, device]], members: {session: n}}
   claim      {id, session}            -> owner {id, worker, url}
   lookup     {id, session}            -> owner {id, worker|null, url|null}
@@ -32,42 +37,359 @@ master -> worker
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
-from .errors import violation
+import attrs
+
+from .errors import ProtocolError, violation
+from .frames import Notification, Target, notification_wire, parse_server_frame
 from .names import is_name
 
 CONTROL_PATH = "/v1/control"
 #: messages in one frame: a frame holds a map, or a list of up to this many maps
 MAX_BATCH = 256
+#: longest worker URL accepted at registration
+MAX_URL = 2048
 
 
-def field(msg: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
-    """``msg[name]`` checked against ``kind``; a ProtocolError (4000) otherwise."""
-    value = msg.get(name)
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise violation(f"control message {msg.get('type')!r}: bad {name!r}")
-    return value
+# --------------------------------------------------------------- validators
 
 
-def pairs(msg: dict[str, Any], name: str) -> list[tuple[str, str]]:
-    """A list of [client, device] name pairs."""
-    out = []
-    for item in field(msg, name, list):
-        if type(item) is not list or len(item) != 2 or not all(is_name(x) for x in item):
-            raise violation(f"control message {msg.get('type')!r}: bad {name!r} entry")
-        out.append((item[0], item[1]))
-    return out
+def _check(ok: Callable[[Any], bool], what: str) -> Callable[[Any, attrs.Attribute, Any], None]:
+    def validate(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if not ok(value):
+            raise ValueError(f"{attribute.name} must be {what}")
+
+    return validate
 
 
-def counts(msg: dict[str, Any], name: str) -> dict[str, int]:
-    """A map of session name -> non-negative int."""
-    value = msg.get(name) or {}
-    if type(value) is not dict or not all(
-        is_name(k) and type(n) is int and n >= 0 for k, n in value.items()
-    ):
-        raise violation(f"control message {msg.get('type')!r}: bad {name!r}")
-    return value
+def _is_int(v: Any) -> bool:
+    return type(v) is int
+
+
+def _is_count(v: Any) -> bool:
+    return type(v) is int and v >= 0
+
+
+def _is_rate(v: Any) -> bool:
+    return type(v) in (int, float) and v >= 0
+
+
+def _is_url(v: Any) -> bool:
+    """A ws(s):// URL with a host, printable ASCII only (it ends up in Location headers)."""
+    if type(v) is not str or len(v) > MAX_URL or not v.isascii() or not v.isprintable() or " " in v:
+        return False
+    scheme, sep, rest = v.partition("://")
+    host = rest.split("/", 1)[0]
+    return sep == "://" and scheme in ("ws", "wss") and bool(host) and not host.startswith(":")
+
+
+def _is_sessions(v: Any) -> bool:
+    return type(v) is dict and all(is_name(k) and _is_count(n) for k, n in v.items())
+
+
+def _is_pairs(v: Any) -> bool:
+    return type(v) is tuple and all(
+        type(p) is tuple and len(p) == 2 and is_name(p[0]) and is_name(p[1]) for p in v
+    )
+
+
+def _is_names(v: Any) -> bool:
+    return type(v) is tuple and all(is_name(x) for x in v)
+
+
+NAME = _check(is_name, "a name")
+ID = _check(_is_int, "an integer request id")
+COUNT = _check(_is_count, "a non-negative integer")
+RATE = _check(_is_rate, "a non-negative number")
+URL = _check(_is_url, "a ws:// or wss:// URL without control characters")
+SESSIONS = _check(_is_sessions, "a map of session name -> member count")
+PAIRS = _check(_is_pairs, "a list of [client, device] names")
+NAMES = _check(_is_names, "a list of names")
+FLAG = _check(lambda v: type(v) is bool, "true or false")
+OPT_NAME = _check(lambda v: v is None or is_name(v), "a name or null")
+OPT_URL = _check(lambda v: v is None or _is_url(v), "a ws:// URL or null")
+
+
+def _pairs_in(v: Any) -> Any:
+    """[[client, device], ...] from the wire as a tuple of tuples (else left for the validator)."""
+    if type(v) is list and all(type(p) is list for p in v):
+        return tuple(tuple(p) for p in v)
+    return v
+
+
+def _names_in(v: Any) -> Any:
+    return tuple(v) if type(v) is list else v
+
+
+def _pairs_out(v: tuple[tuple[str, str], ...]) -> list[list[str]]:
+    return [list(p) for p in v]
+
+
+def _wire(value: Any) -> Any:
+    return value.to_wire() if hasattr(value, "to_wire") else value
+
+
+# --------------------------------------------------------------- messages
+
+
+class ControlMessage:
+    """Base of every control message: ``to_wire`` and ``parse`` derived from the fields.
+
+    A field's ``metadata`` may carry ``wire_in`` (wire value -> field value,
+    before validation) and ``wire_out`` (field value -> wire value).
+    """
+
+    TYPE: ClassVar[str]
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.TYPE}
+        for f in attrs.fields(type(self)):  # type: ignore[misc]
+            convert = f.metadata.get("wire_out", _wire)
+            out[f.name] = convert(getattr(self, f.name))
+        return out
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any]) -> ControlMessage:
+        kwargs: dict[str, Any] = {}
+        for f in attrs.fields(cls):  # type: ignore[arg-type]
+            if f.name in obj:
+                convert = f.metadata.get("wire_in")
+                kwargs[f.name] = convert(obj[f.name]) if convert else obj[f.name]
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError, ProtocolError) as exc:
+            reason = exc.reason if isinstance(exc, ProtocolError) else str(exc)
+            raise violation(f"control message {cls.TYPE!r}: {reason}") from None
+
+
+def _pairs_field(default: tuple = ()) -> Any:
+    return attrs.field(default=default, validator=PAIRS,
+                       metadata={"wire_in": _pairs_in, "wire_out": _pairs_out})
+
+
+def _target_in(v: Any) -> Target:
+    return Target.parse(v)
+
+
+def _frame_in(v: Any) -> Notification:
+    frame = parse_server_frame(v)
+    if not isinstance(frame, Notification):
+        raise ValueError("frame must be a notify frame")
+    return frame
+
+
+def _frame_out(v: Notification) -> dict[str, Any]:
+    return notification_wire(v.data, v.sender, v.id, v.trace)
+
+
+def _target_field() -> Any:
+    return attrs.field(validator=attrs.validators.instance_of(Target), metadata={"wire_in": _target_in})
+
+
+def _frame_field() -> Any:
+    return attrs.field(validator=attrs.validators.instance_of(Notification),
+                       metadata={"wire_in": _frame_in, "wire_out": _frame_out})
+
+
+@attrs.frozen
+class Metrics:
+    """A worker's load figures and counters, as its heartbeat reports them."""
+
+    connections: int = attrs.field(default=0, validator=COUNT)
+    sessions: int = attrs.field(default=0, validator=COUNT)
+    subscriptions: int = attrs.field(default=0, validator=COUNT)
+    msgs_in_rate: float = attrs.field(default=0.0, validator=RATE)
+    msgs_out_rate: float = attrs.field(default=0.0, validator=RATE)
+    cpu_percent: float = attrs.field(default=0.0, validator=RATE)
+    rss_bytes: int = attrs.field(default=0, validator=COUNT)
+    #: counters since the worker started: 4029 closes, 4008 closes,
+    #: handshakes answered with an HTTP error, ``error`` frames sent
+    overflows: int = attrs.field(default=0, validator=COUNT)
+    idle_closes: int = attrs.field(default=0, validator=COUNT)
+    rejected: int = attrs.field(default=0, validator=COUNT)
+    errors: int = attrs.field(default=0, validator=COUNT)
+
+    def to_wire(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+def _metrics_in(v: Any) -> Metrics:
+    if type(v) is not dict:
+        raise ValueError("metrics must be a map")
+    known = {f.name for f in attrs.fields(Metrics)}
+    return Metrics(**{k: x for k, x in v.items() if k in known})
+
+
+# ---- worker -> master
+
+
+@attrs.frozen
+class Register(ControlMessage):
+    TYPE = "register"
+    worker: str = attrs.field(validator=NAME)
+    url: str = attrs.field(validator=URL)
+    capacity: int = attrs.field(validator=_check(lambda v: type(v) is int and v >= 1, "at least 1"))
+    sessions: dict[str, int] = attrs.field(factory=dict, validator=SESSIONS)
+    presence: tuple[tuple[str, str], ...] = _pairs_field()
+    draining: bool = attrs.field(default=False, validator=FLAG)
+
+
+@attrs.frozen
+class Heartbeat(ControlMessage):
+    TYPE = "heartbeat"
+    metrics: Metrics = attrs.field(validator=attrs.validators.instance_of(Metrics),
+                                   metadata={"wire_in": _metrics_in})
+
+
+@attrs.frozen
+class Presence(ControlMessage):
+    TYPE = "presence"
+    added: tuple[tuple[str, str], ...] = _pairs_field()
+    removed: tuple[tuple[str, str], ...] = _pairs_field()
+    members: dict[str, int] = attrs.field(factory=dict, validator=SESSIONS)
+
+
+@attrs.frozen
+class Claim(ControlMessage):
+    TYPE = "claim"
+    id: int = attrs.field(validator=ID)
+    session: str = attrs.field(validator=NAME)
+
+
+@attrs.frozen
+class Lookup(ControlMessage):
+    TYPE = "lookup"
+    id: int = attrs.field(validator=ID)
+    session: str = attrs.field(validator=NAME)
+
+
+@attrs.frozen
+class Release(ControlMessage):
+    TYPE = "release"
+    session: str = attrs.field(validator=NAME)
+
+
+@attrs.frozen
+class ForwardNotify(ControlMessage):
+    """A consumer's notify, for the matching apps on the other workers."""
+
+    TYPE = "notify"
+    id: int = attrs.field(validator=ID)
+    to: Target = _target_field()
+    frame: Notification = _frame_field()
+
+
+@attrs.frozen
+class Delivered(ControlMessage):
+    TYPE = "delivered"
+    id: int = attrs.field(validator=ID)
+    count: int = attrs.field(validator=COUNT)
+
+
+@attrs.frozen
+class Leave(ControlMessage):
+    TYPE = "leave"
+    id: int = attrs.field(validator=ID)
+
+
+# ---- master -> worker
+
+
+@attrs.frozen
+class Registered(ControlMessage):
+    TYPE = "registered"
+    lease: float = attrs.field(validator=RATE)
+    interval: float = attrs.field(validator=_check(lambda v: type(v) in (int, float) and v > 0, "positive"))
+    conflicts: tuple[str, ...] = attrs.field(default=(), validator=NAMES,
+                                             metadata={"wire_in": _names_in, "wire_out": list})
+
+
+@attrs.frozen
+class Reregister(ControlMessage):
+    TYPE = "reregister"
+
+
+@attrs.frozen
+class Owner(ControlMessage):
+    """The reply to claim and lookup: the owner, or nulls (no owner / claim refused)."""
+
+    TYPE = "owner"
+    id: int = attrs.field(validator=ID)
+    worker: str | None = attrs.field(default=None, validator=OPT_NAME)
+    url: str | None = attrs.field(default=None, validator=OPT_URL)
+
+
+@attrs.frozen
+class Notified(ControlMessage):
+    TYPE = "notified"
+    id: int = attrs.field(validator=ID)
+    delivered: int = attrs.field(validator=COUNT)
+
+
+@attrs.frozen
+class Left(ControlMessage):
+    TYPE = "left"
+    id: int = attrs.field(validator=ID)
+
+
+@attrs.frozen
+class Deliver(ControlMessage):
+    TYPE = "deliver"
+    id: int = attrs.field(validator=ID)
+    to: Target = _target_field()
+    frame: Notification = _frame_field()
+
+
+@attrs.frozen
+class Kick(ControlMessage):
+    TYPE = "kick"
+    client: str = attrs.field(validator=NAME)
+    device: str = attrs.field(validator=NAME)
+
+
+@attrs.frozen
+class Drain(ControlMessage):
+    TYPE = "drain"
+
+
+def _table(*classes: type[ControlMessage]) -> dict[str, type[ControlMessage]]:
+    return {cls.TYPE: cls for cls in classes}
+
+
+TO_MASTER = _table(Register, Heartbeat, Presence, Claim, Lookup, Release, ForwardNotify, Delivered, Leave)
+TO_WORKER = _table(Registered, Reregister, Owner, Notified, Left, Deliver, Kick, Drain)
+
+
+def parse_control(obj: Any, table: Mapping[str, type[ControlMessage]]) -> ControlMessage:
+    """One decoded control message, validated against one direction's table."""
+    if type(obj) is not dict:
+        raise violation("a control message must be a map")
+    kind = obj.get("type")
+    cls = table.get(kind) if type(kind) is str else None
+    if cls is None:
+        raise violation(f"unknown control message {kind!r}")
+    return cls.parse(obj)
+
+
+def parse_batch(
+    decoded: Any, table: Mapping[str, type[ControlMessage]]
+) -> tuple[list[ControlMessage], list[ProtocolError]]:
+    """The valid messages of one control frame (a map, or a list of 1 to MAX_BATCH
+    maps), and the errors of the invalid ones, which the caller logs and counts:
+    one bad message costs only itself, never the link."""
+    batch = decoded if type(decoded) is list else [decoded]
+    if not 1 <= len(batch) <= MAX_BATCH:
+        return [], [violation(f"a control frame holds a map or a list of 1 to {MAX_BATCH} maps")]
+    messages: list[ControlMessage] = []
+    errors: list[ProtocolError] = []
+    for obj in batch:
+        try:
+            messages.append(parse_control(obj, table))
+        except ProtocolError as exc:
+            errors.append(exc)
+    return messages, errors
 
 
 def http_to_ws(url: str) -> str:

@@ -267,6 +267,40 @@ class Sender:
     device: str
 
 
+def message_wire(
+    topic: str, data: Any, sender: dict[str, str], worker: str, seq: int, ts: int,
+    key: str | None, trace: str | None,
+) -> dict[str, Any]:
+    """The ``message`` frame as a map; the one place its wire form is written.
+
+    A plain function beside the class so the worker's hot path builds the map
+    without constructing a frozen object per publish.
+    """
+    d = {"type": "message", "topic": topic, "data": data, "from": sender, "worker": worker,
+         "seq": seq, "ts": ts}
+    if key is not None:
+        d["key"] = key
+    if trace is not None:
+        d["trace"] = trace
+    return d
+
+
+def notification_wire(data: Any, sender: str, id: str, trace: str | None) -> dict[str, Any]:
+    """The ``notify`` frame (server -> app) as a map."""
+    d = {"type": "notify", "data": data, "from": sender, "id": id}
+    if trace is not None:
+        d["trace"] = trace
+    return d
+
+
+def chat_wire(sender: str, data: Any, seq: int, ts: int, trace: str | None) -> dict[str, Any]:
+    """The ``chat`` frame as a map."""
+    d = {"type": "chat", "from": sender, "data": data, "seq": seq, "ts": ts}
+    if trace is not None:
+        d["trace"] = trace
+    return d
+
+
 @attrs.frozen(slots=True)
 class Message:
     """Server -> consumer: one published topic message."""
@@ -282,11 +316,9 @@ class Message:
     trace: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return _omit_none(
-            {"type": "message", "topic": self.topic, "key": self.key,
-             "from": {"client": self.sender.client, "device": self.sender.device},
-             "worker": self.worker, "seq": self.seq, "ts": self.ts, "trace": self.trace}
-        ) | {"data": self.data}
+        sender = {"client": self.sender.client, "device": self.sender.device}
+        return message_wire(self.topic, self.data, sender, self.worker, self.seq, self.ts,
+                            self.key, self.trace)
 
 
 @attrs.frozen(slots=True)
@@ -300,9 +332,7 @@ class Notification:
     trace: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return _omit_none(
-            {"type": "notify", "from": self.sender, "id": self.id, "trace": self.trace}
-        ) | {"data": self.data}
+        return notification_wire(self.data, self.sender, self.id, self.trace)
 
 
 @attrs.frozen(slots=True)
@@ -315,10 +345,7 @@ class ChatMessage:
     trace: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return _omit_none(
-            {"type": "chat", "from": self.sender, "seq": self.seq, "ts": self.ts,
-             "trace": self.trace}
-        ) | {"data": self.data}
+        return chat_wire(self.sender, self.data, self.seq, self.ts, self.trace)
 
 
 @attrs.frozen(slots=True)

@@ -86,12 +86,17 @@ class FrameParser:
 
     A message whose declared size (across fragments) exceeds ``max_message``
     is rejected with 1009 as soon as its frame header arrives, so at most
-    ``max_message`` plus one frame header is ever buffered.
+    ``max_message`` plus one frame header is ever buffered. A message split
+    into more than ``max_fragments`` frames is rejected with 1009 too (a
+    flood of empty continuation frames would otherwise cost memory and CPU
+    per fragment while staying under the size limit), as wsproto-based
+    servers do.
     ``expect_masked=False`` parses server-to-client frames (load generators).
     """
 
     __slots__ = (
         "_max",
+        "_max_fragments",
         "_mask_bit",
         "_pending",
         "_pending_len",
@@ -104,8 +109,11 @@ class FrameParser:
         "_closed",
     )
 
-    def __init__(self, max_message: int = 65536, *, expect_masked: bool = True) -> None:
+    def __init__(
+        self, max_message: int = 65536, *, max_fragments: int = 1024, expect_masked: bool = True
+    ) -> None:
         self._max = max_message
+        self._max_fragments = max_fragments
         self._mask_bit = 0x80 if expect_masked else 0
         # Chunks of an incomplete frame; joined once ``_need`` bytes are there,
         # so a big frame arriving in many pieces is copied once, not per piece.
@@ -239,7 +247,10 @@ class FrameParser:
                 self._msg_utf8.decode(payload, bool(fin))
             except UnicodeDecodeError:
                 raise self._fail(_INVALID_DATA, "invalid UTF-8", events) from None
-        self._msg_parts.append(payload)  # type: ignore[union-attr]
+        parts = self._msg_parts
+        if len(parts) >= self._max_fragments:
+            raise self._fail(_TOO_BIG, f"message in more than {self._max_fragments} fragments", events)
+        parts.append(payload)  # type: ignore[union-attr]
         self._msg_size += len(payload)
         if fin:
             events.append((self._msg_op, b"".join(self._msg_parts)))

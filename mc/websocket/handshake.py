@@ -34,8 +34,25 @@ class HandshakeError(Exception):
 
 
 @attrs.frozen
+class UpgradeRefusal:
+    """Why a request head is not an acceptable upgrade, and the HTTP answer (RFC 6455 4.2)."""
+
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+#: RFC 6455 4.2.2: refusing another version names the one the server speaks
+VERSION_REFUSAL = UpgradeRefusal(
+    426, "only WebSocket version 13 is supported", (("Sec-WebSocket-Version", "13"),)
+)
+NOT_AN_UPGRADE = UpgradeRefusal(426, "a WebSocket upgrade is required", (("Upgrade", "websocket"),))
+BAD_KEY = UpgradeRefusal(400, "Sec-WebSocket-Key must be 16 bytes in base64")
+
+
+@attrs.frozen
 class HandshakeRequest:
-    """A parsed request head; ``is_websocket`` says whether it is a valid upgrade."""
+    """A parsed request head; ``refusal`` is None for a valid upgrade."""
 
     method: str
     path: str
@@ -44,7 +61,11 @@ class HandshakeRequest:
     raw_query: str
     headers: dict[str, str]
     subprotocols: list[str]
-    is_websocket: bool
+    refusal: UpgradeRefusal | None
+
+    @property
+    def is_websocket(self) -> bool:
+        return self.refusal is None
 
 
 def _tokens(value: str) -> list[str]:
@@ -67,14 +88,18 @@ def _build_request(event: h11.Request) -> HandshakeRequest:
     raw_target = event.target.decode("ascii")  # h11 only accepts visible ASCII here
     raw_path, _, raw_query = raw_target.partition("?")
     offered = headers.get("sec-websocket-protocol", "").split(",")
-    is_websocket = (
+    refusal: UpgradeRefusal | None = None
+    if not (
         method == "GET"
         and event.http_version == b"1.1"
         and "websocket" in _tokens(headers.get("upgrade", ""))
         and "upgrade" in _tokens(headers.get("connection", ""))
-        and headers.get("sec-websocket-version") == "13"
-        and _valid_key(headers.get("sec-websocket-key", ""))
-    )
+    ):
+        refusal = NOT_AN_UPGRADE
+    elif headers.get("sec-websocket-version") != "13":
+        refusal = VERSION_REFUSAL
+    elif not _valid_key(headers.get("sec-websocket-key", "")):
+        refusal = BAD_KEY
     return HandshakeRequest(
         method=method,
         path=unquote(raw_path),
@@ -83,7 +108,7 @@ def _build_request(event: h11.Request) -> HandshakeRequest:
         raw_query=raw_query,
         headers=headers,
         subprotocols=[p.strip() for p in offered if p.strip()],
-        is_websocket=is_websocket,
+        refusal=refusal,
     )
 
 

@@ -1,4 +1,8 @@
-"""Worker settings, their defaults, and what happens at each limit (docs/architecture.md)."""
+"""Worker settings: each default and limit written once (flags, env and TOML derive from it).
+
+What happens at each limit is in the field's help, which ``mc worker --help``
+shows, and in docs/protocol.md "Limits".
+"""
 
 from __future__ import annotations
 
@@ -6,39 +10,49 @@ import socket
 
 import attrs
 
+from mc.settings import no_control_chars, non_negative, one_of, port_number, positive, setting
 
-@attrs.define(slots=True)
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@attrs.frozen(slots=True)
 class WorkerConfig:
-    host: str = "127.0.0.1"
-    port: int = 7101
-    #: unique in the cluster; defaults to HOSTNAME:PORT
-    worker_id: str = ""
-    #: the ws:// URL clients are redirected to; defaults to ws://HOST:PORT
-    advertise: str = ""
-    #: master base URLs (http://...), tried in order; empty = standalone
-    masters: tuple[str, ...] = ()
-    #: seconds between server pings; silence for 3x this closes with 4008
-    heartbeat: float = 25.0
-    #: largest accepted message; larger closes with 1009
-    max_frame: int = 64 * 1024
-    #: open connections; the next handshake gets 503 + Retry-After
-    max_connections: int = 19_990
-    #: frames / bytes waiting to be written to one connection; more closes it with 4029
-    max_queued_frames: int = 4096
-    max_queued_bytes: int = 4 * 1024 * 1024
-    #: subscriptions per consumer connection; more is answered with error too_large
-    max_subscriptions: int = 1000
-    #: connections per chat session; more is refused with 409
-    chat_max_members: int = 1000
-    #: seconds an empty chat session lives on
-    chat_linger: float = 30.0
-    #: seconds a client has to complete the HTTP upgrade
-    handshake_timeout: float = 10.0
-    #: seconds to wait for the client's close reply before dropping the socket
-    close_timeout: float = 2.0
+    host: str = setting("127.0.0.1", "address to listen on", validator=no_control_chars)
+    port: int = setting(7101, "port to listen on (0: any free port, advertised as bound)",
+                        validator=port_number)
+    id: str = setting("", "worker id, unique in the cluster (default HOSTNAME:PORT)",
+                      validator=no_control_chars)
+    advertise: str = setting("", "ws:// URL clients are redirected to (default ws://HOST:PORT)",
+                             validator=no_control_chars)
+    masters: tuple[str, ...] = setting((), "master base URLs, tried in order; none = standalone",
+                                       flags=("--master", "--masters"), validator=no_control_chars)
+    heartbeat: float = setting(25.0, "seconds between server pings; 3x silence closes with 4008",
+                               validator=positive)
+    max_frame: int = setting(64 * 1024, "largest message in bytes; larger closes with 1009",
+                             validator=positive)
+    max_fragments: int = setting(1024, "frames one fragmented message may span; more closes with 1009",
+                                 validator=positive)
+    max_connections: int = setting(19_990, "open connections; the next handshake gets 503 + Retry-After",
+                                   validator=positive)
+    max_queued_frames: int = setting(4096, "frames waiting for one connection; more closes it with 4029",
+                                     validator=positive)
+    max_queued_bytes: int = setting(4 * 1024 * 1024,
+                                    "bytes waiting for one connection; more closes it with 4029",
+                                    validator=positive)
+    max_subscriptions: int = setting(1000, "subscriptions per consumer connection; more is too_large",
+                                     validator=positive)
+    chat_max_members: int = setting(1000, "connections per chat session; more is refused with 409",
+                                    validator=positive)
+    chat_linger: float = setting(30.0, "seconds an empty chat session lives on", validator=non_negative)
+    handshake_timeout: float = setting(10.0, "seconds a client has to complete the HTTP upgrade",
+                                       validator=positive)
+    close_timeout: float = setting(2.0, "seconds to wait for the client's close reply", validator=positive)
+    log_level: str = setting("info", "log level", validator=one_of(*LOG_LEVELS))
 
-    def __attrs_post_init__(self) -> None:
-        if not self.worker_id:
-            self.worker_id = f"{socket.gethostname()}:{self.port}"
-        if not self.advertise:
-            self.advertise = f"ws://{self.host}:{self.port}"
+    def worker_id(self, bound_port: int) -> str:
+        """The id this worker registers with: ``id``, else HOSTNAME:PORT (the bound port)."""
+        return self.id or f"{socket.gethostname()}:{bound_port}"
+
+    def advertised(self, bound_port: int) -> str:
+        """The URL clients are sent to: ``advertise``, else ws://HOST:PORT (the bound port)."""
+        return self.advertise or f"ws://{self.host}:{bound_port}"

@@ -1,61 +1,109 @@
-"""Coalesced writes: every connection with pending frames is written once per pass.
+"""The core's Sink over sockets: coalesced writes, every dirty connection once per pass.
 
-Connections mark themselves dirty when a frame is queued; one task per worker
-wakes in the next scheduler pass and writes each dirty connection's frames
-with a single non-blocking ``send``. Everything queued by all the tasks that
-ran in between (many publishes, many recipients) goes out in one syscall per
-connection. Only a connection whose socket buffer is full gets a task of its
-own, which waits for writability and exits once drained.
+The core queues frames (``write``); a connection marks itself dirty and one
+task per worker wakes in the next scheduler pass and writes each dirty
+connection's frames with a single non-blocking ``send``. Everything queued by
+all the tasks that ran in between (many publishes, many recipients) goes out
+in one syscall per connection. Only a connection whose socket buffer is full
+gets a task of its own, which waits for writability and exits once drained.
 
-Two refinements: a reader whose frames made only a handful of connections
-dirty (a chat message, an ack) writes them itself at the end of its recv
-(``flush_now``), saving a scheduler pass of latency; many dirty connections
-(a fan-out) still wait for the pass, where they coalesce. And the run loop
-also keeps the close deadlines (``expire_at``), so a connection needs no
-cancel scope of its own (memory).
+A reader whose frames made only a handful of connections dirty (a chat
+message, an ack) writes them itself at the end of its recv (``flush_now``),
+saving a scheduler pass of latency; a fan-out still waits for the pass,
+where it coalesces.
+
+Limits: at most ``max_frames`` frames and ``max_bytes`` bytes wait for one
+connection. Past that the queue is dropped (never the tail of a frame already
+partly sent: that would corrupt the stream) and the core is told
+(``on_overflow``), which closes the connection with 4029.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import trio
 
-if TYPE_CHECKING:
-    from .connection import Connection
+from mc.protocol.control import ControlMessage
+from mc.websocket import encode_close
 
+from .connection import Connection
+from .states import OPEN
 
 #: at most this many dirty connections are written by the reader that made them
 #: dirty, at the end of its recv (a chat reply, an ack); more wait for the pass
 IMMEDIATE = 4
 
 
+def _no_link(message: ControlMessage) -> bool:
+    return False
+
+
 class Flusher:
-    __slots__ = ("max_frames", "max_bytes", "nursery", "_dirty", "_wake", "_deadlines", "_order")
+    __slots__ = ("max_frames", "max_bytes", "on_overflow", "control", "nursery", "_dirty", "_wake")
 
     def __init__(self, *, max_frames: int, max_bytes: int) -> None:
         self.max_frames = max_frames
         self.max_bytes = max_bytes
+        #: the core's ``overflowed`` (set once the core exists)
+        self.on_overflow: Callable[[Connection, float], None] = lambda conn, now: None
+        #: the control link's ``send`` (standalone: there is none)
+        self.control: Callable[[ControlMessage], bool] = _no_link
         self.nursery: trio.Nursery | None = None
         self._dirty: list[Connection] = []
         self._wake = trio.Event()
-        # (when, tie-breaker, connection): closes waiting for the client's reply
-        self._deadlines: list[tuple[float, int, Connection]] = []
-        self._order = itertools.count()
 
-    def expire_at(self, conn: "Connection", when: float) -> None:
-        """Stop reading ``conn`` at ``when`` (trio time) unless it is done by then."""
-        heapq.heappush(self._deadlines, (when, next(self._order), conn))
-        if self._deadlines[0][2] is conn:
-            self._wake.set()  # the earliest deadline changed: re-arm the run loop's timer
+    # ------------------------------------------------------------ the Sink
 
-    def _expire(self) -> None:
-        deadlines = self._deadlines
-        now = trio.current_time()
-        while deadlines and deadlines[0][0] <= now:
-            heapq.heappop(deadlines)[2]._stop_reading()
+    def write(self, conn: Connection, frame: bytes) -> None:  # type: ignore[override]
+        """Queue one complete WebSocket frame; overflow is reported to the core."""
+        if conn.state is not OPEN:
+            return
+        size = conn.out_bytes + len(frame)
+        if conn.queued >= self.max_frames or size > self.max_bytes:
+            if conn.partial:
+                del conn.out[1:]
+                conn.queued = 1
+                conn.out_bytes = len(conn.out[0])
+            else:
+                conn.out.clear()
+                conn.queued = 0
+                conn.out_bytes = 0
+            self.on_overflow(conn, trio.current_time())
+            return
+        conn.out.append(frame)
+        conn.queued += 1
+        conn.out_bytes = size
+        if not conn.dirty:
+            conn.dirty = True
+            self._mark(conn)
+
+    def close(self, conn: Connection, code: int, reason: str) -> None:  # type: ignore[override]
+        """Queue the close frame after whatever is queued."""
+        conn.out.append(encode_close(code, reason[:120]))
+        conn.queued += 1
+        if not conn.dirty:
+            conn.dirty = True
+            self._mark(conn)
+
+    def drop(self, conn: Connection) -> None:  # type: ignore[override]
+        """Wake the reader (parked in ``wait_readable``) so it sees the state and exits.
+
+        No cancel scope per connection (memory): notify_closing wakes it with
+        ClosedResourceError.
+        """
+        if conn.sock.fileno() != -1:
+            trio.lowlevel.notify_closing(conn.sock)
+
+    def send_control(self, message: ControlMessage) -> bool:
+        return self.control(message)
+
+    # ------------------------------------------------------------ writing
+
+    def _mark(self, conn: Connection) -> None:
+        self._dirty.append(conn)
+        if len(self._dirty) == 1:
+            self._wake.set()
 
     def pending_few(self) -> bool:
         """A handful of connections (1..IMMEDIATE) wait to be written."""
@@ -65,13 +113,61 @@ class Flusher:
         """Write the dirty connections now, from the task that queued their frames."""
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
-            conn.flush()
+            self._flush(conn)
 
-    def mark(self, conn: "Connection") -> None:
-        """Schedule ``conn`` for the next pass (the caller dedups via conn.dirty)."""
-        self._dirty.append(conn)
-        if len(self._dirty) == 1:
-            self._wake.set()
+    def _flush(self, conn: Connection) -> None:
+        conn.dirty = False
+        if conn.blocked or not conn.out:
+            return
+        self._send_some(conn)
+        if conn.out and self.nursery is not None:
+            conn.blocked = True
+            self.nursery.start_soon(self._drain, conn)
+
+    def final_flush(self, conn: Connection) -> None:
+        """Best-effort last write (e.g. the close frame) before the socket closes."""
+        if conn.out and not conn.blocked:
+            self._send_some(conn)
+
+    @staticmethod
+    def _send_some(conn: Connection) -> None:
+        out = conn.out
+        data = out[0] if len(out) == 1 else b"".join(out)
+        try:
+            sent = conn.sock.send(data)
+        except BlockingIOError:
+            return
+        except OSError:
+            _lost(conn)
+            return
+        if sent == len(data):
+            out.clear()
+            conn.queued = 0
+            conn.out_bytes = 0
+            conn.partial = False
+            return
+        conn.out_bytes -= sent
+        i = 0
+        while sent >= len(out[i]):
+            sent -= len(out[i])
+            i += 1
+        del out[:i]
+        if sent:
+            out[0] = out[0][sent:]
+            conn.partial = True
+        elif i:
+            conn.partial = False
+        conn.queued = len(out)
+
+    async def _drain(self, conn: Connection) -> None:
+        try:
+            while conn.out:
+                await trio.lowlevel.wait_writable(conn.sock)
+                self._send_some(conn)
+        except (trio.ClosedResourceError, OSError):
+            _lost(conn)
+        finally:
+            conn.blocked = False
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Write dirty connections until cancelled; blocked ones drain in ``nursery``."""
@@ -79,13 +175,19 @@ class Flusher:
             self.nursery = nursery
             task_status.started()
             while True:
-                if self._deadlines:
-                    with trio.move_on_at(self._deadlines[0][0]):
-                        await self._wake.wait()
-                    self._expire()
-                else:
-                    await self._wake.wait()
+                await self._wake.wait()
                 self._wake = trio.Event()
                 dirty, self._dirty = self._dirty, []
                 for conn in dirty:
-                    conn.flush()
+                    self._flush(conn)
+
+
+def _lost(conn: Connection) -> None:
+    """The socket failed: nothing more can be written; wake the reader, which
+    sees the error or EOF and reports the connection closed to the core."""
+    conn.out.clear()
+    conn.queued = 0
+    conn.out_bytes = 0
+    conn.partial = False
+    if conn.sock.fileno() != -1:
+        trio.lowlevel.notify_closing(conn.sock)

@@ -15,8 +15,8 @@ Delivery rules (PROTOCOL.md "/v1/consumer", plus decisions in docs/protocol.md):
 * a connection receives one message at most once, however many of its
   subscriptions match;
 * paused connections receive nothing and are skipped by groups;
-* closing connections (a close frame is queued, e.g. after a 4029 overflow)
-  are skipped by everything: nothing can be written to them any more.
+* connections that are not ``OPEN`` (a close frame is queued, e.g. after a
+  4029 overflow) are skipped by everything: nothing can be written to them.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Iterable
 from mc.protocol import SubscriptionIndex, Target
 
 from .peer import APP, CONSUMER, NO_SUBS, Peer
+from .states import OPEN
 
 ANY_KEY = "*"
 
@@ -156,7 +157,7 @@ class Hub:
         groups: dict[str, list[Peer]] | None = None
         for sub in subs:
             peer = sub.peer
-            if peer.paused or peer.closing or (sub.key != ANY_KEY and sub.key != key):
+            if peer.paused or peer.state is not OPEN or (sub.key != ANY_KEY and sub.key != key):
                 continue
             if sub.group is None:
                 chosen[peer] = None
@@ -200,7 +201,7 @@ class Hub:
             candidates = seen
         else:
             candidates = (p for devices in self._apps.values() for p in devices.values())
-        return [p for p in candidates if not p.closing and _selects(target, p)]
+        return [p for p in candidates if p.state is OPEN and _selects(target, p)]
 
     def apps(self) -> Iterable[Peer]:
         for devices in self._apps.values():

@@ -1,15 +1,17 @@
-"""The worker's control link to the master: registration, reports, requests.
+"""The worker's control link to the master: the I/O around the core's control messages.
 
-Implements the Cluster hooks (mc/worker/cluster.py) over one WebSocket to
-``/v1/control`` (message catalogue: mc/protocol/control.py). The link is soft
-state: when it drops, the worker keeps serving its connections, reconnects
-with jittered backoff (trying each master URL in turn) and registers again
-with its full state (sessions and presence), so a restarted master is whole
-again within one report interval of the reconnect.
+One WebSocket to ``/v1/control`` (message catalogue: mc/protocol/control.py).
+The core decides what to register, report and do with each command; this
+shell connects, sends, reads, pairs the replies of the requests it awaits
+(session claims and lookups, the leave) and keeps the link up. The link is
+soft state: when it drops, the worker keeps serving its connections,
+reconnects with jittered backoff (trying each master URL in turn) and
+registers again with its full state, so a restarted master is whole again
+within one report interval of the reconnect.
 
-Bounds: one outbound queue of ``QUEUE`` messages (full: presence falls back
-to a full re-registration, notifies are delivered locally only), at most
-``MAX_PENDING`` requests awaiting replies, ``REQUEST_TIMEOUT`` per request.
+Bounds: one outbound queue of ``QUEUE`` messages (full: the message is not
+sent and the caller falls back, e.g. a notify is acked with its local
+count), at most ``MAX_PENDING`` awaited requests, ``REQUEST_TIMEOUT`` each.
 While disconnected, chat handshakes that need the master get 503.
 """
 
@@ -18,19 +20,31 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-from typing import Any, Callable
+from typing import Any, Protocol
 
 import psutil
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from mc.channels import batch_of
-from mc.protocol import MSGPACK, ProtocolError, Target
-from mc.protocol.control import CONTROL_PATH, http_to_ws
+from mc.protocol import MSGPACK, ProtocolError
+from mc.protocol.control import (
+    CONTROL_PATH,
+    TO_WORKER,
+    Claim,
+    ControlMessage,
+    Leave,
+    Left,
+    Lookup,
+    Owner,
+    Register,
+    Registered,
+    Reregister,
+    http_to_ws,
+    parse_batch,
+)
 
-from .cluster import ClusterUnavailable, SessionNotFound
-from .config import WorkerConfig
-from .server import Worker
+from .answers import LocateFailed
 
 log = logging.getLogger("mc.worker.link")
 
@@ -47,19 +61,30 @@ class Resync(Exception):
     """Too much unsent presence, or the master forgot us: register again."""
 
 
+class LinkCore(Protocol):
+    """What the link needs of the worker core (mc/worker/core.py), and no more."""
+
+    resync_needed: bool
+
+    def registration(self, url: str) -> Register: ...
+    def registered(self, reply: Registered, now: float) -> None: ...
+    def report(self, now: float, cpu_percent: float, rss_bytes: int) -> list[ControlMessage]: ...
+    def control(self, message: ControlMessage, now: float) -> None: ...
+    def link_down(self) -> None: ...
+
+
 class MasterLink:
-    def __init__(self, worker: Worker, masters: tuple[str, ...]) -> None:
-        self.worker = worker
+    def __init__(self, core: LinkCore, masters: tuple[str, ...], url: str, worker_id: str) -> None:
+        self.core = core
         self.masters = masters
-        self._out: trio.MemorySendChannel[dict] | None = None
-        self._pending: dict[int, Callable[[dict | None], None]] = {}
-        self._ids = itertools.count(1)
-        self._presence: dict[tuple[str, str], bool] = {}
-        self._members_sent: dict[str, int] = {}
+        self.url = url
+        self.worker_id = worker_id
+        self._out: trio.MemorySendChannel[ControlMessage] | None = None
+        self._pending: dict[int, trio.MemorySendChannel[ControlMessage | None]] = {}
+        self._ids = itertools.count(1 << 40)  # apart from the core's notify ids
         self._process = psutil.Process()
-        self._last_counts = (0, 0)
-        self.registered = trio.Event()
         self.leaving = False
+        self.bad_messages = 0
 
     # ------------------------------------------------------------ the loop
 
@@ -69,228 +94,141 @@ class MasterLink:
         for url in itertools.cycle(self.masters):
             try:
                 async with open_websocket_url(
-                    http_to_ws(url) + CONTROL_PATH,
-                    connect_timeout=CONNECT_TIMEOUT,
-                    disconnect_timeout=1,
+                    http_to_ws(url) + CONTROL_PATH, connect_timeout=CONNECT_TIMEOUT, disconnect_timeout=1,
                 ) as ws:
                     backoff = BACKOFF_MIN
                     await self._session(ws)
             except* (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError, Resync,
                      ProtocolError) as group:
-                log.info("control link to %s: %r", url, group.exceptions[0])
+                log.info("control link to %s: %s", url, _describe(group.exceptions[0]))
             await trio.sleep(min(BACKOFF_MAX, backoff * (0.5 + random.random())))
             backoff = min(backoff * 2, BACKOFF_MAX)
 
     async def _session(self, ws: Any) -> None:
-        worker = self.worker
-        sessions = worker.rooms.sessions()
-        announced = {(p.client, p.device) for p in worker.hub.apps()}
-        await ws.send_message(MSGPACK.encode({
-            "type": "register",
-            "worker": worker.id,
-            "url": worker.config.advertise,
-            "capacity": worker.config.max_connections,
-            "sessions": sessions,
-            "presence": [list(k) for k in announced],
-            "draining": worker.draining,  # a drain survives a master restart
-        }))
+        await ws.send_message(MSGPACK.encode(self.core.registration(self.url).to_wire()))
         with trio.fail_after(REQUEST_TIMEOUT):
-            decoded = MSGPACK.decode(await ws.get_message())
+            reply, *rest = self._parse(await ws.get_message()) or [None]
         # "registered" comes first; a batch may carry commands queued right after it
-        reply, *rest = decoded if type(decoded) is list and decoded else [decoded]
-        if type(reply) is not dict or reply.get("type") != "registered":
+        if not isinstance(reply, Registered):
             raise Resync()
-        for session in reply.get("conflicts", []):
-            worker.drop_session(session)
-        interval = float(reply.get("interval", 0.5))
-        send, receive = trio.open_memory_channel[dict](QUEUE)
-        # Apps and members that changed while the registration was in flight
-        # were not queued (no link yet): report them as the difference between
-        # what was announced and what is here now.
-        self._members_sent = sessions
-        current = {(p.client, p.device) for p in worker.hub.apps()}
-        self._presence = {k: False for k in announced - current}
-        self._presence.update((k, True) for k in current - announced)
+        send, receive = trio.open_memory_channel[ControlMessage](QUEUE)
         self._out = send
-        self.registered.set()
+        self.core.registered(reply, trio.current_time())
         log.info("registered with the master")
         for msg in rest:
             self._handle(msg)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer, ws, receive)
-                nursery.start_soon(self._reporter, interval)
+                nursery.start_soon(self._reporter, reply.interval)
                 await self._reader(ws)
         finally:
             self._out = None
-            self.registered = trio.Event()
+            self.core.link_down()
             pending, self._pending = self._pending, {}
-            for callback in pending.values():
-                callback(None)
+            for waiter in pending.values():
+                waiter.send_nowait(None)
 
-    async def _writer(self, ws: Any, receive: trio.MemoryReceiveChannel[dict]) -> None:
-        async for msg in receive:
-            await ws.send_message(MSGPACK.encode(batch_of(msg, receive)))
+    def _parse(self, data: bytes | str) -> list[ControlMessage]:
+        messages, errors = parse_batch(MSGPACK.decode(data), TO_WORKER)
+        for exc in errors:
+            self.bad_messages += 1
+            log.warning("ignored a malformed message from the master: %s", exc.reason)
+        return messages
+
+    async def _writer(self, ws: Any, receive: trio.MemoryReceiveChannel[ControlMessage]) -> None:
+        async for first in receive:
+            batch = batch_of(first, receive)
+            wire = [m.to_wire() for m in batch] if type(batch) is list else batch.to_wire()
+            await ws.send_message(MSGPACK.encode(wire))
 
     async def _reader(self, ws: Any) -> None:
         while True:
-            decoded = MSGPACK.decode(await ws.get_message())
-            for msg in decoded if type(decoded) is list else [decoded]:
+            for msg in self._parse(await ws.get_message()):
                 self._handle(msg)
 
-    def _handle(self, msg: Any) -> None:
-        """One message from the master (a reply or a command)."""
-        worker = self.worker
-        if type(msg) is not dict:
-            raise Resync()
-        kind = msg.get("type")
-        if kind in ("owner", "notified", "left"):
-            callback = self._pending.pop(msg.get("id"), None)
-            if callback is not None:
-                callback(msg)
-        elif kind == "deliver":
-            frame = msg.get("frame")
-            if type(frame) is not dict:
+    def _handle(self, msg: ControlMessage) -> None:
+        """One message from the master: a reply this shell awaits, or one for the core."""
+        if isinstance(msg, (Owner, Left)):
+            waiter = self._pending.pop(msg.id, None)
+            if waiter is not None:
+                waiter.send_nowait(msg)
+        elif isinstance(msg, Reregister):
+            if not self.leaving:
                 raise Resync()
-            count = worker.handlers.deliver_notify(Target.parse(msg.get("to")), frame)
-            self._send({"type": "delivered", "id": msg.get("id"), "count": count})
-        elif kind == "kick":
-            worker.kick(str(msg.get("client")), str(msg.get("device")))
-        elif kind == "drain":
-            worker.drain()
-        elif kind == "reregister" and not self.leaving:
+        else:
+            self.core.control(msg, trio.current_time())
+        if self.core.resync_needed:
             raise Resync()
 
     async def _reporter(self, interval: float) -> None:
         while not self.leaving:  # after ``leave`` the master must not hear from us again
-            self._send_presence()
-            self._send({"type": "heartbeat", "metrics": self._metrics(interval)})
+            rss = self._process.memory_info().rss
+            for msg in self.core.report(trio.current_time(), self._process.cpu_percent(None), rss):
+                self.send(msg)
+            if self.core.resync_needed:
+                raise Resync()
             await trio.sleep(interval)
 
-    def _metrics(self, interval: float) -> dict[str, Any]:
-        w = self.worker
-        stats = w.stats
-        last_in, last_out = self._last_counts
-        self._last_counts = (stats.messages_in, stats.messages_out)
-        mem = self._process.memory_info().rss
-        return {
-            "connections": len(w.connections),
-            "sessions": len(w.rooms),
-            "subscriptions": w.hub.subscription_count,
-            "msgs_in_rate": max(0, stats.messages_in - last_in) / interval,
-            "msgs_out_rate": max(0, stats.messages_out - last_out) / interval,
-            "cpu_percent": self._process.cpu_percent(None),
-            "rss_bytes": mem,
-        }
-
-    def _send_presence(self) -> None:
-        current = self.worker.rooms.sessions()
-        members = {s: n for s, n in current.items() if self._members_sent.get(s) != n}
-        self._members_sent = current
-        if not self._presence and not members:
-            return
-        changes, self._presence = self._presence, {}
-        self._send({
-            "type": "presence",
-            "added": [list(k) for k, up in changes.items() if up],
-            "removed": [list(k) for k, up in changes.items() if not up],
-            "members": members,
-        })
-
-    def _send(self, msg: dict[str, Any]) -> bool:
+    def send(self, message: ControlMessage) -> bool:
+        """Queue a message for the master (the core's Sink.send_control); never waits."""
         if self._out is None:
             return False
         try:
-            self._out.send_nowait(msg)
+            self._out.send_nowait(message)
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
             return False
         return True
 
-    # -------------------------------------------------------- Cluster hooks
+    # ------------------------------------------------------------ requests
 
-    async def locate_session(self, session: str, create: bool) -> str | None:
-        reply = await self._request({"type": "claim" if create else "lookup", "session": session})
-        owner = reply.get("worker")
-        if owner == self.worker.id:
-            return None
-        if owner is None or reply.get("url") is None:
-            if create:  # our claim was refused: the master forgot us
-                raise ClusterUnavailable("not registered with the master")
-            raise SessionNotFound(session)
-        return str(reply["url"])
-
-    async def _request(self, msg: dict[str, Any]) -> dict[str, Any]:
-        if self._out is None or len(self._pending) >= MAX_PENDING:
-            raise ClusterUnavailable("master unreachable")
+    async def locate(self, session: str, create: bool) -> str | None | LocateFailed:
+        """Who owns ``session`` (claiming it when ``create``): None for this worker."""
         rid = next(self._ids)
-        result: list[dict | None] = []
-        done = trio.Event()
+        reply = await self._request(rid, Claim(rid, session) if create else Lookup(rid, session))
+        if not isinstance(reply, Owner):
+            return LocateFailed(False, reply)
+        if reply.worker == self.worker_id:
+            return None
+        if reply.worker is None or reply.url is None:
+            if create:  # our claim was refused: the master forgot us
+                return LocateFailed(False, "not registered with the master")
+            return LocateFailed(True, session)
+        return reply.url
 
-        def reply(answer: dict | None) -> None:
-            result.append(answer)
-            done.set()
-
-        self._pending[rid] = reply
-        if not self._send({**msg, "id": rid}):
+    async def _request(self, rid: int, msg: ControlMessage) -> ControlMessage | str:
+        """The master's reply to ``msg``, or why there is none."""
+        if self._out is None or len(self._pending) >= MAX_PENDING:
+            return "master unreachable"
+        send, receive = trio.open_memory_channel[ControlMessage | None](1)
+        self._pending[rid] = send
+        if not self.send(msg):
             self._pending.pop(rid, None)
-            raise ClusterUnavailable("master unreachable")
-        try:
-            with trio.fail_after(REQUEST_TIMEOUT):
-                await done.wait()
-        except trio.TooSlowError:
-            self._pending.pop(rid, None)
-            raise ClusterUnavailable("master did not answer") from None
-        if result[0] is None:
-            raise ClusterUnavailable("control link dropped")
-        return result[0]
+            return "master unreachable"
+        with trio.move_on_after(REQUEST_TIMEOUT):
+            reply = await receive.receive()
+            return "control link dropped" if reply is None else reply
+        self._pending.pop(rid, None)
+        return "master did not answer"
 
     async def leave(self) -> None:
         """Tell the master we are going, so it stops sending clients here at once
         (instead of after the lease) and forgets our sessions and presence."""
         self.leaving = True
         with trio.move_on_after(LEAVE_TIMEOUT):
-            try:
-                await self._request({"type": "leave"})
-            except ClusterUnavailable:
-                pass
-
-    def session_ended(self, session: str) -> None:
-        self._members_sent.pop(session, None)
-        self._send({"type": "release", "session": session})
-
-    def app_connected(self, client: str, device: str) -> None:
-        self._presence_change(client, device, True)
-
-    def app_disconnected(self, client: str, device: str) -> None:
-        self._presence_change(client, device, False)
-
-    def _presence_change(self, client: str, device: str, up: bool) -> None:
-        if self._out is None:
-            return  # the next registration carries the full list
-        key = (client, device)
-        self._presence.pop(key, None)  # keep insertion order = order of events
-        self._presence[key] = up
-        if len(self._presence) > QUEUE:
-            self._out.close()  # too much to send: the reconnect re-registers in full
-
-    def forward_notify(self, target: Target, frame: dict[str, Any], done: Callable[[int], None]) -> bool:
-        if self._out is None or len(self._pending) >= MAX_PENDING:
-            return False
-        rid = next(self._ids)
-        self._pending[rid] = lambda msg: done(_delivered(msg))
-        if not self._send({"type": "notify", "id": rid, "to": target.to_wire(), "frame": frame}):
-            self._pending.pop(rid, None)
-            return False
-        return True
+            rid = next(self._ids)
+            await self._request(rid, Leave(rid))
 
 
-def _delivered(msg: dict | None) -> int:
-    count = None if msg is None else msg.get("delivered")
-    return count if type(count) is int and count >= 0 else 0
-
-
-async def serve_clustered(config: WorkerConfig) -> None:
-    """A worker attached to its masters; serves until cancelled."""
-    worker = Worker(config)
-    worker.cluster = MasterLink(worker, config.masters)
-    await worker.serve()
+def _describe(exc: BaseException) -> str:
+    """A retry's reason in words (an exception's repr alone often says nothing)."""
+    if isinstance(exc, HandshakeError):
+        status = getattr(exc, "status_code", None)
+        return f"handshake refused{f' ({status})' if status else ''}: {exc!r}"
+    if isinstance(exc, ConnectionClosed):
+        return f"link closed: {exc.reason}"
+    if isinstance(exc, Resync):
+        return "registering again"
+    if isinstance(exc, trio.TooSlowError):
+        return "the master did not answer in time"
+    return f"{type(exc).__name__}: {exc}"

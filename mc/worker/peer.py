@@ -1,15 +1,22 @@
-"""What the routing core knows about one connection.
+"""What the worker core knows about one connection.
 
-The worker's connection class subclasses :class:`Peer`, so the hub reads and
-writes these fields directly on the live connection object: no lookup table
-and no indirection on the hot path, while the hub itself stays free of I/O
-(its tests use bare ``Peer`` objects).
+The shell's connection class subclasses :class:`Peer`, so the core and the
+hub read and write these fields directly on the live connection object: no
+lookup table and no indirection on the hot path, while the core itself stays
+free of I/O (its tests use bare ``Peer`` objects). The shell adds only the
+socket and the outbound queue.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from types import MappingProxyType
-from typing import Mapping
+from typing import Protocol
+
+from mc.protocol import JSON, Codec
+from mc.websocket import FrameParser
+
+from .states import OPEN, ConnState
 
 APP = "app"
 CONSUMER = "consumer"
@@ -19,18 +26,29 @@ CHAT = "chat"
 NO_SUBS: Mapping[tuple[str, str | None, str], object] = MappingProxyType({})
 
 
-class Peer:
-    """Identity, subscriptions and load of one app, consumer or chat connection.
+class Room(Protocol):
+    """The chat room a member is in, as its connection sees it (mc/worker/chat.py)."""
 
+    session: str
+
+    def next_seq(self) -> int: ...
+    def others(self, sender: Peer) -> list[Peer]: ...
+    def peers(self) -> Iterator[Peer]: ...
+    def remove(self, peer: Peer, now: float) -> bool: ...
+
+
+class Peer:
+    """Identity, state, subscriptions and load of one app, consumer or chat connection.
+
+    ``state`` follows mc/worker/states.py; only ``OPEN`` peers are routed to
+    (a closing one is neither counted as delivered nor chosen for a group).
     ``queued`` is the number of frames waiting to be written; the hub picks
-    the group member with the fewest ("the least busy"). ``closing`` is set
-    once the connection's close has begun: nothing more can be written to it,
-    so routing skips it (it is neither counted as delivered nor chosen for a
-    group) until it is detached.
+    the group member with the fewest ("the least busy").
     """
 
     __slots__ = (
-        "kind", "client", "device", "tags", "name", "paused", "closing", "subs", "queued", "room",
+        "kind", "client", "device", "tags", "name", "paused", "state", "subs", "queued", "room",
+        "codec", "parser", "last_seen", "close_at", "_sender",
     )
 
     def __init__(
@@ -41,6 +59,11 @@ class Peer:
         device: str = "default",
         tags: tuple[str, ...] = (),
         name: str = "",
+        codec: Codec = JSON,
+        max_message: int = 65536,
+        max_fragments: int = 1024,
+        now: float = 0.0,
+        state: ConnState = OPEN,
     ) -> None:
         self.kind = kind
         self.client = client
@@ -48,13 +71,28 @@ class Peer:
         self.tags = tags
         self.name = name
         self.paused = False
-        self.closing = False
+        self.state = state
         # A consumer gets its own dict on its first subscription (Hub.subscribe);
         # apps and chat members share this empty read-only one (memory).
         self.subs: Mapping[tuple[str, str | None, str], object] = NO_SUBS
         self.queued = 0
-        self.room: object | None = None
+        self.room: Room | None = None
+        self.codec = codec
+        self.parser = FrameParser(max_message, max_fragments=max_fragments)
+        self.last_seen = now
+        #: when a CLOSING connection stops waiting for the client's close reply
+        self.close_at = 0.0
+        self._sender: dict[str, str] | None = None
+
+    @property
+    def sender(self) -> dict[str, str]:
+        """The ``from`` of this app's messages, built on its first publish (memory)."""
+        sender = self._sender
+        if sender is None:
+            sender = self._sender = {"client": self.client, "device": self.device}
+        return sender
 
     def __repr__(self) -> str:
         who = self.name if self.kind == CONSUMER else f"{self.client}/{self.device}"
-        return f"<{type(self).__name__} {self.kind} {who}>"
+        return f"<{type(self).__name__} {self.kind} {who} {self.state.value}>"
+

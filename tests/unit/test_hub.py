@@ -24,6 +24,7 @@ from hypothesis.stateful import (
 from mc.protocol import BROADCAST, Target, pattern_matches
 from mc.worker.hub import Hub, SubscriptionLimit
 from mc.worker.peer import APP, CHAT, CONSUMER, Peer
+from mc.worker.states import CLOSING, OPEN
 
 CLIENTS = ["alice", "bob", "carol"]
 DEVICES = ["phone", "web"]
@@ -221,7 +222,7 @@ class HubMachine(RuleBasedStateMachine):
     def start_closing(self, data: st.DataObject) -> None:
         """A connection whose close has begun (e.g. after 4029) is skipped until detached."""
         peers = self.consumers + [self.apps[k] for k in sorted(self.apps)]
-        data.draw(st.sampled_from(peers)).closing = True
+        data.draw(st.sampled_from(peers)).state = CLOSING
 
     # ----------------------------------------------------------- routing
 
@@ -237,7 +238,7 @@ class HubMachine(RuleBasedStateMachine):
         plain: set[Peer] = set()
         eligible: dict[str, set[Peer]] = {}
         for peer in self.consumers:
-            if peer in self.paused or peer.closing:
+            if peer in self.paused or peer.state is not OPEN:
                 continue
             for pattern, group, sub_key in self.subs[peer]:
                 if not pattern_matches(pattern, topic) or sub_key not in ("*", key):
@@ -273,7 +274,7 @@ class HubMachine(RuleBasedStateMachine):
     def check_notify(self, target: Target) -> None:
         got = self.hub.route_notify(target)
         assert len(got) == len(set(got))
-        assert set(got) == {p for p in self.apps.values() if selects(target, p) and not p.closing}
+        assert set(got) == {p for p in self.apps.values() if selects(target, p) and p.state is OPEN}
 
     # -------------------------------------------------------- invariants
 
@@ -484,11 +485,11 @@ def test_closing_connections_are_skipped() -> None:
     hub.subscribe(plain, "t", None)
     a.queued, b.queued = 0, 9
     assert set(hub.route_publish("t", None)) == {a, plain}
-    a.closing = plain.closing = True
+    a.state = plain.state = CLOSING
     assert hub.route_publish("t", None) == [b]  # the group falls over to b
     phone = app("alice", "phone")
     hub.attach_app(phone)
-    phone.closing = True
+    phone.state = CLOSING
     assert hub.route_notify(BROADCAST) == []
     assert hub.route_notify(Target(client="alice")) == []
 

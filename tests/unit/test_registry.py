@@ -198,7 +198,7 @@ def test_totals_sum_live_workers() -> None:
 def test_metrics_reject_negative_and_wrong_types() -> None:
     with pytest.raises(ValueError):
         Metrics(connections=-1)
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="connections must be a non-negative integer"):
         Metrics(connections=1.5)  # type: ignore[arg-type]
 
 

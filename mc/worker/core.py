@@ -1,0 +1,623 @@
+"""The worker as a sans-IO state machine: events in, bytes and decisions out.
+
+The model is h11's ``Connection``: :class:`WorkerCore` owns the hub, the
+chat rooms, ``seq``, the ids, the counters and every connection's state
+(mc/worker/states.py), and answers each input with decisions. It has no
+trio, no sockets and no clock of its own: every input carries ``now`` (the
+shell's monotonic time) and wall-clock milliseconds come from an injected
+function. Its outputs go through a narrow :class:`Sink`, so fan-out stays
+encode-once: the core encodes a frame once per codec and hands the very same
+``bytes`` to ``Sink.write`` for every recipient.
+
+Inputs::
+
+    handshake(request, now)         -> Accept | Respond | Locate
+    located(locate, outcome, now)   -> Accept | Respond     (after a Locate)
+    open(accept, now, make)         -> the new connection   (after the 101)
+    received(conn, data, now)       bytes read from a connection
+    closed(conn, now)               its socket is gone
+    overflowed(conn, now)           its outbound queue hit the limit (Sink)
+    tick(now)                       pings, idle closes, close timeouts, linger
+    control(message, now)           a typed message from the master
+    link_up() / link_down()         the control link's state
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, TypeVar
+
+from mc.protocol import (
+    APP_FRAMES,
+    CHAT_FRAMES,
+    CONSUMER_FRAMES,
+    JSON,
+    Ack,
+    CloseCode,
+    Error,
+    ErrorCode,
+    Joined,
+    Left,
+    Notify,
+    Pause,
+    Ping,
+    Pong,
+    ProtocolError,
+    Publish,
+    Resume,
+    Send,
+    Subscribe,
+    Target,
+    Unsubscribe,
+    Welcome,
+    negotiate,
+    parse_request,
+)
+from mc.protocol.control import (
+    ControlMessage,
+    Deliver,
+    Delivered,
+    Drain,
+    ForwardNotify,
+    Heartbeat,
+    Kick,
+    Metrics,
+    Notified,
+    Presence,
+    Register,
+    Registered,
+    Release,
+)
+from mc.protocol.frames import Notification, chat_wire, message_wire, notification_wire
+from mc.protocol.identity import parse_app, parse_chat, parse_consumer
+from mc.websocket import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, WebSocketError, encode_frame
+from mc.websocket.handshake import HandshakeRequest
+
+from .answers import Accept, Answer, Locate, LocateFailed, Respond, redirect, refuse, unavailable
+from .chat import Rooms
+from .config import WorkerConfig
+from .hub import Hub, SubscriptionLimit
+from .peer import APP, CHAT, CONSUMER, Peer
+from .states import CLOSED, CLOSING, HANDSHAKING, OPEN, Event, advance
+from .stats import Stats
+
+log = logging.getLogger("mc.worker")
+
+CHAT_PREFIX = "/v1/chat/"
+ENDPOINTS = {"/v1/app": APP, "/v1/consumer": CONSUMER}
+PING_FRAME = encode_frame(OP_PING, b"")
+#: seconds a forwarded notify waits for the master's count before the ack goes out with the local one
+NOTIFY_TIMEOUT = 6.0
+#: presence changes buffered for the next report; more asks for a full re-registration
+MAX_PRESENCE_BACKLOG = 10_000
+
+P = TypeVar("P", bound=Peer)
+
+
+class Sink(Protocol):
+    """Where the core's decisions go: the shell's sockets and control link."""
+
+    def write(self, conn: Peer, data: bytes) -> None:
+        """Queue complete WebSocket frames for ``conn`` (never blocks)."""
+
+    def close(self, conn: Peer, code: int, reason: str) -> None:
+        """Queue a close frame for ``conn``; nothing is written after it."""
+
+    def drop(self, conn: Peer) -> None:
+        """Stop reading ``conn``; its socket closes once the queue is written."""
+
+    def send_control(self, message: ControlMessage) -> bool:
+        """Send a message to the master; False when there is no link."""
+
+
+class WorkerCore:
+    """Every decision of one worker process (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        sink: Sink,
+        *,
+        worker_id: str,
+        instance: int,
+        wall_ms: Callable[[], int],
+    ) -> None:
+        self.config = config
+        self.id = worker_id
+        self.sink = sink
+        self.hub = Hub(max_subscriptions=config.max_subscriptions)
+        self.rooms = Rooms(max_members=config.chat_max_members, linger=config.chat_linger)
+        self.stats = Stats()
+        self.connections: set[Peer] = set()
+        self.seq = 0
+        self.draining = False
+        self.clustered = bool(config.masters)
+        self.linked = False
+        self._wall_ms = wall_ms
+        self._write = sink.write
+        self._instance = instance
+        self._ids = itertools.count(1)
+        self._tables: dict[str, tuple[dict, dict[type, Callable[[Any, Any, float], None]]]] = {
+            APP: (APP_FRAMES, {Publish: self._publish, Ping: self._ping, Pong: _ignore}),
+            CONSUMER: (CONSUMER_FRAMES, {
+                Subscribe: self._subscribe, Unsubscribe: self._unsubscribe, Pause: self._pause,
+                Resume: self._resume, Notify: self._notify, Ping: self._ping, Pong: _ignore,
+            }),
+            CHAT: (CHAT_FRAMES, {Send: self._send, Ping: self._ping, Pong: _ignore}),
+        }
+        # (when, tie-breaker, conn): CLOSING connections waiting for the client's reply
+        self._closes: list[tuple[float, int, Peer]] = []
+        self._order = itertools.count()
+        hb = config.heartbeat
+        self._scan_period = min(1.0, hb / 4)
+        self._next_scan = 0.0
+        self._next_ping = hb
+        # forwarded notifies: control id -> (consumer conn, request id, local count, deadline)
+        self._forwarded: dict[int, tuple[Peer, str | None, int, float]] = {}
+        # presence changes since the last report, in order: (client, device) -> up
+        self._presence: dict[tuple[str, str], bool] = {}
+        self._announced: set[tuple[str, str]] = set()
+        self._members_sent: dict[str, int] = {}
+        self._last_report: tuple[float, int, int] | None = None
+        self.resync_needed = False
+
+    # ============================================================ handshake
+
+    def handshake(self, request: HandshakeRequest, now: float) -> Answer:
+        """Decide a request head: accept, answer in HTTP, or ask who owns a session."""
+        answer = self._admit(request)
+        if isinstance(answer, Respond) and answer.status >= 300:
+            self.stats.rejected += 1
+        return answer
+
+    def malformed(self, status: int, reason: str) -> Respond:
+        """A request head that could not be parsed (HandshakeReader): the answer."""
+        self.stats.rejected += 1
+        return refuse(status, ErrorCode.BAD_REQUEST, reason)
+
+    def _admit(self, req: HandshakeRequest) -> Answer:
+        path = req.path
+        kind = ENDPOINTS.get(path) or (CHAT if path.startswith(CHAT_PREFIX) else None)
+        if kind is None:
+            if path == "/healthz" and not req.is_websocket:
+                return Respond(200, {"worker": self.id, "connections": len(self.connections)})
+            return refuse(404, ErrorCode.NOT_FOUND, f"no endpoint at {path}")
+        if req.refusal is not None:
+            return refuse(req.refusal.status, ErrorCode.BAD_REQUEST, req.refusal.reason,
+                          req.refusal.headers)
+        if self.draining:
+            return unavailable("worker is draining")
+        if len(self.connections) >= self.config.max_connections:
+            return unavailable("worker is at its connection limit")
+        codec = negotiate(req.subprotocols)
+        if codec is None:
+            return refuse(400, ErrorCode.BAD_REQUEST,
+                          "unsupported subprotocol: offer mc.v1.json or mc.v1.msgpack")
+        subprotocol = codec.name if req.subprotocols else None
+        try:
+            if kind == APP:
+                app = parse_app(req.query, req.headers)
+                return Accept(APP, codec, subprotocol, app.client, app.device, app.tags)
+            if kind == CONSUMER:
+                return Accept(CONSUMER, codec, subprotocol, name=parse_consumer(req.query, req.headers).name)
+            chat = parse_chat(path[len(CHAT_PREFIX):], req.query, req.headers)
+        except ProtocolError as exc:
+            return refuse(400, exc.code, exc.reason)
+        app = chat.app
+        accept = Accept(CHAT, codec, subprotocol, app.client, app.device, app.tags, session=chat.session)
+        if chat.session in self.rooms:
+            return self._room_admits(accept)
+        if not self.clustered:  # standalone: this worker owns every session it is asked to open
+            if chat.mode == "open":
+                return accept
+            return refuse(404, ErrorCode.NOT_FOUND, f"no chat session {chat.session!r}")
+        return Locate(chat.session, chat.mode == "open", req.raw_query, accept)
+
+    def located(self, locate: Locate, outcome: str | None | LocateFailed, now: float) -> Answer:
+        """Resume a Locate: ``None`` (this worker owns it), the owner's URL, or a failure."""
+        if isinstance(outcome, LocateFailed):
+            answer = (refuse(404, ErrorCode.NOT_FOUND, f"no chat session {locate.session!r}")
+                      if outcome.not_found else unavailable(f"cannot locate the session: {outcome.reason}"))
+        elif outcome is not None:
+            query = f"?{locate.raw_query}" if locate.raw_query else ""
+            answer = redirect(f"{outcome}{CHAT_PREFIX}{locate.session}{query}")
+        else:
+            answer = self._room_admits(locate.accept)
+        if isinstance(answer, Respond):
+            self.stats.rejected += 1
+        return answer
+
+    def _room_admits(self, accept: Accept) -> Answer:
+        room = self.rooms.get(accept.session)  # type: ignore[arg-type]
+        if (
+            room is not None
+            and len(room) >= self.rooms.max_members
+            and not room.holds(accept.client, accept.device)
+        ):
+            return refuse(409, ErrorCode.FORBIDDEN, "chat session is full")
+        return accept
+
+    # ========================================================= connections
+
+    def open(self, accept: Accept, now: float, make: Callable[..., P]) -> P:
+        """The handshake was answered with 101: build the connection (``make`` is
+        the shell's class, given the core's fields) and send its ``welcome``."""
+        cfg = self.config
+        conn = make(
+            accept.kind, client=accept.client, device=accept.device, tags=accept.tags,
+            name=accept.name, codec=accept.codec, max_message=cfg.max_frame,
+            max_fragments=cfg.max_fragments, now=now, state=HANDSHAKING,
+        )
+        conn.state = advance(conn.state, Event.ACCEPT)
+        self.connections.add(conn)
+        welcome: dict[str, Any] = {"worker": self.id, "heartbeat": cfg.heartbeat}
+        if conn.kind == APP:
+            old = self.hub.attach_app(conn)
+            self._reply(conn, Welcome(client=conn.client, device=conn.device, **welcome))
+            if old is not None:
+                self.close(old, CloseCode.REPLACED, "replaced by a newer connection", now)
+            self._presence_change(conn.client, conn.device, True)
+        elif conn.kind == CONSUMER:
+            self.hub.attach_consumer(conn)
+            self._reply(conn, Welcome(name=conn.name, **welcome))
+        else:
+            room, new_client, old = self.rooms.join(accept.session, conn, now)  # type: ignore[arg-type]
+            self._reply(conn, Welcome(session=room.session, client=conn.client,
+                                      members=tuple(room.members()), **welcome))
+            if old is not None:
+                self.close(old, CloseCode.REPLACED, "replaced by a newer connection", now)
+            if new_client:
+                self._fan_out(Joined(conn.client).to_wire(), room.others(conn))
+        return conn
+
+    def closed(self, conn: Peer, now: float) -> None:
+        """The connection's socket is gone: forget it everywhere."""
+        conn.state = advance(conn.state, Event.LOST)
+        if conn not in self.connections:
+            return
+        self.connections.discard(conn)
+        if conn.kind == CHAT:
+            room = conn.room
+            if room is not None and room.remove(conn, now):
+                self._fan_out(Left(conn.client).to_wire(), room.peers())
+        elif self.hub.detach(conn) and conn.kind == APP:
+            self._presence_change(conn.client, conn.device, False)
+
+    def close(self, conn: Peer, code: int, reason: str, now: float) -> None:
+        """Start the close handshake; the client has ``close_timeout`` to answer."""
+        if conn.state is not OPEN:
+            return
+        self.sink.close(conn, code, reason)
+        conn.state = advance(conn.state, Event.SEND_CLOSE)
+        conn.close_at = now + self.config.close_timeout
+        heapq.heappush(self._closes, (conn.close_at, next(self._order), conn))
+        if code != CloseCode.NORMAL:
+            log.debug("closing %r with %d: %s", conn, code, reason)
+
+    def _fail(self, conn: Peer, code: int, reason: str, now: float) -> None:
+        """Close and stop reading at once (RFC 6455 7.1.7: fail the connection)."""
+        if conn.state is OPEN:
+            self.sink.close(conn, code, reason)
+        conn.state = advance(conn.state, Event.ABORT)
+        self.sink.drop(conn)
+
+    def overflowed(self, conn: Peer, now: float) -> None:
+        """The Sink could not queue more for ``conn`` (PROTOCOL.md: 4029)."""
+        if conn.state is OPEN:
+            self.stats.overflows += 1
+            log.info("slow consumer %r: outbound queue overflow, closing with 4029", conn)
+            self.close(conn, CloseCode.SLOW, "outbound queue overflow", now)
+
+    def close_all(self, code: int, reason: str, now: float) -> None:
+        for conn in list(self.connections):
+            self.close(conn, code, reason, now)
+
+    def drain(self, now: float) -> None:
+        """Refuse new connections (503) and close the open ones with 4503."""
+        self.draining = True
+        self.close_all(CloseCode.DRAINING, "worker draining", now)
+
+    def drop_session(self, session: str, now: float) -> None:
+        """Stop hosting ``session`` (another worker owns it): its members reconnect (4503)."""
+        room = self.rooms.drop(session)
+        if room is not None:
+            self._members_sent.pop(session, None)
+            for peer in list(room.peers()):
+                self.close(peer, CloseCode.DRAINING, "session moved", now)
+
+    # ============================================================ receiving
+
+    def received(self, conn: Peer, data: bytes, now: float) -> None:
+        """Bytes read from ``conn``: frames are parsed and acted on in order."""
+        conn.last_seen = now
+        try:
+            events = conn.parser.feed(data)
+        except WebSocketError as exc:
+            self._dispatch(conn, exc.events, now)  # type: ignore[arg-type]
+            self._fail(conn, exc.close_code, exc.reason, now)
+            return
+        self._dispatch(conn, events, now)
+
+    def _dispatch(self, conn: Peer, events: list[tuple[int, Any]], now: float) -> None:
+        for op, payload in events:
+            if conn.state is CLOSED:
+                return
+            if op == OP_TEXT or op == OP_BINARY:
+                if conn.state is OPEN:
+                    self._frame(conn, payload, now)
+            elif op == OP_PING:
+                if conn.state is OPEN:
+                    self._write(conn, encode_frame(OP_PONG, payload))
+            elif op == OP_CLOSE:
+                if conn.state is OPEN:  # the client closes first: echo its code, then go
+                    code = payload[0] or CloseCode.NORMAL
+                    self.sink.close(conn, code if code >= 3000 or code in (1000, 1001) else 1000, "")
+                conn.state = advance(conn.state, Event.CLOSE_RECEIVED)
+                self.sink.drop(conn)
+            # OP_PONG: any frame counts as activity, nothing else to do
+
+    def _frame(self, conn: Peer, payload: bytes, now: float) -> None:
+        """One client frame: decode, validate, act; never raises."""
+        self.stats.messages_in += 1
+        table, actions = self._tables[conn.kind]
+        frame: Any = None
+        try:
+            frame = parse_request(conn.codec.decode(payload), table)
+            actions[type(frame)](conn, frame, now)
+        except ProtocolError as exc:
+            if exc.close_code is not None:
+                self.close(conn, exc.close_code, exc.reason, now)
+            else:
+                rid = exc.request_id if exc.request_id is not None else getattr(frame, "id", None)
+                self.stats.errors += 1
+                self._reply(conn, Error(exc.code, exc.reason, rid))
+        except Exception:
+            log.exception("frame handling failed on %r", conn)
+            self.stats.errors += 1
+            self._reply(conn, Error(ErrorCode.INTERNAL, "internal error", getattr(frame, "id", None)))
+
+    def _reply(self, conn: Peer, frame: Any) -> None:
+        """Encode one frame for one connection."""
+        codec = conn.codec
+        self._write(conn, encode_frame(OP_TEXT if codec is JSON else OP_BINARY, codec.encode(frame.to_wire())))
+
+    def _ack(self, conn: Peer, rid: str | None, **fields: Any) -> None:
+        if rid is not None:
+            self._reply(conn, Ack(rid, **fields))
+
+    def _fan_out(self, obj: dict[str, Any], peers: Iterable[Peer]) -> int:
+        """Write ``obj`` to every peer, encoding once per codec; returns the count.
+
+        Per recipient only a codec check and one ``Sink.write`` call.
+        """
+        write = self._write
+        json_frame: bytes | None = None
+        binary_frame: bytes | None = None
+        count = 0
+        for peer in peers:
+            codec = peer.codec
+            if codec is JSON:
+                if json_frame is None:
+                    json_frame = encode_frame(OP_TEXT, codec.encode(obj))
+                write(peer, json_frame)
+            else:
+                if binary_frame is None:
+                    binary_frame = encode_frame(OP_BINARY, codec.encode(obj))
+                write(peer, binary_frame)
+            count += 1
+        self.stats.messages_out += count
+        return count
+
+    # ------------------------------------------------------------ handlers
+
+    def _ping(self, conn: Peer, frame: Ping, now: float) -> None:
+        self._reply(conn, Pong(frame.id))
+
+    def _publish(self, conn: Peer, frame: Publish, now: float) -> None:
+        recipients = self.hub.route_publish(frame.topic, frame.key)
+        if recipients:
+            self.seq += 1
+            self._fan_out(message_wire(frame.topic, frame.data, conn.sender, self.id, self.seq,
+                                       self._wall_ms(), frame.key, frame.trace), recipients)
+        if frame.id is not None:
+            self._reply(conn, Ack(frame.id, delivered=len(recipients)))
+
+    def _subscribe(self, conn: Peer, frame: Subscribe, now: float) -> None:
+        try:
+            self.hub.subscribe(conn, frame.topic, frame.group, frame.key)
+        except SubscriptionLimit as exc:
+            raise ProtocolError(
+                ErrorCode.TOO_LARGE, f"a connection may hold at most {exc.args[0]} subscriptions",
+                request_id=frame.id,
+            ) from None
+        self._ack(conn, frame.id)
+
+    def _unsubscribe(self, conn: Peer, frame: Unsubscribe, now: float) -> None:
+        self.hub.unsubscribe(conn, frame.topic, frame.group)
+        self._ack(conn, frame.id)
+
+    def _pause(self, conn: Peer, frame: Pause, now: float) -> None:
+        self.hub.set_paused(conn, True)
+        self._ack(conn, frame.id)
+
+    def _resume(self, conn: Peer, frame: Resume, now: float) -> None:
+        self.hub.set_paused(conn, False)
+        self._ack(conn, frame.id)
+
+    def _notify(self, conn: Peer, frame: Notify, now: float) -> None:
+        note = Notification(frame.data, conn.name, frame.id if frame.id is not None else self._new_id())
+        local = self._deliver(frame.to, note)
+        if not self.linked:
+            self._ack(conn, frame.id, delivered=local)
+            return
+        cid = next(self._ids)
+        if not self.sink.send_control(ForwardNotify(cid, frame.to, note)):
+            self._ack(conn, frame.id, delivered=local)
+        elif frame.id is not None:
+            self._forwarded[cid] = (conn, frame.id, local, now + NOTIFY_TIMEOUT)
+
+    def _deliver(self, target: Target, note: Notification) -> int:
+        """Write a notify frame to the matching apps on this worker; the count."""
+        return self._fan_out(notification_wire(note.data, note.sender, note.id, note.trace),
+                             self.hub.route_notify(target))
+
+    def _new_id(self) -> str:
+        """A notify id for senders that gave none: unique per worker run."""
+        return f"{self.id}-{self._instance:x}-{next(self._ids)}"
+
+    def _send(self, conn: Peer, frame: Send, now: float) -> None:
+        room = conn.room
+        assert room is not None  # a chat connection joins its room in open()
+        seq = room.next_seq()
+        self._fan_out(chat_wire(conn.client, frame.data, seq, self._wall_ms(), frame.trace),
+                      room.others(conn))
+        if frame.id is not None:
+            self._reply(conn, Ack(frame.id, seq=seq))
+
+    # ================================================================ timers
+
+    def next_timer(self) -> float:
+        """When ``tick`` next has something to do."""
+        when = self._next_scan
+        if self._closes:
+            when = min(when, self._closes[0][0])
+        return when
+
+    def tick(self, now: float) -> None:
+        """Close timeouts at once; every scan period: pings, idle closes, linger, notify waits."""
+        closes = self._closes
+        while closes and closes[0][0] <= now:
+            conn = heapq.heappop(closes)[2]
+            if conn.state is CLOSING and conn.close_at <= now:
+                conn.state = advance(conn.state, Event.TIMEOUT)
+                self.sink.drop(conn)
+        if now < self._next_scan:
+            return
+        self._next_scan = now + self._scan_period
+        hb = self.config.heartbeat
+        ping = now >= self._next_ping
+        if ping:
+            self._next_ping = now + hb
+        deadline = now - 3 * hb
+        write = self._write
+        for conn in list(self.connections):
+            if conn.state is not OPEN:
+                continue
+            if conn.last_seen < deadline:
+                self.stats.idle_closes += 1
+                self.close(conn, CloseCode.IDLE, "idle timeout", now)
+            elif ping:
+                write(conn, PING_FRAME)
+        for session in self.rooms.expire(now):
+            self._members_sent.pop(session, None)
+            self.sink.send_control(Release(session))
+        for cid, (conn, rid, local, until) in list(self._forwarded.items()):
+            if until <= now:
+                del self._forwarded[cid]
+                self._ack(conn, rid, delivered=local)
+
+    # ========================================================== control link
+
+    def link_up(self) -> None:
+        self.linked = True
+
+    def link_down(self) -> None:
+        """The control link dropped: waiting notifies are acked with their local counts."""
+        self.linked = False
+        forwarded, self._forwarded = self._forwarded, {}
+        for conn, rid, local, _ in forwarded.values():
+            self._ack(conn, rid, delivered=local)
+
+    def registration(self, url: str) -> Register:
+        """The full state to register with (also after a master restart)."""
+        sessions = self.rooms.sessions()
+        self._announced = {(p.client, p.device) for p in self.hub.apps()}
+        self._members_sent = sessions
+        return Register(self.id, url, self.config.max_connections, sessions,
+                        tuple(sorted(self._announced)), self.draining)
+
+    def registered(self, reply: Registered, now: float) -> None:
+        """The master took the registration: drop the sessions it gave to others,
+        and queue what changed while the registration was in flight."""
+        for session in reply.conflicts:
+            self.drop_session(session, now)
+        current = {(p.client, p.device) for p in self.hub.apps()}
+        self._presence = {k: False for k in self._announced - current}
+        self._presence.update((k, True) for k in current - self._announced)
+        self.resync_needed = False
+        self.link_up()
+
+    def report(self, now: float, cpu_percent: float, rss_bytes: int) -> list[ControlMessage]:
+        """What the periodic report sends: presence changes, then the heartbeat."""
+        out: list[ControlMessage] = []
+        current = self.rooms.sessions()
+        members = {s: n for s, n in current.items() if self._members_sent.get(s) != n}
+        self._members_sent = current
+        if self._presence or members:
+            changes, self._presence = self._presence, {}
+            out.append(Presence(
+                tuple(k for k, up in changes.items() if up),
+                tuple(k for k, up in changes.items() if not up),
+                members,
+            ))
+        out.append(Heartbeat(self._metrics(now, cpu_percent, rss_bytes)))
+        return out
+
+    def _metrics(self, now: float, cpu_percent: float, rss_bytes: int) -> Metrics:
+        s = self.stats
+        last = self._last_report
+        self._last_report = (now, s.messages_in, s.messages_out)
+        in_rate = out_rate = 0.0
+        if last is not None and now > last[0]:
+            span = now - last[0]
+            in_rate = max(0, s.messages_in - last[1]) / span
+            out_rate = max(0, s.messages_out - last[2]) / span
+        return Metrics(
+            connections=len(self.connections), sessions=len(self.rooms),
+            subscriptions=self.hub.subscription_count, msgs_in_rate=in_rate, msgs_out_rate=out_rate,
+            cpu_percent=cpu_percent, rss_bytes=rss_bytes, overflows=s.overflows,
+            idle_closes=s.idle_closes, rejected=s.rejected, errors=s.errors,
+        )
+
+    def _presence_change(self, client: str, device: str, up: bool) -> None:
+        if not self.linked:
+            return  # the next registration carries the full list
+        key = (client, device)
+        self._presence.pop(key, None)  # keep insertion order = order of events
+        self._presence[key] = up
+        if len(self._presence) > MAX_PRESENCE_BACKLOG:
+            self.resync_needed = True  # too much to send: register again in full
+
+    def control(self, message: ControlMessage, now: float) -> None:
+        """A command or a reply from the master."""
+        if isinstance(message, Deliver):
+            count = self._deliver(message.to, message.frame)
+            self.sink.send_control(Delivered(message.id, count))
+        elif isinstance(message, Notified):
+            waiting = self._forwarded.pop(message.id, None)
+            if waiting is not None:
+                conn, rid, local, _ = waiting
+                self._ack(conn, rid, delivered=local + message.delivered)
+        elif isinstance(message, Kick):
+            self.kick(message.client, message.device, now)
+        elif isinstance(message, Drain):
+            log.info("the master asked this worker to drain")
+            self.drain(now)
+        elif isinstance(message, Registered):
+            self.registered(message, now)
+
+    def kick(self, client: str, device: str, now: float) -> bool:
+        """Close the app connection (client, device) with 4009 (it connected elsewhere)."""
+        peer = self.hub.app(client, device)
+        if peer is None:
+            return False
+        self.hub.detach(peer)
+        self.close(peer, CloseCode.REPLACED, "replaced by a newer connection", now)
+        return True
+
+
+def _ignore(conn: Peer, frame: Any, now: float) -> None:
+    return None
