@@ -43,8 +43,8 @@ from attrs import validators as v
 UP = "up"
 DRAINING = "draining"
 
-_count = [v.instance_of(int), v.ge(0)]
-_rate = [v.instance_of((int, float)), v.ge(0)]
+_count = v.and_(v.instance_of(int), v.ge(0))
+_rate = v.and_(v.instance_of((int, float)), v.ge(0.0))
 
 
 class RegistryError(Exception):
