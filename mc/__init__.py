@@ -45,7 +45,24 @@ _EXPORTS = {
     ),
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "App",
+    "Backoff",
+    "Chat",
+    "ChatEvent",
+    "ChatMessage",
+    "Consumer",
+    "Joined",
+    "Left",
+    "McError",
+    "Message",
+    "Notification",
+    "Sender",
+    "Target",
+    "connect_app",
+    "connect_consumer",
+    "open_chat",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -23,11 +23,12 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import attrs
+from attrs import AttrsInstance
 
 ENV_PREFIX = "MC_"
 CONFIG_ENV = "MC_CONFIG"
 
-T = TypeVar("T")
+T = TypeVar("T", bound=AttrsInstance)
 
 
 class SettingsError(ValueError):
@@ -128,7 +129,7 @@ def _convert(field: attrs.Attribute, raw: Any) -> Any:
                 raise TypeError
             return float(raw)
         if kind is int:
-            if isinstance(raw, bool) or isinstance(raw, float):
+            if isinstance(raw, (bool, float)):
                 raise TypeError
             return int(raw)
         if not isinstance(raw, str):
@@ -149,7 +150,7 @@ def env_name(field: attrs.Attribute) -> str:
 # ------------------------------------------------------------------ sources
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+def add_arguments(parser: argparse.ArgumentParser, cls: type[AttrsInstance]) -> None:
     """One flag per field, with its help and default; plus ``--config``."""
     parser.add_argument("--config", metavar="FILE", default=None,
                         help=f"TOML settings file (default: ${CONFIG_ENV}, else none)")

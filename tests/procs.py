@@ -14,8 +14,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import httpx
 
@@ -40,7 +40,7 @@ class Proc:
         # stderr goes to a file: a pipe nobody reads would block a chatty process
         self.log = tempfile.TemporaryFile()
 
-    def start(self) -> "Proc":
+    def start(self) -> Proc:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "mc.cli", *self.args],

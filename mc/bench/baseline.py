@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 from websockets.asyncio.server import ServerConnection, broadcast, serve
+from websockets.http11 import Request, Response
 
 WORKER = "baseline"
 
@@ -120,8 +121,8 @@ async def chat(ws: ServerConnection, state: State, session: str, client: str) ->
             state.rooms.pop(session, None)
 
 
-def healthz(connection: ServerConnection, request: object):  # type: ignore[no-untyped-def]
-    if getattr(request, "path", "") == "/healthz":
+def healthz(connection: ServerConnection, request: Request) -> Response | None:
+    if request.path == "/healthz":
         return connection.respond(HTTPStatus.OK, "ok\n")
     return None
 

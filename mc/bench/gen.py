@@ -33,14 +33,22 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
 import orjson
 
-from mc.websocket import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, FrameParser, WebSocketError, encode_masked_frame
-
 from mc.protocol.control import MAX_BATCH
+from mc.websocket import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_TEXT,
+    FrameParser,
+    WebSocketError,
+    encode_masked_frame,
+)
 
 from .wsclient import MASK, Reporter, open_many, pong, send_all, text, wait_go
 
@@ -67,9 +75,7 @@ class Hist:
 
 def _told_to_stop() -> bool:
     """The runner wrote a second line ("stop") or went away (EOF on stdin)."""
-    if select.select([sys.stdin], [], [], 0)[0]:
-        return True
-    return False
+    return bool(select.select([sys.stdin], [], [], 0)[0])
 
 
 def _flow_map(path: str, slots: int) -> mmap.mmap:
@@ -149,7 +155,7 @@ def run_recv(a: argparse.Namespace) -> None:
             if fd == sample_fd:
                 sample_bytes += got
                 try:
-                    for op, payload in sample_parser.feed(bytes(buf[:got])):
+                    for op, _payload in sample_parser.feed(bytes(buf[:got])):
                         if op == OP_TEXT:
                             sample_frames += 1
                 except WebSocketError:
@@ -304,15 +310,15 @@ def run_relay(a: argparse.Namespace) -> None:
             events = poll(0.05)
         for fd, _ in events:
             i = index[fd]
-            data = _recv(socks[i], 262144)
-            if data is None:
+            got = _recv(socks[i], 262144)
+            if got is None:
                 continue
-            if not data:
+            if not got:
                 ep.unregister(fd)
                 closed += 1
                 continue
             try:
-                evs = parsers[i].feed(data)
+                evs = parsers[i].feed(got)
             except WebSocketError:
                 continue
             t_ns = time.perf_counter_ns()
@@ -449,8 +455,9 @@ def run_control(a: argparse.Namespace) -> None:
     parser = FrameParser(1 << 20, expect_masked=False)
     deadline = time.monotonic() + a.timeout
     # as a worker does: msgpack in binary frames (``--codec json``: text frames)
+    loads: Callable[[bytes], Any]
     if a.codec == "msgpack":
-        def frame(obj: dict) -> bytes:
+        def frame(obj: Any) -> bytes:
             return encode_masked_frame(OP_BINARY, msgpack.packb(obj), MASK)
         loads = msgpack.unpackb
         data_op = OP_BINARY
@@ -612,5 +619,5 @@ if __name__ == "__main__":
         main()
     except KeyboardInterrupt:
         pass
-    except (ConnectionError, socket.error) as exc:
+    except OSError as exc:  # ConnectionError included
         raise SystemExit(f"generator: {exc}") from None

@@ -6,8 +6,9 @@ import json
 import os
 import platform
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .gen import BUCKET_US
 
@@ -106,7 +107,8 @@ def table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     lines = []
     for n, r in enumerate(cells):
-        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        cols = enumerate(zip(r, widths, strict=True))
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in cols))
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -150,7 +152,7 @@ def plot(override: str | None = None) -> Path:
         if t:
             ax.hlines(t, i - 0.45, i + 0.45, colors=target_color, linestyles="dashed",
                       label="target" if i == 0 else None)
-    for i, (m, b) in enumerate(zip(mc_vals, base_vals)):
+    for i, (m, b) in enumerate(zip(mc_vals, base_vals, strict=True)):
         ax.text(i - 0.2, m, f"{m:,.0f}", ha="center", va="bottom", fontsize=7)
         if b:
             ax.text(i + 0.2, b, f"{b:,.0f}", ha="center", va="bottom", fontsize=7)

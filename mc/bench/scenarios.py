@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import sys
 import tempfile
-import random
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .procs import Child, Group, free_port, wait_port
 from .results import merge_hists, percentiles
@@ -135,7 +136,8 @@ def fanout(opts: Any, say: Say) -> dict[str, Any]:
     }
     for target in opts.targets:
         group = Group(pin=not opts.no_pin)
-        fd, flow = tempfile.mkstemp(prefix="mc-bench-flow-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        fd, flow = tempfile.mkstemp(prefix="mc-bench-flow-", dir=shm)
         try:
             os.write(fd, b"\0" * 8 * opts.receivers)
             os.close(fd)
@@ -157,7 +159,7 @@ def fanout(opts: Any, say: Say) -> dict[str, Any]:
             for g in [*recvs, pub]:
                 g.go()
 
-            def show(w: Window) -> str:
+            def show(w: Window, target: str = target, recvs: list[Child] = recvs) -> str:
                 return (f"  fanout {target}: {w.rate('frames', recvs):>12,.0f} msg/s delivered  "
                         f"server cpu {w.server_cpu():3.0f}%  generators cpu {w.gen_cpu():3.0f}%")
 
@@ -204,8 +206,8 @@ def relay(opts: Any, say: Say) -> dict[str, Any]:
             server = _start_server(group, target, port)
             for phase, first in (("load", 0), ("latency", 1_000_000)):
                 rate = 0.0 if phase == "load" else opts.rate
-                say(f"relay {target} ({'closed loop, window ' + str(opts.window) if phase == 'load' else f'{rate:,.0f} msg/s'}): "
-                    f"{opts.sessions} sessions x 2 on port {port}")
+                mode = f"closed loop, window {opts.window}" if phase == "load" else f"{rate:,.0f} msg/s"
+                say(f"relay {target} ({mode}): {opts.sessions} sessions x 2 on port {port}")
                 per = _split(opts.sessions, opts.generators)
                 gens = []
                 start = first
@@ -224,7 +226,9 @@ def relay(opts: Any, say: Say) -> dict[str, Any]:
                 for g in gens:
                     g.go()
 
-                def show(w: Window, phase: str = phase, gens: list[Child] = gens) -> str:
+                def show(
+                    w: Window, target: str = target, phase: str = phase, gens: list[Child] = gens
+                ) -> str:
                     return (f"  relay {target} {phase}: {w.rate('received', gens):>10,.0f} msg/s  "
                             f"server cpu {w.server_cpu():3.0f}%  generators cpu {w.gen_cpu():3.0f}%")
 

@@ -17,7 +17,8 @@ import socket
 import sys
 import time
 from collections import deque
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from mc.websocket import OP_PONG, OP_TEXT, encode_masked_frame
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 from mc.protocol import APP_FRAMES, Notification, Publish
 from mc.protocol.identity import parse_app

@@ -12,7 +12,7 @@ off from, while a long-lived connection that drops retries at once.
 from __future__ import annotations
 
 import random
-from typing import Callable
+from collections.abc import Callable
 
 import attrs
 

@@ -10,7 +10,8 @@ follows the events stays consistent with ``members``.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Union
+from collections.abc import Iterable
+from typing import Any, TypeAlias
 
 from mc.protocol import CHAT_FRAMES, ChatMessage, Joined, Left, Send, Welcome
 from mc.protocol.identity import parse_chat
@@ -21,7 +22,7 @@ from .options import Options
 from .transport import Conn
 from .urls import endpoint
 
-ChatEvent = Union[ChatMessage, Joined, Left]
+ChatEvent: TypeAlias = ChatMessage | Joined | Left
 
 
 class Chat(Endpoint[ChatEvent]):

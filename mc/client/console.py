@@ -13,7 +13,8 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 import trio

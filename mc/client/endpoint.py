@@ -8,7 +8,8 @@ survivor without knowing any worker address.
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Generic, Mapping, TypeVar
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Generic, TypeVar
 
 from mc.protocol import Ack, ProtocolError, Welcome
 

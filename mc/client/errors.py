@@ -11,12 +11,15 @@ where it can, e.g. by reconnecting).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from mc.protocol import CloseCode, ErrorCode, ProtocolError
 from mc.protocol.errors import ERROR_CODES
+
+if TYPE_CHECKING:
+    from trio_websocket import ConnectionClosed
 
 #: close codes after which a client must not reconnect (PROTOCOL.md "Closing")
 STOP_CODES = frozenset({
@@ -24,7 +27,7 @@ STOP_CODES = frozenset({
     CloseCode.VIOLATION, CloseCode.TOKEN_EXPIRED, CloseCode.REPLACED,
 })
 
-_CLOSE_ERRORS = {
+_CLOSE_ERRORS: dict[int, str] = {  # looked up by the int a close frame carries
     CloseCode.PROTOCOL_ERROR: ErrorCode.BAD_REQUEST,
     CloseCode.INVALID_DATA: ErrorCode.BAD_REQUEST,
     CloseCode.TOO_LARGE: ErrorCode.TOO_LARGE,
@@ -94,17 +97,17 @@ class McError(Exception):
     # ------------------------------------------------------------ factories
 
     @classmethod
-    def from_protocol(cls, exc: ProtocolError) -> "McError":
+    def from_protocol(cls, exc: ProtocolError) -> McError:
         """An argument the protocol's own validation refuses (never sent)."""
         return cls(exc.code, exc.reason)
 
     @classmethod
-    def from_frame(cls, code: str, reason: str) -> "McError":
+    def from_frame(cls, code: str, reason: str) -> McError:
         """An ``error`` frame answering one of our requests."""
         return cls(code, reason, temporary=code in (ErrorCode.UNAVAILABLE, ErrorCode.RATE_LIMITED))
 
     @classmethod
-    def from_close(cls, code: int | None, reason: str | None) -> "McError":
+    def from_close(cls, code: int | None, reason: str | None) -> McError:
         """The connection closed with ``code``; ``temporary`` unless it means "stop"."""
         code = 1005 if code is None else code  # 1005: no status code received
         text = f"connection closed ({code}{': ' + reason if reason else ''})"
@@ -114,7 +117,14 @@ class McError(Exception):
         )
 
     @classmethod
-    def from_status(cls, status: int, body: bytes | None, headers: Any = (), where: str = "") -> "McError":
+    def from_closed(cls, exc: ConnectionClosed) -> McError:
+        """trio-websocket's ConnectionClosed; its reason is None if none was known yet."""
+        if exc.reason is None:
+            return cls.from_close(None, None)
+        return cls.from_close(exc.reason.code, exc.reason.reason)
+
+    @classmethod
+    def from_status(cls, status: int, body: bytes | None, headers: Any = (), where: str = "") -> McError:
         """A refused handshake or HTTP call: the JSON ``{"error", "reason"}`` body if any."""
         code, reason = _STATUS_ERRORS.get(status, ErrorCode.UNAVAILABLE), f"HTTP {status}"
         try:
@@ -134,7 +144,7 @@ class McError(Exception):
         )
 
     @classmethod
-    def unavailable(cls, reason: str) -> "McError":
+    def unavailable(cls, reason: str) -> McError:
         """Nothing answered (yet): a timeout, a lost connection, no worker."""
         return cls(ErrorCode.UNAVAILABLE, reason, temporary=True)
 

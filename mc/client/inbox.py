@@ -11,7 +11,8 @@ a consumer that must not lose messages keeps up or raises ``buffer``.
 from __future__ import annotations
 
 import logging
-from typing import AsyncIterator, TypeVar
+from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import trio
 
@@ -66,7 +67,7 @@ class Inbox(AsyncIterator[T]):
                 raise self._error from None
             raise
 
-    def __aiter__(self) -> "Inbox[T]":
+    def __aiter__(self) -> Inbox[T]:
         return self
 
     async def __anext__(self) -> T:

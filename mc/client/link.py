@@ -21,8 +21,9 @@ been delivered (delivery is at-most-once).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import trio
 from trio_websocket import ConnectionClosed, DisconnectionTimeout, HandshakeError
@@ -248,7 +249,7 @@ class Link:
             try:
                 frame = conn.decode(await conn.ws.get_message())
             except ConnectionClosed as exc:
-                return McError.from_close(exc.reason.code, exc.reason.reason)
+                return McError.from_closed(exc)
             except ProtocolError as exc:
                 return McError(exc.code, f"undecodable first frame: {exc.reason}")
             if isinstance(frame, Welcome):
@@ -270,7 +271,7 @@ class Link:
                     continue
                 await self._dispatch(conn, frame)
         except ConnectionClosed as exc:
-            conn.ended = McError.from_close(exc.reason.code, exc.reason.reason)
+            conn.ended = McError.from_closed(exc)
         scope.cancel()
 
     async def _dispatch(self, conn: Conn, frame: Any) -> None:

@@ -6,13 +6,15 @@ They are keyword parameters of ``connect_app``, ``open_chat`` and
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from .backoff import Backoff
 from .errors import McError
 
 
-def _positive(inst: object, attr: "attrs.Attribute[float]", value: float) -> None:
+def _positive(inst: object, attr: attrs.Attribute[Any], value: float) -> None:
     if not value > 0:
         raise McError("bad_request", f"{attr.name} must be positive, not {value!r}")
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import TypeVar
+from typing import Self
 
 import trio
 
 from .options import Options
-
-O = TypeVar("O", bound="Owner")
 
 
 async def _exit_nursery(
@@ -54,7 +52,7 @@ class Owner:
     async def _stop(self) -> None:
         raise NotImplementedError
 
-    async def __aenter__(self: O) -> O:
+    async def __aenter__(self) -> Self:
         manager = trio.open_nursery()
         self._nursery = await manager.__aenter__()
         self._manager = manager

@@ -10,8 +10,9 @@ with their replies through a :class:`Pending` table.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
-from typing import Any, Mapping
+from typing import Any
 
 import attrs
 import trio
@@ -104,7 +105,7 @@ class Conn:
         try:
             await self.ws.send_message(data if self.codec.binary else data.decode())
         except ConnectionClosed as exc:
-            raise McError.from_close(exc.reason.code, exc.reason.reason) from None
+            raise McError.from_closed(exc) from None
         except trio.BrokenResourceError:
             raise McError.unavailable("connection lost") from None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from typing import Mapping
+from collections.abc import Mapping
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from mc.protocol.control import http_to_ws

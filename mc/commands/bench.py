@@ -123,13 +123,16 @@ def render(out: dict[str, Any]) -> str:
     def row(label: str, key: str, target: Any = None, met: str | None = None) -> None:
         mc, base = out.get(f"mc_{key}"), out.get(f"baseline_{key}")
         ratio = None
-        if isinstance(mc, (int, float)) and isinstance(base, (int, float)) and base and not isinstance(mc, bool):
+        numbers = isinstance(mc, int | float) and isinstance(base, int | float) and not isinstance(mc, bool)
+        if numbers and base:
             ratio = f"{mc / base:.2f}x"
         rows.append((label, mc, base, ratio, target, out.get(met) if met else None))
 
     if s == "fanout":
         row("delivered msg/s", "msgs_per_s", out["target_msgs_per_s"], "met_rate")
-        rows.append(("ratio mc / baseline", out.get("ratio"), None, None, out["target_ratio"], out.get("met_ratio")))
+        rows.append(
+            ("ratio mc / baseline", out.get("ratio"), None, None, out["target_ratio"], out.get("met_ratio"))
+        )
         row("publishes/s", "publishes_per_s")
         row("frame bytes", "frame_bytes")
         row("server CPU %", "server_cpu_pct")

@@ -39,7 +39,7 @@ async def publish(args: argparse.Namespace) -> int:
         while True:
             line = args.data if args.data != "-" else await read_line()
             if line is None:
-                return 0
+                break
             data = parse_data(line)
             for _ in range(args.count):
                 if interval:  # never faster than --rate, no bursts to catch up
@@ -49,4 +49,5 @@ async def publish(args: argparse.Namespace) -> int:
                 emit({"n": n, "topic": args.topic,
                       "delivered": await app.publish(args.topic, data, key=args.key)})
             if args.data != "-":
-                return 0
+                break
+    return 0

@@ -47,7 +47,9 @@ def table(stats: dict[str, Any]) -> str:
     for w in sorted(stats.get("workers", []), key=lambda w: str(w.get("id"))):
         rows.append([_cell(fmt, w.get(field)) for _, field, fmt in COLUMNS])
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
     t = stats.get("totals", {})
     lines.append(
         f"{t.get('workers', len(rows) - 1)} worker(s), {t.get('connections', 0)} connections, "

@@ -27,7 +27,8 @@ STOP_GRACE = 5.0
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="run a local cluster: a master and N workers")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="number of workers (default: CPUs)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="number of workers (default: CPUs)")
     p.add_argument("--port", type=int, default=7100, help="master port; workers use the next N ports")
     p.add_argument("--host", default="127.0.0.1", help="address every process listens on")
     p.add_argument("--heartbeat", type=float, default=25.0, help="worker ping interval, seconds")
@@ -96,7 +97,8 @@ async def up(args: argparse.Namespace) -> None:
 
 async def _watch(proc: trio.Process) -> None:
     code = await proc.wait()
-    log.error("%s exited with %s", " ".join(map(str, proc.args[3:5])), code)
+    args = list(proc.args) if isinstance(proc.args, (list, tuple)) else [proc.args]
+    log.error("%s exited with %s", " ".join(map(str, args[3:5])), code)
 
 
 def run(args: argparse.Namespace) -> int:

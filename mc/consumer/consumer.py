@@ -13,7 +13,8 @@ them to every connection, including each new or re-opened one.
 from __future__ import annotations
 
 import itertools
-from typing import Any, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import trio
 

@@ -12,7 +12,8 @@ scratch and would otherwise hold the request for the whole 30 s.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 import httpx
@@ -36,7 +37,7 @@ class WorkerEntry:
     state: str
 
     @classmethod
-    def parse_list(cls, body: Any) -> tuple[int, list["WorkerEntry"]]:
+    def parse_list(cls, body: Any) -> tuple[int, list[WorkerEntry]]:
         """``(version, workers)`` from the JSON answer; ValueError if malformed."""
         if not isinstance(body, dict) or type(body.get("version")) is not int:
             raise ValueError("no version in the worker list")

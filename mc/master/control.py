@@ -97,9 +97,9 @@ async def _receive(state: MasterState, ws: WebSocket) -> tuple[list[ControlMessa
     raw = message.get("bytes")
     codec: Codec = MSGPACK if raw is not None else JSON
     try:
-        decoded = codec.decode(raw if raw is not None else message.get("text") or "")
-    except ProtocolError as exc:
-        state.bad_control(exc.reason)
+        decoded = MSGPACK.decode(raw) if raw is not None else JSON.decode(message.get("text") or "")
+    except ProtocolError as bad:
+        state.bad_control(bad.reason)
         return [], codec
     messages, errors = parse_batch(decoded, TO_MASTER)
     for exc in errors:

@@ -7,7 +7,7 @@ copy of the figures to keep in sync; every per-worker series carries a
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily

@@ -111,7 +111,8 @@ class MasterState:
     ) -> int:
         """Deliver a notify frame cluster-wide (except on ``exclude``); the count."""
         workers = self.targets(target)
-        workers.discard(exclude)  # type: ignore[arg-type]
+        if exclude is not None:
+            workers.discard(exclude)
         if not workers:
             return 0
         return await self.links.deliver(workers, target, frame)

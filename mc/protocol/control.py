@@ -145,7 +145,7 @@ class ControlMessage:
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.TYPE}
-        for f in attrs.fields(type(self)):  # type: ignore[misc]
+        for f in attrs.fields(type(self)):  # type: ignore[arg-type]
             convert = f.metadata.get("wire_out", _wire)
             out[f.name] = convert(getattr(self, f.name))
         return out
@@ -184,13 +184,8 @@ def _frame_out(v: Notification) -> dict[str, Any]:
     return notification_wire(v.data, v.sender, v.id, v.trace)
 
 
-def _target_field() -> Any:
-    return attrs.field(validator=attrs.validators.instance_of(Target), metadata={"wire_in": _target_in})
-
-
-def _frame_field() -> Any:
-    return attrs.field(validator=attrs.validators.instance_of(Notification),
-                       metadata={"wire_in": _frame_in, "wire_out": _frame_out})
+TARGET_WIRE = {"wire_in": _target_in}
+FRAME_WIRE = {"wire_in": _frame_in, "wire_out": _frame_out}
 
 
 @attrs.frozen
@@ -277,8 +272,9 @@ class ForwardNotify(ControlMessage):
 
     TYPE = "notify"
     id: int = attrs.field(validator=ID)
-    to: Target = _target_field()
-    frame: Notification = _frame_field()
+    to: Target = attrs.field(validator=attrs.validators.instance_of(Target), metadata=TARGET_WIRE)
+    frame: Notification = attrs.field(validator=attrs.validators.instance_of(Notification),
+                                      metadata=FRAME_WIRE)
 
 
 @attrs.frozen
@@ -338,8 +334,9 @@ class Left(ControlMessage):
 class Deliver(ControlMessage):
     TYPE = "deliver"
     id: int = attrs.field(validator=ID)
-    to: Target = _target_field()
-    frame: Notification = _frame_field()
+    to: Target = attrs.field(validator=attrs.validators.instance_of(Target), metadata=TARGET_WIRE)
+    frame: Notification = attrs.field(validator=attrs.validators.instance_of(Notification),
+                                      metadata=FRAME_WIRE)
 
 
 @attrs.frozen

@@ -17,7 +17,8 @@ Decisions where PROTOCOL.md is silent (also in docs/protocol.md):
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import attrs
 
@@ -68,7 +69,7 @@ class Target:
         return d
 
     @classmethod
-    def parse(cls, value: Any, rid: str | None = None) -> "Target":
+    def parse(cls, value: Any, rid: str | None = None) -> Target:
         """Validate a ``to`` map (absent/``None``/``{}`` means everyone)."""
         if value is None:
             return BROADCAST
@@ -418,7 +419,7 @@ def _pattern(o: Mapping[str, Any], rid: str | None) -> str:
     topic = o.get("topic")
     if not is_pattern(topic):
         raise _bad("topic must be a topic pattern (segments, '*', a final '>')", rid)
-    return topic  # type: ignore[return-value]
+    return topic
 
 
 def _p_subscribe(o: Mapping[str, Any], rid: str | None) -> Subscribe:

@@ -7,7 +7,7 @@ validates before redirecting, so both answer a bad handshake the same way
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import attrs
 

@@ -9,25 +9,26 @@ refused: an empty segment can never be matched on purpose). Patterns add
 from __future__ import annotations
 
 import re
+from typing import TypeGuard
 
 MAX_NAME = 128
 _NAME = re.compile(r"[A-Za-z0-9._\-:@]{1,128}")
 _SEGMENT = re.compile(r"[A-Za-z0-9_\-:@]+")
 
 
-def is_name(value: object) -> bool:
+def is_name(value: object) -> TypeGuard[str]:
     """True for a valid client, device, consumer, session or tag name."""
     return type(value) is str and _NAME.fullmatch(value) is not None
 
 
-def is_topic(value: object) -> bool:
+def is_topic(value: object) -> TypeGuard[str]:
     """True for a concrete topic (what ``publish`` takes)."""
     if not is_name(value):
         return False
-    return all(_SEGMENT.fullmatch(seg) for seg in value.split("."))  # type: ignore[union-attr]
+    return all(_SEGMENT.fullmatch(seg) for seg in value.split("."))
 
 
-def is_pattern(value: object) -> bool:
+def is_pattern(value: object) -> TypeGuard[str]:
     """True for a subscription pattern: segments, ``*`` wildcards, a final ``>``."""
     if type(value) is not str or not 1 <= len(value) <= MAX_NAME:
         return False

@@ -9,7 +9,8 @@ the subscriptions change, which is rare next to publishing).
 
 from __future__ import annotations
 
-from typing import Generic, Hashable, TypeVar
+from collections.abc import Hashable
+from typing import Generic, TypeVar
 
 T = TypeVar("T", bound=Hashable)
 

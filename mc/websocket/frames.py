@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import os
 import struct
+from typing import Any, TypeAlias
 
 OP_CONT = 0
 OP_TEXT = 1
@@ -20,6 +21,11 @@ OP_BINARY = 2
 OP_CLOSE = 8
 OP_PING = 9
 OP_PONG = 10
+
+#: What :meth:`FrameParser.feed` returns: ``(opcode, payload)``. The payload is
+#: bytes, except for OP_CLOSE: ``(code or None, reason)``. Its type follows the
+#: opcode, which a static type cannot say, hence ``Any``.
+Event: TypeAlias = tuple[int, Any]
 
 _PROTOCOL_ERROR = 1002
 _INVALID_DATA = 1007
@@ -72,7 +78,7 @@ class WebSocketError(Exception):
         super().__init__(reason)
         self.close_code = close_code
         self.reason = reason
-        self.events: list[tuple[int, object]] = []
+        self.events: list[Event] = []
 
 
 class FrameParser:
@@ -131,7 +137,7 @@ class FrameParser:
         self._error: WebSocketError | None = None
         self._closed = False
 
-    def feed(self, data: bytes) -> list[tuple[int, object]]:
+    def feed(self, data: bytes) -> list[Event]:
         """Parse ``data`` (the next bytes of the stream) into complete events."""
         if self._error is not None:
             raise WebSocketError(self._error.close_code, self._error.reason)
@@ -147,7 +153,7 @@ class FrameParser:
             data = b"".join(self._pending)
             self._pending = ()
 
-        events: list[tuple[int, object]] = []
+        events: list[Event] = []
         mask_bit = self._mask_bit
         end = len(data)
         pos = 0

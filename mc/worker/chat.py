@@ -8,7 +8,7 @@ becomes or stops being a member, not per device.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from .peer import Peer
 

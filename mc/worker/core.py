@@ -216,8 +216,9 @@ class WorkerCore:
             return refuse(404, ErrorCode.NOT_FOUND, f"no chat session {chat.session!r}")
         return Locate(chat.session, chat.mode == "open", req.raw_query, accept)
 
-    def located(self, locate: Locate, outcome: str | None | LocateFailed, now: float) -> Answer:
+    def located(self, locate: Locate, outcome: str | LocateFailed | None, now: float) -> Accept | Respond:
         """Resume a Locate: ``None`` (this worker owns it), the owner's URL, or a failure."""
+        answer: Answer
         if isinstance(outcome, LocateFailed):
             answer = (refuse(404, ErrorCode.NOT_FOUND, f"no chat session {locate.session!r}")
                       if outcome.not_found else unavailable(f"cannot locate the session: {outcome.reason}"))
@@ -230,7 +231,7 @@ class WorkerCore:
             self.stats.rejected += 1
         return answer
 
-    def _room_admits(self, accept: Accept) -> Answer:
+    def _room_admits(self, accept: Accept) -> Accept | Respond:
         room = self.rooms.get(accept.session)  # type: ignore[arg-type]
         if (
             room is not None
@@ -336,7 +337,7 @@ class WorkerCore:
         try:
             events = conn.parser.feed(data)
         except WebSocketError as exc:
-            self._dispatch(conn, exc.events, now)  # type: ignore[arg-type]
+            self._dispatch(conn, exc.events, now)
             self._fail(conn, exc.close_code, exc.reason, now)
             return
         self._dispatch(conn, events, now)
@@ -345,7 +346,7 @@ class WorkerCore:
         for op, payload in events:
             if conn.state is CLOSED:
                 return
-            if op == OP_TEXT or op == OP_BINARY:
+            if op < OP_CLOSE:  # a data frame: OP_TEXT or OP_BINARY
                 if conn.state is OPEN:
                     self._frame(conn, payload, now)
             elif op == OP_PING:
@@ -382,7 +383,8 @@ class WorkerCore:
     def _reply(self, conn: Peer, frame: Any) -> None:
         """Encode one frame for one connection."""
         codec = conn.codec
-        self._write(conn, encode_frame(OP_TEXT if codec is JSON else OP_BINARY, codec.encode(frame.to_wire())))
+        payload = codec.encode(frame.to_wire())
+        self._write(conn, encode_frame(OP_TEXT if codec is JSON else OP_BINARY, payload))
 
     def _ack(self, conn: Peer, rid: str | None, **fields: Any) -> None:
         if rid is not None:

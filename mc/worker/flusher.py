@@ -55,7 +55,7 @@ class Flusher:
 
     # ------------------------------------------------------------ the Sink
 
-    def write(self, conn: Connection, frame: bytes) -> None:  # type: ignore[override]
+    def write(self, conn: Connection, frame: bytes) -> None:
         """Queue one complete WebSocket frame; overflow is reported to the core."""
         if conn.state is not OPEN:
             return
@@ -78,7 +78,7 @@ class Flusher:
             conn.dirty = True
             self._mark(conn)
 
-    def close(self, conn: Connection, code: int, reason: str) -> None:  # type: ignore[override]
+    def close(self, conn: Connection, code: int, reason: str) -> None:
         """Queue the close frame after whatever is queued."""
         conn.out.append(encode_close(code, reason[:120]))
         conn.queued += 1
@@ -86,7 +86,7 @@ class Flusher:
             conn.dirty = True
             self._mark(conn)
 
-    def drop(self, conn: Connection) -> None:  # type: ignore[override]
+    def drop(self, conn: Connection) -> None:
         """Wake the reader (parked in ``wait_readable``) so it sees the state and exits.
 
         No cancel scope per connection (memory): notify_closing wakes it with

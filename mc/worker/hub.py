@@ -21,7 +21,7 @@ Delivery rules (PROTOCOL.md "/v1/consumer", plus decisions in docs/protocol.md):
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from mc.protocol import SubscriptionIndex, Target
 
@@ -139,7 +139,7 @@ class Hub:
         """Remove the peer's subscriptions on ``pattern`` in ``group`` (any key)."""
         gone = [ident for ident in peer.subs if ident[0] == pattern and ident[1] == group]
         for ident in gone:
-            self._index.remove(pattern, peer.subs.pop(ident))  # type: ignore[arg-type,attr-defined]
+            self._index.remove(pattern, peer.subs.pop(ident))  # type: ignore[attr-defined]
         return len(gone)
 
     @staticmethod
@@ -213,6 +213,4 @@ def _selects(target: Target, peer: Peer) -> bool:
         return False
     if target.device is not None and peer.device != target.device:
         return False
-    if target.tags is not None and not any(t in peer.tags for t in target.tags):
-        return False
-    return True
+    return target.tags is None or any(t in peer.tags for t in target.tags)

@@ -107,10 +107,11 @@ class MasterLink:
     async def _session(self, ws: Any) -> None:
         await ws.send_message(MSGPACK.encode(self.core.registration(self.url).to_wire()))
         with trio.fail_after(REQUEST_TIMEOUT):
-            reply, *rest = self._parse(await ws.get_message()) or [None]
+            messages = self._parse(await ws.get_message())
         # "registered" comes first; a batch may carry commands queued right after it
-        if not isinstance(reply, Registered):
+        if not messages or not isinstance(messages[0], Registered):
             raise Resync()
+        reply, rest = messages[0], messages[1:]
         send, receive = trio.open_memory_channel[ControlMessage](QUEUE)
         self._out = send
         self.core.registered(reply, trio.current_time())
@@ -130,6 +131,8 @@ class MasterLink:
                 waiter.send_nowait(None)
 
     def _parse(self, data: bytes | str) -> list[ControlMessage]:
+        if not isinstance(data, bytes):
+            raise Resync()  # masters answer a msgpack link in binary frames
         messages, errors = parse_batch(MSGPACK.decode(data), TO_WORKER)
         for exc in errors:
             self.bad_messages += 1
@@ -182,12 +185,14 @@ class MasterLink:
 
     # ------------------------------------------------------------ requests
 
-    async def locate(self, session: str, create: bool) -> str | None | LocateFailed:
+    async def locate(self, session: str, create: bool) -> str | LocateFailed | None:
         """Who owns ``session`` (claiming it when ``create``): None for this worker."""
         rid = next(self._ids)
         reply = await self._request(rid, Claim(rid, session) if create else Lookup(rid, session))
-        if not isinstance(reply, Owner):
+        if isinstance(reply, str):
             return LocateFailed(False, reply)
+        if not isinstance(reply, Owner):
+            return LocateFailed(False, f"unexpected {reply.TYPE!r} reply")
         if reply.worker == self.worker_id:
             return None
         if reply.worker is None or reply.url is None:

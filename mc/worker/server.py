@@ -15,6 +15,7 @@ import functools
 import logging
 import socket
 import time
+from typing import cast
 
 import trio
 
@@ -24,7 +25,7 @@ from mc.websocket import HandshakeError, HandshakeReader, HandshakeRequest, acce
 from .answers import Locate, Respond
 from .config import WorkerConfig
 from .connection import Connection
-from .core import WorkerCore
+from .core import Sink, WorkerCore
 from .flusher import Flusher
 from .master_link import MasterLink
 from .states import CLOSED
@@ -48,9 +49,11 @@ class Worker:
         self.listener = _listen(config.host, config.port)
         self.port: int = self.listener.getsockname()[1]
         self.flusher = Flusher(max_frames=config.max_queued_frames, max_bytes=config.max_queued_bytes)
-        self.core = WorkerCore(config, self.flusher, worker_id=config.worker_id(self.port),
+        # The core hands the sink only connections the shell built (``open``'s
+        # ``make``), so the Flusher's methods take Connection where Sink says Peer.
+        self.core = WorkerCore(config, cast(Sink, self.flusher), worker_id=config.worker_id(self.port),
                                instance=time.time_ns(), wall_ms=wall_ms)
-        self.flusher.on_overflow = self.core.overflowed  # type: ignore[assignment]
+        self.flusher.on_overflow = self.core.overflowed
         self.link: MasterLink | None = None
         if config.masters:
             self.link = MasterLink(self.core, config.masters, config.advertised(self.port),

@@ -8,7 +8,8 @@ starts, everything stopped by PID afterwards.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import trio

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
 from collections import Counter
+from contextlib import AsyncExitStack
 
 import pytest
 

@@ -18,8 +18,9 @@ import base64
 import itertools
 import os
 import socket
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import msgpack
