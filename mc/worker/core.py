@@ -486,16 +486,25 @@ class WorkerCore:
         when = self._next_scan
         if self._closes:
             when = min(when, self._closes[0][0])
+        if self._forwarded:
+            when = min(when, next(iter(self._forwarded.values()))[3])
         return when
 
     def tick(self, now: float) -> None:
-        """Close timeouts at once; every scan period: pings, idle closes, linger, notify waits."""
+        """Close timeouts and notify waits when due; every scan period: pings, idle closes, linger."""
         closes = self._closes
         while closes and closes[0][0] <= now:
             conn = heapq.heappop(closes)[2]
             if conn.state is CLOSING and conn.close_at <= now:
                 conn.state = advance(conn.state, Event.TIMEOUT)
                 self.sink.drop(conn)
+        forwarded = self._forwarded
+        while forwarded:  # insertion order is deadline order (now + a constant)
+            cid, (conn, rid, local, until) = next(iter(forwarded.items()))
+            if until > now:
+                break
+            del forwarded[cid]
+            self._ack(conn, rid, delivered=local)
         if now < self._next_scan:
             return
         self._next_scan = now + self._scan_period
@@ -516,10 +525,6 @@ class WorkerCore:
         for session in self.rooms.expire(now):
             self._members_sent.pop(session, None)
             self.sink.send_control(Release(session))
-        for cid, (conn, rid, local, until) in list(self._forwarded.items()):
-            if until <= now:
-                del self._forwarded[cid]
-                self._ack(conn, rid, delivered=local)
 
     # ========================================================== control link
 
