@@ -156,8 +156,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[AttrsInstance]) -> 
                         help=f"TOML settings file (default: ${CONFIG_ENV}, else none)")
     for field in attrs.fields(cls):
         default = field.default
-        shown = ",".join(default) if isinstance(default, tuple) else default
-        help_text = f"{field.metadata['help']} (default: {shown!r}; env {env_name(field)})"
+        shown = f"default: {default!r}; " if default not in ("", ()) else ""
+        help_text = f"{field.metadata['help']} ({shown}env {env_name(field)})"
         kind = _kind(field)
         if kind is bool:
             parser.add_argument(*_flags(field), dest=field.name, default=None,

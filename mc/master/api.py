@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mc.protocol import ErrorCode, ProtocolError, Target, is_name
-from mc.protocol.control import Drain
+from mc.protocol.control import Drain, Metrics
 from mc.protocol.frames import MAX_ID, Notification
 
 from .entry import error, unavailable
@@ -142,6 +142,12 @@ async def drain(request: Request) -> Response:
     return JSONResponse({"worker": wid, "state": "draining"}, status_code=202)
 
 
+def _counters(m: Metrics) -> dict[str, int]:
+    """Counters since each worker started: 4029 closes, 4008 closes, refused handshakes, error frames."""
+    return {"slow_consumer_closes": m.overflows, "idle_closes": m.idle_closes,
+            "handshakes_refused": m.rejected, "errors": m.errors}
+
+
 def stats_json(state: MasterState) -> dict[str, Any]:
     totals = state.registry.totals(state.now())
     per_worker = []
@@ -155,6 +161,7 @@ def stats_json(state: MasterState) -> dict[str, Any]:
             "msgs_out_per_s": m.msgs_out_rate,
             "cpu_percent": m.cpu_percent,
             "rss_bytes": m.rss_bytes,
+            **_counters(m),
         })
     t = totals.metrics
     return {
@@ -168,6 +175,7 @@ def stats_json(state: MasterState) -> dict[str, Any]:
             "msgs_out_per_s": t.msgs_out_rate,
             "cpu_percent": t.cpu_percent,
             "rss_bytes": t.rss_bytes,
+            **_counters(t),
         },
         "workers": per_worker,
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
@@ -29,19 +29,31 @@ _PER_WORKER = (
     ("mc_worker_draining", "1 while the worker drains", lambda w: float(w.state != "up")),
 )
 
+#: counters the workers report in their heartbeats (since each worker started)
+_COUNTERS = (
+    ("mc_slow_consumer_closes", "connections closed with 4029 (outbound queue overflow)",
+     lambda w: w.metrics.overflows),
+    ("mc_idle_closes", "connections closed with 4008 (idle)", lambda w: w.metrics.idle_closes),
+    ("mc_worker_handshakes_refused", "handshakes answered with an HTTP error", lambda w: w.metrics.rejected),
+    ("mc_worker_error_frames", "error frames sent to clients", lambda w: w.metrics.errors),
+)
+
 
 class RegistryCollector(Collector):
     def __init__(self, state: MasterState) -> None:
         self.state = state
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         workers = self.state.live_workers()
         yield GaugeMetricFamily("mc_workers", "live workers", value=len(workers))
-        for name, doc, read in _PER_WORKER:
-            family = GaugeMetricFamily(name, doc, labels=["worker"])
-            for w in workers:
-                family.add_metric([w.id], read(w))
-            yield family
+        families: list[tuple[type[GaugeMetricFamily] | type[CounterMetricFamily], tuple]] = [
+            (GaugeMetricFamily, _PER_WORKER), (CounterMetricFamily, _COUNTERS)]
+        for kind, table in families:
+            for name, doc, read in table:
+                family = kind(name, doc, labels=["worker"])
+                for w in workers:
+                    family.add_metric([w.id], read(w))
+                yield family
 
 
 def metrics_endpoint(state: MasterState):

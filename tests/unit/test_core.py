@@ -354,8 +354,8 @@ def test_unknown_type_is_bad_request_and_wrong_endpoint_or_garbage_closes_4000()
     core, sink = make_core()
     app = connect(core)
     send(core, app, {"type": "nope", "id": "i"})
-    assert sink.got(app)[-1] == {"type": "error", "code": "bad_request", "reason": "unknown frame type 'nope'",
-                                 "id": "i"}
+    assert sink.got(app)[-1] == {"type": "error", "code": "bad_request",
+                                 "reason": "unknown frame type 'nope'", "id": "i"}
     assert app.state is OPEN
     send(core, app, {"type": "subscribe", "topic": "t"})
     assert sink.closes[app][0] == CloseCode.VIOLATION and app.state is CLOSING
