@@ -218,6 +218,11 @@ def _from_toml(fields: Mapping[str, attrs.Attribute], path: str) -> dict[str, An
         field = fields.get(key)
         if field is None:
             raise SettingsError(f"config file {path}: unknown setting {key!r}")
+        kind = _kind(field)
+        # TOML values are typed: a quoted number for an int setting is a mistake, not text to parse
+        allowed = {int: (int,), float: (int, float), bool: (bool,), str: (str,), tuple: (list,)}[kind]
+        if isinstance(raw, bool) != (kind is bool) or not isinstance(raw, allowed):
+            raise SettingsError(f"config file {path}: {key} must be a TOML {kind.__name__}, not {raw!r}")
         out[key] = _convert(field, raw)
     return out
 
