@@ -57,9 +57,9 @@ def test_file_errors_name_the_key_or_the_file(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="unknown setting 'prot'"):
         load(Demo, parse(Demo, "--config", str(bad)), env={})
     bad.write_text("port = [\n")
-    with pytest.raises(SettingsError, match="bad.toml"):
+    with pytest.raises(SettingsError, match=r"bad\.toml"):
         load(Demo, parse(Demo, "--config", str(bad)), env={})
-    with pytest.raises(SettingsError, match="missing.toml"):
+    with pytest.raises(SettingsError, match=r"missing\.toml"):
         load(Demo, parse(Demo, "--config", str(tmp_path / "missing.toml")), env={})
     bad.write_text('port = "1"\n')
     with pytest.raises(SettingsError, match="port"):
