@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mc.protocol import ErrorCode, ProtocolError, Target, is_name
-from mc.protocol.control import Drain, Metrics
+from mc.protocol.control import Metrics
 from mc.protocol.frames import MAX_ID, Notification
 
 from .entry import error, unavailable
@@ -135,11 +135,17 @@ async def notify(request: Request) -> Response:
 async def drain(request: Request) -> Response:
     state = _state(request)
     wid = request.path_params["worker"]
-    if not state.registry.set_draining(wid):
+    if request.method == "DELETE":
+        if not state.undrain(wid):
+            return error(404, ErrorCode.NOT_FOUND, f"no worker {wid!r}")
+        return JSONResponse({"worker": wid, "state": "up"})
+    if not state.drain(wid):
         return error(404, ErrorCode.NOT_FOUND, f"no worker {wid!r}")
-    state.links.tell(wid, Drain())
-    state.touched()
     return JSONResponse({"worker": wid, "state": "draining"}, status_code=202)
+
+
+async def rebalance(request: Request) -> Response:
+    return JSONResponse({"shedding": _state(request).rebalance(force=True)}, status_code=202)
 
 
 def _counters(m: Metrics) -> dict[str, int]:

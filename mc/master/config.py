@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from mc.settings import no_control_chars, one_of, port_number, positive, setting
+from mc.settings import no_control_chars, non_negative, one_of, port_number, positive, setting
 from mc.worker.config import LOG_LEVELS
 
 
@@ -22,4 +22,8 @@ class MasterConfig:
                               validator=positive)
     max_body: int = setting(64 * 1024, "largest HTTP body or control message, bytes", validator=positive)
     dedup_max: int = setting(100_000, "notify ids remembered for 10 minutes, at most", validator=positive)
+    rebalance_tolerance: float = setting(0.25, "a worker above (1 + this) x the mean share is rebalanced",
+                                         validator=non_negative)
+    rebalance_after: float = setting(10.0, "seconds an imbalance must last before a worker sheds",
+                                     validator=positive)
     log_level: str = setting("info", "log level", validator=one_of(*LOG_LEVELS))

@@ -20,7 +20,10 @@ from mc.protocol.control import (
     Claim,
     ControlMessage,
     Delivered,
+    Drained,
     ForwardNotify,
+    HandedOff,
+    HandOff,
     Heartbeat,
     Leave,
     Left,
@@ -28,6 +31,7 @@ from mc.protocol.control import (
     Notified,
     Owner,
     Presence,
+    Recorded,
     Register,
     Registered,
     Release,
@@ -163,9 +167,21 @@ async def _handle(state: MasterState, link: WorkerLink, msg: ControlMessage,
                 reg.report_members(session, wid, n)
         except UnknownWorker:
             link.send(Reregister())
+            return
+        if msg.id is not None:  # the app's welcome waits for this
+            link.send(Recorded(msg.id))
     elif isinstance(msg, (Claim, Lookup)):
         owner = _owner(state, msg, wid, now)
-        link.send(Owner(msg.id, owner, state.url_of(owner) if owner else None))
+        info = reg.lookup_session(msg.session) if owner else None
+        link.send(Owner(msg.id, owner, state.url_of(owner) if owner else None,
+                        info.seq if info is not None and info.worker_id == owner else 0))
+    elif isinstance(msg, HandOff):
+        state.hand_off(wid, msg.sessions)
+        link.send(HandedOff())
+    elif isinstance(msg, Drained):
+        if reg.set_drained(wid):
+            state.touched()
+            log.info("worker %s drained", wid)
     elif isinstance(msg, Release):
         reg.release_session(msg.session, wid)
     elif isinstance(msg, ForwardNotify):

@@ -43,6 +43,7 @@ from mc.protocol.control import Metrics
 
 UP = "up"
 DRAINING = "draining"
+DRAINED = "drained"
 
 
 class RegistryError(Exception):
@@ -68,7 +69,7 @@ class RegistryFull(RegistryError):
 class WorkerInfo:
     """A snapshot of one registered worker.
 
-    ``state`` is :data:`UP` or :data:`DRAINING`. ``last_seen`` is the ``now``
+    ``state`` is :data:`UP`, :data:`DRAINING` or :data:`DRAINED`. ``last_seen`` is the ``now``
     of its latest register or heartbeat, so it also marks the metrics' age
     (the balancer uses it to know when a fresh report arrived).
     """
@@ -89,6 +90,8 @@ class SessionInfo:
     session: str
     worker_id: str
     members: int
+    #: the last seq of a session handed over from a draining owner (0: none), for its new owner
+    seq: int = 0
 
 
 @attrs.frozen
@@ -234,15 +237,36 @@ class Registry:
     def set_draining(self, worker_id: str) -> bool:
         """Mark a member as draining: the balancer stops choosing it. False if unknown.
 
-        It stays listed (consumers keep their links to it until it leaves).
+        It stays listed (consumers keep their links to it until it leaves). A
+        drained worker stays drained.
         """
         member = self._members.get(worker_id)
         if member is None:
             return False
-        if member.info.state != DRAINING:
-            member.info = attrs.evolve(member.info, state=DRAINING)
-            self._version += 1
+        if member.info.state == UP:
+            self._set_state(member, DRAINING)
         return True
+
+    def set_drained(self, worker_id: str) -> bool:
+        """A draining member closed its last connection. False if unknown or not draining."""
+        member = self._members.get(worker_id)
+        if member is None or member.info.state == UP:
+            return False
+        self._set_state(member, DRAINED)
+        return True
+
+    def set_up(self, worker_id: str) -> bool:
+        """Take a draining or drained member back into service. False if unknown."""
+        member = self._members.get(worker_id)
+        if member is None:
+            return False
+        self._set_state(member, UP)
+        return True
+
+    def _set_state(self, member: _Member, state: str) -> None:
+        if member.info.state != state:
+            member.info = attrs.evolve(member.info, state=state)
+            self._version += 1
 
     def workers(self, now: float) -> list[WorkerInfo]:
         """The live workers (up and draining), sorted by id."""
@@ -263,7 +287,7 @@ class Registry:
         ms = [w.metrics for w in live]
         return Totals(
             workers=len(live),
-            draining=sum(w.state == DRAINING for w in live),
+            draining=sum(w.state != UP for w in live),
             metrics=Metrics(**{
                 f.name: sum(getattr(m, f.name) for m in ms) for f in attrs.fields(Metrics)
             }),
@@ -312,7 +336,19 @@ class Registry:
         current = self._sessions.get(session)
         if current is None or current.worker_id != worker_id:
             return False
-        self._sessions[session] = SessionInfo(session, worker_id, members)
+        self._sessions[session] = attrs.evolve(current, members=members)
+        return True
+
+    def move_session(self, session: str, worker_id: str, seq: int) -> bool:
+        """Hand ``session`` to the member ``worker_id`` (a drain), remembering its
+        last ``seq`` for the new owner. False (nothing done) if either is unknown."""
+        current = self._sessions.get(session)
+        target = self._members.get(worker_id)
+        if current is None or target is None:
+            return False
+        self._members[current.worker_id].sessions.discard(session)
+        self._sessions[session] = SessionInfo(session, worker_id, current.members, seq)
+        target.sessions.add(session)
         return True
 
     def announce_sessions(

@@ -8,17 +8,19 @@ deliveries) over the control links.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping
 
 import trio
 
 from mc.protocol import Notification, Target
+from mc.protocol.control import Adopt, Drain, Shed, Undrain
 from mc.protocol.control import Kick as KickMessage
 
 from .balancer import Balancer
 from .config import MasterConfig
 from .links import Links
-from .registry import Kick, Registry, WorkerInfo
+from .registry import UP, Kick, Registry, WorkerInfo
 
 log = logging.getLogger("mc.master")
 
@@ -33,6 +35,8 @@ class MasterState:
         self._version = self.registry.version
         #: control messages that did not validate (logged, counted, skipped)
         self.bad_control_messages = 0
+        #: worker id -> since when it holds more than its share (rebalance)
+        self._over_since: dict[str, float] = {}
 
     def bad_control(self, reason: str) -> None:
         """A control message that did not validate: count it; log the first few."""
@@ -67,10 +71,11 @@ class MasterState:
                 await self._changed.wait()
 
     async def expire_loop(self) -> None:
-        """Purge workers whose lease lapsed, a tenth of a lease at a time."""
+        """Purge workers whose lease lapsed, a tenth of a lease at a time; rebalance."""
         while True:
             await trio.sleep(self.config.lease / 10)
             self.purge_lapsed()
+            self.rebalance()
 
     def purge_lapsed(self) -> None:
         """Purge the workers whose lease lapsed, now.
@@ -94,6 +99,73 @@ class MasterState:
         return None if info is None else info.url
 
     # ----------------------------------------------------------- delivery
+
+    def hand_off(self, worker_id: str, sessions: Mapping[str, int]) -> None:
+        """A draining worker's sessions get new owners (the least loaded live
+        workers), carrying their last ``seq``; with no other worker they are
+        forgotten, and the next member to open one makes a worker its owner."""
+        reg = self.registry
+        if reg.set_draining(worker_id):
+            self.touched()
+        moved = 0
+        for session, seq in sessions.items():
+            target = self.assign()
+            if target is None or target.id == worker_id:
+                reg.release_session(session, worker_id)
+                continue
+            if reg.move_session(session, target.id, seq):
+                self.links.tell(target.id, Adopt(session, seq))
+                moved += 1
+        log.info("worker %s draining: %d of %d chat sessions handed over", worker_id, moved, len(sessions))
+
+    def drain(self, worker_id: str) -> bool:
+        """Start draining a worker (POST /v1/workers/{id}/drain); False if unknown."""
+        if not self.registry.set_draining(worker_id):
+            return False
+        self.links.tell(worker_id, Drain())
+        self.touched()
+        log.info("draining worker %s", worker_id)
+        return True
+
+    def undrain(self, worker_id: str) -> bool:
+        """Back into service (DELETE /v1/workers/{id}/drain); False if unknown."""
+        if not self.registry.set_up(worker_id):
+            return False
+        self.links.tell(worker_id, Undrain())
+        self.touched()
+        log.info("worker %s back in service", worker_id)
+        return True
+
+    def rebalance(self, *, force: bool = False) -> dict[str, int]:
+        """Ask over-loaded workers to shed idle app connections down to the mean.
+
+        A worker above (1 + tolerance) x the mean of the live ``up`` workers
+        for ``rebalance_after`` seconds (at once with ``force``: POST
+        /v1/rebalance) is sent ``shed`` once per ``rebalance_after``; it closes
+        idle app connections at its drain rate, never below the mean.
+        """
+        now = self.now()
+        up = [w for w in self.live_workers() if w.state == UP]
+        asked: dict[str, int] = {}
+        if len(up) < 2:
+            self._over_since.clear()
+            return asked
+        mean = sum(w.metrics.connections for w in up) / len(up)
+        limit = (1 + self.config.rebalance_tolerance) * mean
+        after = self.config.rebalance_after
+        for w in up:
+            if w.metrics.connections <= limit:
+                self._over_since.pop(w.id, None)
+                continue
+            since = self._over_since.setdefault(w.id, now)
+            if force or now - since >= after:
+                excess = w.metrics.connections - math.ceil(mean)
+                if excess > 0 and self.links.tell(w.id, Shed(excess)):
+                    asked[w.id] = excess
+                    log.info("rebalance: worker %s holds %d (mean %.0f); shedding %d",
+                             w.id, w.metrics.connections, mean, excess)
+                self._over_since[w.id] = now  # once per period: its reports need time to follow
+        return asked
 
     def kick(self, kicks: Iterable[Kick]) -> None:
         """Tell the old workers to close connections replaced elsewhere (4009)."""

@@ -19,20 +19,27 @@ worker -> master
               draining}            (draining: a drain survives a master restart)
   heartbeat  {metrics: {connections, sessions, subscriptions, msgs_in_rate, msgs_out_rate,
               cpu_percent, rss_bytes, overflows, idle_closes, rejected, errors}}
-  presence   {added: [[client, device]], removed: [[client, device]], members: {session: n}}
+  presence   {added: [[client, device]], removed: [[client, device]], members: {session: n}, id?}
+                                      -> recorded {id}   (with an id: the welcome waits for it)
   claim      {id, session}            -> owner {id, worker, url}
   lookup     {id, session}            -> owner {id, worker|null, url|null}
   release    {session}
   notify     {id, to, frame}          -> notified {id, delivered}   (to the other workers)
   delivered  {id, count}              (the reply to ``deliver``)
   leave      {id}                     -> left {id}   (orderly shutdown: forget me now)
+  handoff    {sessions: {session: seq}} -> handedoff {}  (draining: give my sessions new owners)
+  drained    {}                       (a draining worker's last connection is gone)
 
 master -> worker
   registered {lease, interval, conflicts: [session]}   (close those sessions with 4503)
   reregister {}                        (the master forgot this worker: register again)
   deliver    {id, to, frame}           (write ``frame`` to the matching local apps)
   kick       {client, device}          (close that app connection with 4009)
-  drain      {}                        (refuse new connections, close the rest with 4503)
+  drain      {}                        (refuse new connections, hand sessions off, close the rest with 4503)
+  undrain    {}                        (back into service)
+  adopt      {session, seq}            (you own this session now; its seq goes on from here)
+  shed       {count}                   (rebalance: close that many idle app connections with 4503)
+  owner      {id, worker, url, seq}    (the reply to claim and lookup; seq: where a handed-off session is)
 """
 
 from __future__ import annotations
@@ -110,6 +117,7 @@ NAMES = _check(_is_names, "a list of names")
 FLAG = _check(lambda v: type(v) is bool, "true or false")
 OPT_NAME = _check(lambda v: v is None or is_name(v), "a name or null")
 OPT_URL = _check(lambda v: v is None or _is_url(v), "a ws:// URL or null")
+OPT_ID = _check(lambda v: v is None or _is_int(v), "an integer request id or null")
 
 
 def _pairs_in(v: Any) -> Any:
@@ -244,6 +252,21 @@ class Presence(ControlMessage):
     added: tuple[tuple[str, str], ...] = _pairs_field()
     removed: tuple[tuple[str, str], ...] = _pairs_field()
     members: dict[str, int] = attrs.field(factory=dict, validator=SESSIONS)
+    #: set when the worker waits for ``recorded`` before sending an app its welcome
+    id: int | None = attrs.field(default=None, validator=OPT_ID)
+
+
+@attrs.frozen
+class HandOff(ControlMessage):
+    """A draining worker's sessions and their last ``seq``, for new owners."""
+
+    TYPE = "handoff"
+    sessions: dict[str, int] = attrs.field(factory=dict, validator=SESSIONS)
+
+
+@attrs.frozen
+class Drained(ControlMessage):
+    TYPE = "drained"
 
 
 @attrs.frozen
@@ -315,6 +338,41 @@ class Owner(ControlMessage):
     id: int = attrs.field(validator=ID)
     worker: str | None = attrs.field(default=None, validator=OPT_NAME)
     url: str | None = attrs.field(default=None, validator=OPT_URL)
+    #: the last seq of a session handed over from a draining owner (0: none)
+    seq: int = attrs.field(default=0, validator=COUNT)
+
+
+@attrs.frozen
+class Recorded(ControlMessage):
+    """The master recorded the connections of a ``presence`` with this id."""
+
+    TYPE = "recorded"
+    id: int = attrs.field(validator=ID)
+
+
+@attrs.frozen
+class HandedOff(ControlMessage):
+    """Every session of the draining worker has a new owner (or none): close its members."""
+
+    TYPE = "handedoff"
+
+
+@attrs.frozen
+class Adopt(ControlMessage):
+    TYPE = "adopt"
+    session: str = attrs.field(validator=NAME)
+    seq: int = attrs.field(validator=COUNT)
+
+
+@attrs.frozen
+class Undrain(ControlMessage):
+    TYPE = "undrain"
+
+
+@attrs.frozen
+class Shed(ControlMessage):
+    TYPE = "shed"
+    count: int = attrs.field(validator=COUNT)
 
 
 @attrs.frozen
@@ -355,8 +413,10 @@ def _table(*classes: type[ControlMessage]) -> dict[str, type[ControlMessage]]:
     return {cls.TYPE: cls for cls in classes}
 
 
-TO_MASTER = _table(Register, Heartbeat, Presence, Claim, Lookup, Release, ForwardNotify, Delivered, Leave)
-TO_WORKER = _table(Registered, Reregister, Owner, Notified, Left, Deliver, Kick, Drain)
+TO_MASTER = _table(Register, Heartbeat, Presence, Claim, Lookup, Release, ForwardNotify, Delivered, Leave,
+                   HandOff, Drained)
+TO_WORKER = _table(Registered, Reregister, Owner, Notified, Left, Deliver, Kick, Drain, Recorded, HandedOff,
+                   Adopt, Undrain, Shed)
 
 
 def parse_control(obj: Any, table: Mapping[str, type[ControlMessage]]) -> ControlMessage:

@@ -222,12 +222,14 @@ class Welcome:
     name: str | None = None
     session: str | None = None
     members: tuple[str, ...] | None = None
+    #: ``"local"`` when the master could not record the connection in time (PROTOCOL.md "Consistency")
+    presence: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
         d = _omit_none(
             {"type": "welcome", "worker": self.worker, "heartbeat": self.heartbeat,
              "client": self.client, "device": self.device, "name": self.name,
-             "session": self.session}
+             "session": self.session, "presence": self.presence}
         )
         if self.members is not None:
             d["members"] = list(self.members)
@@ -503,7 +505,7 @@ def _s_welcome(o: Mapping[str, Any]) -> Welcome:
     return Welcome(
         _need(o, "worker", str), _need(o, "heartbeat", (int, float)),
         o.get("client"), o.get("device"), o.get("name"), o.get("session"),
-        tuple(members) if type(members) is list else None,
+        tuple(members) if type(members) is list else None, o.get("presence"),
     )
 
 

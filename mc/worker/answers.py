@@ -33,6 +33,8 @@ class Accept:
     tags: tuple[str, ...] = ()
     name: str = ""
     session: str | None = None
+    #: the session's last seq when the master handed it over from a draining owner
+    seq: int = 0
 
 
 @attrs.frozen
@@ -69,6 +71,13 @@ class Locate:
     create: bool
     raw_query: str
     accept: Accept
+
+
+@attrs.frozen
+class Owned:
+    """The outcome of a Locate: this worker owns the session (``seq``: where it goes on)."""
+
+    seq: int = 0
 
 
 @attrs.frozen

@@ -93,6 +93,9 @@ class Rooms:
     def get(self, session: str) -> ChatRoom | None:
         return self._rooms.get(session)
 
+    def all(self) -> list[ChatRoom]:
+        return list(self._rooms.values())
+
     def sessions(self) -> dict[str, int]:
         """session -> member count (for reports to the master)."""
         return {s: len(r.members()) for s, r in self._rooms.items()}

@@ -47,6 +47,13 @@ class WorkerConfig:
     handshake_timeout: float = setting(10.0, "seconds a client has to complete the HTTP upgrade",
                                        validator=positive)
     close_timeout: float = setting(2.0, "seconds to wait for the client's close reply", validator=positive)
+    drain_rate: float = setting(500.0, "connections closed per second while draining or rebalancing",
+                                validator=positive)
+    drain_grace: float = setting(10.0, "seconds SIGTERM waits for a drain before closing the rest",
+                                 validator=non_negative)
+    exit_when_drained: bool = setting(False, "exit once a drain has closed the last connection")
+    presence_wait: float = setting(1.0, "seconds an app's welcome waits for the master to record it",
+                                   validator=positive)
     log_level: str = setting("info", "log level", validator=one_of(*LOG_LEVELS))
 
     def worker_id(self, bound_port: int) -> str:

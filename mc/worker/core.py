@@ -30,6 +30,8 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
+import attrs
+
 from mc.protocol import (
     APP_FRAMES,
     CHAT_FRAMES,
@@ -57,29 +59,37 @@ from mc.protocol import (
     parse_request,
 )
 from mc.protocol.control import (
+    Adopt,
     ControlMessage,
     Deliver,
     Delivered,
     Drain,
+    Drained,
     ForwardNotify,
+    HandedOff,
+    HandOff,
     Heartbeat,
     Kick,
     Metrics,
     Notified,
     Presence,
+    Recorded,
     Register,
     Registered,
     Release,
+    Shed,
+    Undrain,
 )
 from mc.protocol.frames import Notification, chat_wire, message_wire, notification_wire
 from mc.protocol.identity import parse_app, parse_chat, parse_consumer
 from mc.websocket import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, WebSocketError, encode_frame
 from mc.websocket.handshake import HandshakeRequest
 
-from .answers import Accept, Answer, Locate, LocateFailed, Respond, redirect, refuse, unavailable
+from .answers import Accept, Answer, Locate, LocateFailed, Owned, Respond, redirect, refuse, unavailable
 from .chat import Rooms
 from .config import WorkerConfig
 from .hub import Hub, SubscriptionLimit
+from .pacing import Pacer
 from .peer import APP, CHAT, CONSUMER, Peer
 from .states import CLOSED, CLOSING, HANDSHAKING, OPEN, Event, advance
 from .stats import Stats
@@ -89,10 +99,10 @@ log = logging.getLogger("mc.worker")
 CHAT_PREFIX = "/v1/chat/"
 ENDPOINTS = {"/v1/app": APP, "/v1/consumer": CONSUMER}
 PING_FRAME = encode_frame(OP_PING, b"")
+#: seconds a drain waits for the master's ``handedoff`` before closing chat members anyway
+HANDOFF_WAIT = 1.0
 #: seconds a forwarded notify waits for the master's count before the ack goes out with the local one
 NOTIFY_TIMEOUT = 6.0
-#: presence changes buffered for the next report; more asks for a full re-registration
-MAX_PRESENCE_BACKLOG = 10_000
 
 P = TypeVar("P", bound=Peer)
 
@@ -157,9 +167,13 @@ class WorkerCore:
         self._next_ping = hb
         # forwarded notifies: control id -> (consumer conn, request id, local count, deadline)
         self._forwarded: dict[int, tuple[Peer, str | None, int, float]] = {}
-        # presence changes since the last report, in order: (client, device) -> up
-        self._presence: dict[tuple[str, str], bool] = {}
+        # apps whose welcome waits for the master to record them: control id -> (conn, deadline)
+        self._welcomes: dict[int, tuple[Peer, float]] = {}
         self._announced: set[tuple[str, str]] = set()
+        self._pacer = Pacer(config.drain_rate)
+        #: a drain waits for the master to hand the sessions over before closing chat members
+        self._handoff_until: float | None = None
+        self.drained = False
         self._members_sent: dict[str, int] = {}
         self._last_report: tuple[float, int, int] | None = None
         self.resync_needed = False
@@ -216,17 +230,17 @@ class WorkerCore:
             return refuse(404, ErrorCode.NOT_FOUND, f"no chat session {chat.session!r}")
         return Locate(chat.session, chat.mode == "open", req.raw_query, accept)
 
-    def located(self, locate: Locate, outcome: str | LocateFailed | None, now: float) -> Accept | Respond:
-        """Resume a Locate: ``None`` (this worker owns it), the owner's URL, or a failure."""
+    def located(self, locate: Locate, outcome: Owned | str | LocateFailed, now: float) -> Accept | Respond:
+        """Resume a Locate: Owned (this worker owns it), the owner's URL, or a failure."""
         answer: Answer
         if isinstance(outcome, LocateFailed):
             answer = (refuse(404, ErrorCode.NOT_FOUND, f"no chat session {locate.session!r}")
                       if outcome.not_found else unavailable(f"cannot locate the session: {outcome.reason}"))
-        elif outcome is not None:
+        elif isinstance(outcome, str):
             query = f"?{locate.raw_query}" if locate.raw_query else ""
             answer = redirect(f"{outcome}{CHAT_PREFIX}{locate.session}{query}")
         else:
-            answer = self._room_admits(locate.accept)
+            answer = self._room_admits(attrs.evolve(locate.accept, seq=outcome.seq))
         if isinstance(answer, Respond):
             self.stats.rejected += 1
         return answer
@@ -257,15 +271,15 @@ class WorkerCore:
         welcome: dict[str, Any] = {"worker": self.id, "heartbeat": cfg.heartbeat}
         if conn.kind == APP:
             old = self.hub.attach_app(conn)
-            self._reply(conn, Welcome(client=conn.client, device=conn.device, **welcome))
             if old is not None:
                 self.close(old, CloseCode.REPLACED, "replaced by a newer connection", now)
-            self._presence_change(conn.client, conn.device, True)
+            self._announce(conn, now)
         elif conn.kind == CONSUMER:
             self.hub.attach_consumer(conn)
             self._reply(conn, Welcome(name=conn.name, **welcome))
         else:
             room, new_client, old = self.rooms.join(accept.session, conn, now)  # type: ignore[arg-type]
+            room.seq = max(room.seq, accept.seq)
             self._reply(conn, Welcome(session=room.session, client=conn.client,
                                       members=tuple(room.members()), **welcome))
             if old is not None:
@@ -286,6 +300,7 @@ class WorkerCore:
                 self._fan_out(Left(conn.client).to_wire(), room.peers())
         elif self.hub.detach(conn) and conn.kind == APP:
             self._presence_change(conn.client, conn.device, False)
+        self._check_drained()
 
     def close(self, conn: Peer, code: int, reason: str, now: float) -> None:
         """Start the close handshake; the client has ``close_timeout`` to answer."""
@@ -317,9 +332,52 @@ class WorkerCore:
             self.close(conn, code, reason, now)
 
     def drain(self, now: float) -> None:
-        """Refuse new connections (503) and close the open ones with 4503."""
+        """Refuse new connections (503), hand the chat sessions over, then close
+        every connection with 4503 at ``drain_rate``, chat members first."""
+        if self.draining:
+            return
         self.draining = True
-        self.close_all(CloseCode.DRAINING, "worker draining", now)
+        self.drained = False
+        log.info("draining: %d connections, %d chat sessions", len(self.connections), len(self.rooms))
+        members = [c for c in self.connections if c.kind == CHAT]
+        if members and self.linked and self.sink.send_control(
+            HandOff({room.session: room.seq for room in self.rooms.all()})
+        ):
+            self._handoff_until = now + HANDOFF_WAIT  # the members wait for HandedOff
+        else:
+            self._pacer.add(members, "worker draining", now)
+        self._pacer.add([c for c in self.connections if c.kind != CHAT], "worker draining", now)
+        self._check_drained()
+
+    def _handed_off(self, now: float) -> None:
+        """The master gave the sessions new owners: the members may reconnect now."""
+        if self._handoff_until is None:
+            return
+        self._handoff_until = None
+        log.info("chat sessions handed over; closing their members")
+        self._pacer.add([c for c in self.connections if c.kind == CHAT], "session moved", now, first=True)
+
+    def undrain(self) -> None:
+        """Back into service (DELETE /v1/workers/{id}/drain)."""
+        if self.draining:
+            log.info("undrained: taking connections again")
+        self.draining = False
+        self.drained = False
+        self._handoff_until = None
+        self._pacer.clear()
+
+    def shed(self, count: int, now: float) -> None:
+        """Rebalance: close ``count`` idle app connections (no chat, longest idle first)."""
+        idle = sorted((c for c in self.connections if c.kind == APP and c.state is OPEN),
+                      key=lambda c: c.last_seen)[:count]
+        log.info("rebalancing: shedding %d app connections", len(idle))
+        self._pacer.add(idle, "rebalancing", now)
+
+    def _check_drained(self) -> None:
+        if self.draining and not self.drained and not self.connections:
+            self.drained = True
+            log.info("drained: the last connection is gone")
+            self.sink.send_control(Drained())
 
     def drop_session(self, session: str, now: float) -> None:
         """Stop hosting ``session`` (another worker owns it): its members reconnect (4503)."""
@@ -488,6 +546,13 @@ class WorkerCore:
             when = min(when, self._closes[0][0])
         if self._forwarded:
             when = min(when, next(iter(self._forwarded.values()))[3])
+        if self._welcomes:
+            when = min(when, next(iter(self._welcomes.values()))[1])
+        pace = self._pacer.next_step()
+        if pace is not None:
+            when = min(when, pace)
+        if self._handoff_until is not None:
+            when = min(when, self._handoff_until)
         return when
 
     def tick(self, now: float) -> None:
@@ -505,6 +570,18 @@ class WorkerCore:
                 break
             del forwarded[cid]
             self._ack(conn, rid, delivered=local)
+        welcomes = self._welcomes
+        while welcomes:  # insertion order is deadline order too
+            cid, (conn, until) = next(iter(welcomes.items()))
+            if until > now:
+                break
+            del welcomes[cid]
+            self._welcome_app(conn, local=True)
+        if self._handoff_until is not None and now >= self._handoff_until:
+            log.warning("the master did not confirm the session hand-off; closing members anyway")
+            self._handed_off(now)
+        for conn, reason in self._pacer.due(now):
+            self.close(conn, CloseCode.DRAINING, reason, now)
         if now < self._next_scan:
             return
         self._next_scan = now + self._scan_period
@@ -537,6 +614,9 @@ class WorkerCore:
         forwarded, self._forwarded = self._forwarded, {}
         for conn, rid, local, _ in forwarded.values():
             self._ack(conn, rid, delivered=local)
+        welcomes, self._welcomes = self._welcomes, {}
+        for conn, _ in welcomes.values():
+            self._welcome_app(conn, local=True)
 
     def registration(self, url: str) -> Register:
         """The full state to register with (also after a master restart)."""
@@ -552,10 +632,12 @@ class WorkerCore:
         for session in reply.conflicts:
             self.drop_session(session, now)
         current = {(p.client, p.device) for p in self.hub.apps()}
-        self._presence = {k: False for k in self._announced - current}
-        self._presence.update((k, True) for k in current - self._announced)
         self.resync_needed = False
         self.link_up()
+        added = tuple(sorted(current - self._announced))
+        removed = tuple(sorted(self._announced - current))
+        if added or removed:
+            self._send_presence(Presence(added, removed))
 
     def report(self, now: float, cpu_percent: float, rss_bytes: int) -> list[ControlMessage]:
         """What the periodic report sends: presence changes, then the heartbeat."""
@@ -563,13 +645,8 @@ class WorkerCore:
         current = self.rooms.sessions()
         members = {s: n for s, n in current.items() if self._members_sent.get(s) != n}
         self._members_sent = current
-        if self._presence or members:
-            changes, self._presence = self._presence, {}
-            out.append(Presence(
-                tuple(k for k, up in changes.items() if up),
-                tuple(k for k, up in changes.items() if not up),
-                members,
-            ))
+        if members:
+            out.append(Presence(members=members))
         out.append(Heartbeat(self._metrics(now, cpu_percent, rss_bytes)))
         return out
 
@@ -589,14 +666,33 @@ class WorkerCore:
             idle_closes=s.idle_closes, rejected=s.rejected, errors=s.errors,
         )
 
+    def _announce(self, conn: Peer, now: float) -> None:
+        """Presence before welcome (PROTOCOL.md "Consistency"): the welcome waits
+        until the master has recorded the connection, at most ``presence_wait``;
+        the link's writer batches these with all other control traffic."""
+        if not self.clustered:
+            self._welcome_app(conn, local=False)
+            return
+        cid = next(self._ids)
+        if self.linked and self._send_presence(Presence(((conn.client, conn.device),), id=cid)):
+            self._welcomes[cid] = (conn, now + self.config.presence_wait)
+        else:  # announced with the next registration
+            self._welcome_app(conn, local=True)
+
+    def _welcome_app(self, conn: Peer, *, local: bool) -> None:
+        if conn.state is OPEN:
+            self._reply(conn, Welcome(self.id, self.config.heartbeat, client=conn.client,
+                                      device=conn.device, presence="local" if local else None))
+
     def _presence_change(self, client: str, device: str, up: bool) -> None:
-        if not self.linked:
-            return  # the next registration carries the full list
-        key = (client, device)
-        self._presence.pop(key, None)  # keep insertion order = order of events
-        self._presence[key] = up
-        if len(self._presence) > MAX_PRESENCE_BACKLOG:
-            self.resync_needed = True  # too much to send: register again in full
+        if self.linked:  # else the next registration carries the full list
+            self._send_presence(Presence(removed=((client, device),)))
+
+    def _send_presence(self, message: Presence) -> bool:
+        if self.sink.send_control(message):
+            return True
+        self.resync_needed = True  # the change is lost: register again in full
+        return False
 
     def control(self, message: ControlMessage, now: float) -> None:
         """A command or a reply from the master."""
@@ -610,9 +706,23 @@ class WorkerCore:
                 self._ack(conn, rid, delivered=local + message.delivered)
         elif isinstance(message, Kick):
             self.kick(message.client, message.device, now)
+        elif isinstance(message, Recorded):
+            pending = self._welcomes.pop(message.id, None)
+            if pending is not None:
+                self._welcome_app(pending[0], local=False)
         elif isinstance(message, Drain):
             log.info("the master asked this worker to drain")
             self.drain(now)
+        elif isinstance(message, HandedOff):
+            self._handed_off(now)
+        elif isinstance(message, Undrain):
+            self.undrain()
+        elif isinstance(message, Shed):
+            self.shed(message.count, now)
+        elif isinstance(message, Adopt):
+            room = self.rooms.open(message.session, now)
+            room.seq = max(room.seq, message.seq)
+            log.info("adopted chat session %s at seq %d", message.session, message.seq)
         elif isinstance(message, Registered):
             self.registered(message, now)
 

@@ -44,7 +44,7 @@ from mc.protocol.control import (
     parse_batch,
 )
 
-from .answers import LocateFailed
+from .answers import LocateFailed, Owned
 
 log = logging.getLogger("mc.worker.link")
 
@@ -185,8 +185,8 @@ class MasterLink:
 
     # ------------------------------------------------------------ requests
 
-    async def locate(self, session: str, create: bool) -> str | LocateFailed | None:
-        """Who owns ``session`` (claiming it when ``create``): None for this worker."""
+    async def locate(self, session: str, create: bool) -> Owned | str | LocateFailed:
+        """Who owns ``session`` (claiming it when ``create``): Owned for this worker."""
         rid = next(self._ids)
         reply = await self._request(rid, Claim(rid, session) if create else Lookup(rid, session))
         if isinstance(reply, str):
@@ -194,7 +194,7 @@ class MasterLink:
         if not isinstance(reply, Owner):
             return LocateFailed(False, f"unexpected {reply.TYPE!r} reply")
         if reply.worker == self.worker_id:
-            return None
+            return Owned(reply.seq)
         if reply.worker is None or reply.url is None:
             if create:  # our claim was refused: the master forgot us
                 return LocateFailed(False, "not registered with the master")

@@ -55,6 +55,7 @@ class Worker:
                                instance=time.time_ns(), wall_ms=wall_ms)
         self.flusher.on_overflow = self.core.overflowed
         self.link: MasterLink | None = None
+        self._exit = trio.Event()
         if config.masters:
             self.link = MasterLink(self.core, config.masters, config.advertised(self.port),
                                    self.core.id)
@@ -65,8 +66,11 @@ class Worker:
 
         The connections, the flusher and the control link run under a cancel
         scope shielded from the caller's cancellation: when ``serve`` is
-        cancelled it first leaves the cluster and closes every connection
-        with 4503 while they can still write, and only then stops them.
+        cancelled (SIGTERM) a clustered worker first drains (hands its chat
+        sessions over, closes connections at ``drain_rate``) for at most
+        ``drain_grace``, then leaves the cluster and closes what is left with
+        4503 while they can still write, and only then stops them. With
+        ``exit_when_drained`` it also returns by itself once a drain is done.
         """
         running = trio.CancelScope(shield=True)
         log.info("worker %s listening on %s:%d", self.core.id, self.config.host, self.port)
@@ -75,10 +79,11 @@ class Worker:
                 await outer.start(self._run, running)
                 task_status.started(self.port)
                 try:
-                    await trio.sleep_forever()
+                    await self._exit.wait()
                 finally:
                     with trio.CancelScope(shield=True):
                         if self.link is not None:
+                            await self._drain(self.config.drain_grace)
                             await self.link.leave()
                         await self._close_all(CloseCode.DRAINING, "worker shutting down")
                     running.cancel()
@@ -95,6 +100,15 @@ class Worker:
                 nursery.start_soon(self._accept, nursery)
                 task_status.started()
 
+    async def _drain(self, grace: float) -> None:
+        core = self.core
+        if core.connections and not core.drained:
+            log.info("stopping: draining for at most %.1f s", grace)
+            core.drain(trio.current_time())
+            with trio.move_on_after(grace):
+                while not core.drained:
+                    await trio.sleep(0.02)
+
     async def _close_all(self, code: int, reason: str) -> None:
         core = self.core
         core.close_all(code, reason, trio.current_time())
@@ -110,6 +124,9 @@ class Worker:
         while True:
             await trio.sleep_until(core.next_timer())
             core.tick(trio.current_time())
+            if core.drained and self.config.exit_when_drained:
+                log.info("drained; exiting (--exit-when-drained)")
+                self._exit.set()
 
     async def _accept(self, nursery: trio.Nursery) -> None:
         listener = self.listener

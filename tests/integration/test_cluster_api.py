@@ -203,9 +203,13 @@ async def test_drain():
                 await app1.expect_close(4503)
                 await cons.expect_close(4503)
 
-            body = await get_json(http, f"{master.http}/v1/workers")
-            states = {w["id"]: w["state"] for w in body["workers"]}
-            assert states == {vid: "draining", oid: "up"}
+            async def drained() -> dict | None:
+                body = await get_json(http, f"{master.http}/v1/workers")
+                states = {w["id"]: w["state"] for w in body["workers"]}
+                return states if states[vid] == "drained" else None
+
+            # its last connection gone, the worker reports "drained" (PROTOCOL.md "Operations")
+            assert await wait_for(drained, what="drained") == {vid: "drained", oid: "up"}
             for _ in range(10):
                 assert (await get_json(http, f"{master.http}/v1/assign?client={unique('a')}"))["worker"] == oid
             # the master's entry point does not send apps there either
@@ -220,6 +224,25 @@ async def test_drain():
             r = await http.post(f"{master.http}/v1/workers/no-such-worker/drain")
             assert r.status_code == 404
             assert r.json()["error"] == "not_found"
+            assert (await http.delete(f"{master.http}/v1/workers/no-such-worker/drain")).status_code == 404
+
+            # undrain: back into service, back in /v1/assign
+            r = await http.delete(f"{master.http}/v1/workers/{vid}/drain")
+            assert r.status_code == 200 and r.json() == {"worker": vid, "state": "up"}
+            body = await get_json(http, f"{master.http}/v1/workers")
+            assert {w["id"]: w["state"] for w in body["workers"]}[vid] == "up"
+
+            async def accepts() -> bool:
+                try:
+                    async with connect(victim.url, "/v1/app", client=unique("back")):
+                        return True
+                except Exception:
+                    return False
+
+            await wait_for(accepts, what="the undrained worker accepting connections")
+            assigned = {(await get_json(http, f"{master.http}/v1/assign?client={unique('b')}"))["worker"]
+                        for _ in range(10)}
+            assert vid in assigned
 
 
 # --------------------------------------------------------------------------

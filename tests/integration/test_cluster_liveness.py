@@ -236,8 +236,9 @@ async def test_master_restart_under_connection_churn():
 
 
 async def test_stopped_worker_leaves_at_once_and_its_clients_reconnect_elsewhere():
-    """SIGTERM: the worker leaves the registry before closing its clients with 4503,
-    so the master never sends them back to it (no waiting for the lease)."""
+    """SIGTERM: the worker drains (its sessions handed over) and leaves the registry
+    before closing its clients with 4503, so the master never sends them back to
+    it (no waiting for the lease)."""
     with cluster(2, lease=30) as (master, (leaving, staying)):
         lid, sid = worker_id(leaving), worker_id(staying)
         session = unique("moving")
@@ -253,7 +254,9 @@ async def test_stopped_worker_leaves_at_once_and_its_clients_reconnect_elsewhere
                 body = await get_json(http, f"{master.http}/v1/workers")
                 assert [w["id"] for w in body["workers"]] == [sid]
                 assert time.monotonic() - stopped < 5  # far below the 30 s lease
-                await get_json(http, f"{master.http}/v1/sessions/{session}", status=404)
+                # handed over to the survivor by the drain, not forgotten
+                moved = await get_json(http, f"{master.http}/v1/sessions/{session}")
+                assert moved["worker"] == sid
             # reopening through the master lands on the survivor
             async with follow(ws_base(master), f"/v1/chat/{session}", client=unique("b")) as again:
                 assert again.welcome["worker"] == sid

@@ -21,14 +21,19 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from mc.protocol import JSON, MSGPACK, CloseCode, Notification, Target
 from mc.protocol.control import (
+    Adopt,
     Deliver,
     Delivered,
     Drain,
+    Drained,
+    HandedOff,
+    HandOff,
     ForwardNotify,
     Heartbeat,
     Kick,
     Notified,
     Presence,
+    Recorded,
     Register,
     Registered,
     Release,
@@ -45,7 +50,7 @@ from mc.websocket import (
     HandshakeRequest,
     encode_masked_frame,
 )
-from mc.worker.answers import Accept, Locate, LocateFailed, Respond
+from mc.worker.answers import Accept, Locate, LocateFailed, Owned, Respond
 from mc.worker.config import WorkerConfig
 from mc.worker.core import WorkerCore
 from mc.worker.peer import APP, CHAT, CONSUMER, Peer
@@ -122,7 +127,7 @@ def make_core(**cfg: Any) -> tuple[WorkerCore, FakeSink]:
 def connect(core: WorkerCore, target: str = "/v1/app?client=alice", now: float = 0.0, **kw: Any) -> Peer:
     answer = core.handshake(request(target, **kw), now)
     if isinstance(answer, Locate):  # clustered: the master says this worker owns it
-        answer = core.located(answer, None, now)
+        answer = core.located(answer, Owned(), now)
     assert isinstance(answer, Accept), answer
     return core.open(answer, now, Peer)
 
@@ -227,7 +232,7 @@ def test_clustered_chat_locates_then_accepts_redirects_or_refuses() -> None:
     core, _ = make_core(masters=("http://m",))
     locate = core.handshake(request("/v1/chat/room?client=a&x=1"), 0.0)
     assert isinstance(locate, Locate) and locate.session == "room" and locate.create
-    assert isinstance(core.located(locate, None, 0.0), Accept)
+    assert isinstance(core.located(locate, Owned(), 0.0), Accept)
     moved = core.located(locate, "ws://other:1", 0.0)
     assert status(moved) == 307
     assert ("Location", "ws://other:1/v1/chat/room?client=a&x=1") in moved.headers  # type: ignore[union-attr]
@@ -520,6 +525,7 @@ def test_master_commands_deliver_kick_drain() -> None:
     assert sink.closes[app][0] == CloseCode.REPLACED and core.hub.app("alice", "d") is None
     other = connect(core, "/v1/app?client=bob")
     core.control(Drain(), 0.0)
+    core.tick(0.0)
     assert sink.closes[other][0] == CloseCode.DRAINING and core.draining
 
 
@@ -533,11 +539,11 @@ def test_registration_conflicts_drop_sessions_and_presence_follows() -> None:
     core.closed(a, 0.1)
     core.registered(Registered(5.0, 0.5, ("room",)), 0.2)
     assert sink.closes[member][0] == CloseCode.DRAINING and "room" not in core.rooms
-    out = core.report(1.0, 0.0, 0)
-    assert out[0] == Presence((("b", "default"),), (("a", "default"),), {})
-    assert isinstance(out[1], Heartbeat)
+    assert sink.control[-1] == Presence((("b", "default"),), (("a", "default"),), {})
+    [beat] = core.report(1.0, 0.0, 0)
+    assert isinstance(beat, Heartbeat)
     core.closed(b, 1.5)
-    assert core.report(2.0, 0.0, 0)[0] == Presence((), (("b", "default"),), {})
+    assert sink.control[-1] == Presence((), (("b", "default"),), {})
 
 
 def test_heartbeat_reports_counts_rates_and_counters() -> None:
@@ -660,3 +666,126 @@ TestConnectionStates.settings = settings(max_examples=150, stateful_step_count=4
 
 def test_peer_default_state_is_open_for_pure_tests() -> None:
     assert Peer(APP).state is OPEN and Peer(CHAT).kind == CHAT and Peer(CONSUMER).name == ""
+
+
+# ------------------------------------------------------ presence before welcome
+
+
+def linked_core(**cfg: Any) -> tuple[WorkerCore, FakeSink]:
+    core, sink = make_core(masters=("http://m",), **cfg)
+    core.registration("ws://w1:1")
+    core.registered(Registered(5.0, 0.5), 0.0)
+    return core, sink
+
+
+def test_welcome_waits_for_the_master_to_record_the_app() -> None:
+    core, sink = linked_core()
+    app = connect(core, "/v1/app?client=alice&device=d")
+    [announce] = [m for m in sink.control if isinstance(m, Presence)]
+    assert announce.added == (("alice", "d"),) and announce.id is not None
+    assert sink.got(app) == []  # no welcome yet
+    core.control(Recorded(announce.id), 0.2)
+    assert sink.got(app) == [{"type": "welcome", "worker": "w1", "heartbeat": 10.0,
+                              "client": "alice", "device": "d"}]
+
+
+def test_welcome_goes_out_local_after_the_wait_or_when_the_link_is_down() -> None:
+    core, sink = linked_core(presence_wait=1.0)
+    slow = connect(core, "/v1/app?client=a", now=0.0)
+    core.tick(0.99)
+    assert sink.got(slow) == []
+    core.tick(1.0)
+    assert sink.got(slow)[0]["presence"] == "local"
+    late = [m for m in sink.control if isinstance(m, Presence)][-1]
+    core.control(Recorded(late.id), 1.1)  # too late: no second welcome
+    assert sink.got(slow) == []
+    waiting = connect(core, "/v1/app?client=b", now=2.0)
+    core.link_down()
+    assert sink.got(waiting)[0]["presence"] == "local"
+    unlinked = connect(core, "/v1/app?client=c", now=3.0)
+    assert sink.got(unlinked)[0]["presence"] == "local"
+    standalone, ssink = make_core()
+    assert "presence" not in ssink.got(connect(standalone))[0]
+
+
+def test_a_lost_presence_change_asks_for_a_full_registration() -> None:
+    core, sink = linked_core()
+    sink.linked = False  # the link's queue is full
+    app = connect(core)
+    assert core.resync_needed and sink.got(app)[0]["presence"] == "local"
+
+
+# ----------------------------------------------------------- drain, rebalance
+
+
+def test_drain_hands_sessions_over_then_closes_members_first_at_the_rate() -> None:
+    core, sink = linked_core(drain_rate=100.0)
+    apps = [connect(core, f"/v1/app?client=a{i}") for i in range(150)]
+    members = [connect(core, f"/v1/chat/s{i % 3}?client=m{i}") for i in range(6)]
+    send(core, members[0], {"type": "send", "data": "x"})
+    core.drain(1.0)
+    [handoff] = [m for m in sink.control if isinstance(m, HandOff)]
+    assert handoff.sessions == {"s0": 1, "s1": 0, "s2": 0}
+    assert status(core.handshake(request("/v1/app?client=z"), 1.0)) == 503
+    core.tick(1.0)
+    assert not any(m in sink.closes for m in members)  # they wait for the hand-off
+    closed_apps = sum(a in sink.closes for a in apps)
+    assert closed_apps <= 2
+    core.control(HandedOff(), 1.01)
+    t = 1.01
+    while not all(m in sink.closes for m in members):
+        t += 0.02
+        core.tick(t)
+    assert t < 1.1 and all(sink.closes[m] == (CloseCode.DRAINING, "session moved") for m in members)
+    assert sum(a in sink.closes for a in apps) <= closed_apps + 1  # members went first
+    while t < 2.2:
+        t += 0.02
+        core.tick(t)
+    closed_apps = sum(a in sink.closes for a in apps)
+    assert 100 <= closed_apps <= 130  # ~100 per second, not all at once
+    for conn in [*apps, *members]:
+        if conn in sink.closes:
+            core.closed(conn, t)
+    while core.connections:
+        t += 0.1
+        core.tick(t)
+        for conn in list(core.connections):
+            if conn in sink.closes:
+                core.closed(conn, t)
+    assert core.drained and Drained() in sink.control
+    core.undrain()
+    assert isinstance(core.handshake(request(), t), Accept) and not core.drained
+
+
+def test_drain_without_a_master_closes_members_at_once_and_undrain_stops_it() -> None:
+    core, sink = make_core(drain_rate=10.0)
+    apps = [connect(core, f"/v1/app?client=a{i}") for i in range(50)]
+    core.drain(0.0)
+    core.tick(0.0)
+    core.undrain()
+    core.tick(5.0)
+    assert 0 < sum(a in sink.closes for a in apps) < 50
+
+
+def test_shed_closes_the_longest_idle_apps_and_never_chat() -> None:
+    core, sink = make_core()
+    apps = [connect(core, f"/v1/app?client=a{i}", now=float(i)) for i in range(5)]
+    member = connect(core, "/v1/chat/r?client=m", now=0.0)
+    core.shed(2, 10.0)
+    core.tick(10.0)
+    assert {a for a in apps if a in sink.closes} == {apps[0], apps[1]}
+    assert sink.closes[apps[0]] == (CloseCode.DRAINING, "rebalancing") and member not in sink.closes
+
+
+def test_adopted_and_handed_over_sessions_keep_their_seq() -> None:
+    core, sink = linked_core()
+    core.control(Adopt("room", 41), 0.0)
+    a = connect(core, "/v1/chat/room?client=a")
+    send(core, a, {"type": "send", "data": "x", "id": "1"})
+    assert sink.got(a)[-1] == {"type": "ack", "id": "1", "seq": 42}
+    locate = core.handshake(request("/v1/chat/other?client=b"), 0.0)
+    assert isinstance(locate, Locate)
+    b = core.open(core.located(locate, Owned(7), 0.0), 0.0, Peer)  # type: ignore[arg-type]
+    send(core, b, {"type": "send", "data": "x", "id": "2"})
+    assert sink.got(b)[-1] == {"type": "ack", "id": "2", "seq": 8}
+    core.tick(100.0)  # an adopted session nobody joins lingers, then is released
