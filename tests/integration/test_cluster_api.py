@@ -211,7 +211,8 @@ async def test_drain():
             # its last connection gone, the worker reports "drained" (PROTOCOL.md "Operations")
             assert await wait_for(drained, what="drained") == {vid: "drained", oid: "up"}
             for _ in range(10):
-                assert (await get_json(http, f"{master.http}/v1/assign?client={unique('a')}"))["worker"] == oid
+                assigned = await get_json(http, f"{master.http}/v1/assign?client={unique('a')}")
+                assert assigned["worker"] == oid
             # the master's entry point does not send apps there either
             location = await redirect_of(ws_base(master), "/v1/app", client=unique("e"))
             assert location.startswith(other.url + "/")
