@@ -14,7 +14,10 @@ podman network. Workers are then killed in the two ways a container dies:
   (Docker and Podman alike), so the worker stays down until started again.
 
 Either way the chat members of the sessions it owned are back in their
-session, on a live worker, within :data:`RECOVER_WITHIN` seconds. Finally
+session, on a live worker, within :data:`RECOVER_WITHIN` seconds: after a
+crash possibly on the restarted container itself (Podman has it back in
+under a second, often before the master's lease lapses), after a kill on
+another worker. Finally
 ``down`` must leave nothing of the project, checked with ``podman ps``.
 Every wait is bounded; every container touched is this project's own.
 """
@@ -60,6 +63,12 @@ RECOVER_WITHIN = 5.0
 #: seconds for the restart policy to bring a crashed worker back, healthy and registered
 RESTART_WITHIN = 30.0
 WORKER_PORT = 7101
+#: the chat clients' connect timeout in the kill tests. A killed container's address
+#: black-holes connection attempts (no host answers it any more), and the master keeps
+#: sending members there until the worker's lease (2 s) lapses; each such attempt costs
+#: a whole connect timeout. With the SDK's default (10 s) the chat is back after ~10 s;
+#: docs/deploying.md recommends about 2 s for clients on the same network.
+CLIENT_CONNECT_TIMEOUT = 2.0
 
 
 @dataclass
@@ -144,11 +153,16 @@ def unique(prefix: str) -> str:
 
 
 @asynccontextmanager
-async def chat_pair(stack: Stack, session: str) -> AsyncIterator[tuple[mc.Chat, mc.Chat]]:
+async def chat_pair(
+    stack: Stack, session: str, connect_timeout: float = 10.0
+) -> AsyncIterator[tuple[mc.Chat, mc.Chat]]:
     """alice and bob in ``session``, both opened through the master."""
     async with AsyncExitStack() as chats:
-        a = await chats.enter_async_context(mc.open_chat(stack.master, session, client="alice"))
-        b = await chats.enter_async_context(mc.open_chat(stack.master, session, client="bob"))
+        a, b = [
+            await chats.enter_async_context(mc.open_chat(
+                stack.master, session, client=client, connect_timeout=connect_timeout))
+            for client in ("alice", "bob")
+        ]
         yield a, b
 
 
@@ -255,7 +269,7 @@ async def test_publish_reaches_the_example_consumer_which_notifies_the_app(stack
 
 
 async def test_a_crashed_worker_container_is_restarted_and_its_chat_recovers(stack: Stack) -> None:
-    async with chat_pair(stack, unique("crash")) as (a, b):
+    async with chat_pair(stack, unique("crash"), CLIENT_CONNECT_TIMEOUT) as (a, b):
         await round_trip(a, b)
         victim = a.worker
         assert victim is not None
@@ -280,7 +294,7 @@ async def test_a_crashed_worker_container_is_restarted_and_its_chat_recovers(sta
 
 
 async def test_podman_kill_moves_the_chat_to_another_worker(stack: Stack) -> None:
-    async with chat_pair(stack, unique("kill")) as (a, b):
+    async with chat_pair(stack, unique("kill"), CLIENT_CONNECT_TIMEOUT) as (a, b):
         await round_trip(a, b)
         victim = a.worker
         assert victim is not None
