@@ -140,7 +140,7 @@ def stack() -> Iterator[Stack]:
         report(s, "up to healthy", time.monotonic() - started)
         yield s
     finally:
-        project.compose("down", check=False, timeout=180)
+        project.compose("down", "--remove-orphans", check=False, timeout=180)
         project.remove_leftovers()
 
 
@@ -316,9 +316,24 @@ async def test_podman_kill_moves_the_chat_to_another_worker(stack: Stack) -> Non
             await trio.sleep(0.25)
 
 
+def test_scaling_adds_workers_that_advertise_their_own_addresses(stack: Stack) -> None:
+    started = time.monotonic()
+    stack.project.compose("up", "-d", "--scale", f"worker={WORKERS + 1}")
+    deadline = started + HEALTHY_WITHIN
+    while len(workers := stack.workers()) < WORKERS + 1 and time.monotonic() < deadline:
+        time.sleep(0.25)
+    report(stack, "scale to 4 workers until registered", time.monotonic() - started)
+    assert len(workers) == WORKERS + 1
+    assert len({info["url"] for info in workers.values()}) == WORKERS + 1
+    for wid, info in workers.items():
+        assert info["url"] == f"ws://{ip_address(stack.container_of(wid))}:{WORKER_PORT}"
+
+
 def test_down_leaves_nothing_running(stack: Stack) -> None:
     started = time.monotonic()
-    stack.project.compose("down", timeout=180)
+    # --remove-orphans: podman-compose counts only MC_WORKERS replicas as its own, not
+    # the one `--scale` added (docker compose removes them either way)
+    stack.project.compose("down", "--remove-orphans", timeout=180)
     report(stack, "down", time.monotonic() - started)
     label = f"label=io.podman.compose.project={stack.project.name}"
     assert run(["podman", "ps", "-a", "-q", "--filter", label]).stdout.strip() == ""
