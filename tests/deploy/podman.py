@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -52,22 +53,40 @@ def quiet(stderr: str) -> str:
     return "\n".join(line for line in stderr.splitlines() if not any(n in line for n in noise))[-3000:]
 
 
-def ensure_podman() -> None:
-    """Make podman usable (the shared setup script), or skip saying why it cannot run here."""
-    base_ready = shutil.which("podman") and run(
-        ["podman", "image", "exists", BASE_IMAGE], check=False).returncode == 0
-    if not base_ready:
-        if not SETUP.is_file():
-            pytest.skip(f"podman or {BASE_IMAGE} is missing and there is no {SETUP} to install them")
-        done = run(["bash", str(SETUP)], timeout=SETUP_TIMEOUT, check=False)
-        if done.returncode != 0:
-            pytest.skip(f"podman cannot be set up on this machine ({SETUP} exited with "
-                        f"{done.returncode}): {quiet(done.stderr)[-500:]}")
+def podman_runs() -> str | None:
+    """None when podman, podman-compose and the base image are ready; else what is missing."""
+    if not shutil.which("podman"):
+        return "podman is not installed"
+    if not shutil.which("podman-compose"):
+        return "podman-compose is not installed"
+    if run(["podman", "image", "exists", BASE_IMAGE], check=False).returncode != 0:
+        return f"there is no {BASE_IMAGE} image"
     probe = run(["podman", "run", "--rm", BASE_IMAGE, "true"], check=False)
     if probe.returncode != 0:
-        pytest.skip(f"podman cannot run a container on this machine: {quiet(probe.stderr)[-500:]}")
-    if not shutil.which("podman-compose"):
-        pytest.skip("podman-compose is not installed (shared/containers/setup.sh installs it)")
+        return f"podman cannot run a container: {quiet(probe.stderr)[-500:]}"
+    return None
+
+
+def ensure_podman() -> None:
+    """Make podman usable (the shared setup script), or skip saying why it cannot run here."""
+    missing = podman_runs()
+    if missing is None:
+        return
+    if not SETUP.is_file():
+        pytest.skip(f"{missing}, and there is no {SETUP} to set podman up")
+    done = run(["bash", str(SETUP)], timeout=SETUP_TIMEOUT, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"{missing}, and {SETUP} failed ({done.returncode}): {quiet(done.stderr)[-500:]}")
+    missing = podman_runs()
+    if missing is not None:
+        pytest.skip(f"after {SETUP}: {missing}")
+
+
+def free_port() -> int:
+    """A free TCP port on the host's loopback (for the master's published port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def build_image() -> float:

@@ -39,13 +39,13 @@ import pytest
 import trio
 
 import mc
-from tests.procs import free_port
 
 from .podman import (
     IMAGE,
     Project,
     build_image,
     ensure_podman,
+    free_port,
     healthy,
     image_size,
     inspect,

@@ -22,14 +22,14 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-
-from tests.procs import Proc
 
 from .podman import REPO, run
 
@@ -116,12 +116,18 @@ def security_flags(role: str) -> list[str]:
 CLUSTER_KEY = secrets.token_urlsafe(24)
 
 
-class NsProc(Proc):
-    """An mc process inside a namespace (``ip netns exec`` execs it: same PID)."""
+class NsProc:
+    """An mc process inside a namespace (``ip netns exec`` execs it: the PID is mc's).
+
+    Its stderr (the log) goes to a temporary file: a pipe nobody reads would
+    block a chatty process. Stopped by PID: SIGTERM, then SIGKILL.
+    """
 
     def __init__(self, ns: str, args: list[str]) -> None:
-        super().__init__(args, 0, "http")
         self.ns = ns
+        self.args = args
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (outlives any with block; closed by close())
+        self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> NsProc:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -130,6 +136,27 @@ class NsProc(Proc):
             stdout=subprocess.DEVNULL, stderr=self.log, env=env, cwd=REPO,
         )
         return self
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, grace: float = 5.0) -> None:
+        if not self.alive():
+            return
+        assert self.popen is not None
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(5)
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def close(self) -> None:
+        self.log.close()
 
 
 def test_master_workers_and_clients_on_separate_hosts() -> None:
@@ -156,10 +183,12 @@ def test_master_workers_and_clients_on_separate_hosts() -> None:
                 stdin=subprocess.DEVNULL,
             )
         finally:
-            alive = [p.popen is not None and p.popen.poll() is None for p in procs]
+            alive = [p.alive() for p in procs]
             for p in reversed(procs):
                 p.stop()
         logs = "\n".join(f"--- {p.args[:1]} {p.ns}\n{p.output()[-1500:]}" for p in procs)
+        for p in procs:
+            p.close()
         assert client.returncode == 0, f"client failed:\n{client.stderr[-4000:]}\n{logs}"
         seen = json.loads(client.stdout.strip().splitlines()[-1])
         print(f"netns: {json.dumps(seen)}")
