@@ -12,12 +12,14 @@ and publish some orders::
 Each order is processed by exactly one of the copies (the group ``billing``
 hands every message to its least busy member, wherever the order was
 published), and the customer is notified. Stop a copy and the other takes
-everything; start a third and it takes its share. Ctrl-C quits.
+everything; start a third and it takes its share. Ctrl-C (or SIGTERM, as in a
+container: see docker-compose.yml) quits, closing its connections cleanly.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import trio
@@ -33,6 +35,20 @@ async def process(order: mc.Message) -> str:
 
 
 async def main(name: str) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stop_on_sigterm, nursery.cancel_scope)
+        await consume(name)
+        nursery.cancel_scope.cancel()
+
+
+async def stop_on_sigterm(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
+async def consume(name: str) -> None:
     async with mc.connect_consumer(MASTER, name=name) as consumer:
         await consumer.subscribe("orders.>", group="billing")
         print(f"{name}: waiting for orders on {len(consumer.workers)} worker(s)")
