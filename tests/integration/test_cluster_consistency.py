@@ -60,16 +60,16 @@ async def test_login_then_push_never_misses(two: tuple[Proc, list[Proc]]) -> Non
 
 async def _replace(first: Proc, second: Proc) -> None:
     client = unique("twin")
-    async with connect(first.url, "/v1/app", client=client, device="d") as older:
-        async with connect(second.url, "/v1/app", client=client, device="d") as newer:
-            assert await older.expect_close(4009)
-            with trio.move_on_after(0.3):  # the newer one is never kicked
-                try:
-                    while True:
-                        frame = await newer.recv(timeout=1)
-                        assert frame["type"] != "error", frame
-                except ConnectionClosed as exc:
-                    raise AssertionError(f"the newer connection was closed: {exc.reason}") from None
+    async with connect(first.url, "/v1/app", client=client, device="d") as older, \
+            connect(second.url, "/v1/app", client=client, device="d") as newer:
+        assert await older.expect_close(4009)
+        with trio.move_on_after(0.3):  # the newer one is never kicked
+            try:
+                while True:
+                    frame = await newer.recv(timeout=1)
+                    assert frame["type"] != "error", frame
+            except ConnectionClosed as exc:
+                raise AssertionError(f"the newer connection was closed: {exc.reason}") from None
 
 
 async def test_replacement_follows_the_order_of_welcomes(two: tuple[Proc, list[Proc]]) -> None:
@@ -84,21 +84,24 @@ async def test_simultaneous_twins_leave_exactly_one(two: tuple[Proc, list[Proc]]
     """Both handshakes at once, on different workers: one survives, one is replaced."""
     _, (a, b) = two
     for _ in range(10):
-        client = unique("race")
-        outcomes: dict[str, str] = {}
+        await _race(a, b, unique("race"))
 
-        async def hold(worker: Proc, key: str) -> None:
-            async with connect(worker.url, "/v1/app", client=client, device="d") as app:
-                try:
-                    with trio.fail_after(3):
-                        while True:
-                            await app.recv(timeout=3)
-                except ConnectionClosed as exc:
-                    outcomes[key] = str(exc.reason.code)
-                except trio.TooSlowError:
-                    outcomes[key] = "open"
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(hold, a, "a")
-            nursery.start_soon(hold, b, "b")
-        assert sorted(outcomes.values()) == ["4009", "open"], outcomes
+async def _race(a: Proc, b: Proc, client: str) -> None:
+    outcomes: dict[str, str] = {}
+
+    async def hold(worker: Proc, key: str) -> None:
+        async with connect(worker.url, "/v1/app", client=client, device="d") as app:
+            try:
+                with trio.fail_after(3):
+                    while True:
+                        await app.recv(timeout=3)
+            except ConnectionClosed as exc:
+                outcomes[key] = str(exc.reason.code)
+            except trio.TooSlowError:
+                outcomes[key] = "open"
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hold, a, "a")
+        nursery.start_soon(hold, b, "b")
+    assert sorted(outcomes.values()) == ["4009", "open"], outcomes

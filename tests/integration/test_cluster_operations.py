@@ -36,8 +36,8 @@ async def test_drain_hands_chat_sessions_over() -> None:
             rooms = [unique(f"handoff{i}") for i in range(SESSIONS)]
             pairs = []
             for room in rooms:  # only a is there yet: it owns every session
-                first = await stack.enter_async_context(mc.open_chat(url, room, client="x", connect_timeout=5))
-                second = await stack.enter_async_context(mc.open_chat(url, room, client="y", connect_timeout=5))
+                first = await stack.enter_async_context(mc.open_chat(url, room, client="x"))
+                second = await stack.enter_async_context(mc.open_chat(url, room, client="y"))
                 assert first.worker == aid and second.worker == aid
                 pairs.append((first, second))
             b = stack.enter_context(running(worker_for(master)))[0]
@@ -110,7 +110,8 @@ async def test_rebalance_after_a_worker_joins() -> None:
             await wait_registered(http, master, [worker_id(first)])
             member = await stack.enter_async_context(mc.open_chat(master.http, unique("stay"), client="m"))
             for i in range(1000):
-                await stack.enter_async_context(mc.connect_app(master.http, client=f"r{i}", connect_timeout=10))
+                await stack.enter_async_context(mc.connect_app(master.http, client=f"r{i}"))
+
             async def all_there() -> bool:
                 return (await _connections(http, master)).get(worker_id(first), 0) >= 1001
 
