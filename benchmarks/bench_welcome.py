@@ -61,19 +61,20 @@ def pct(values: list[float], p: float) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--conns", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     group = Group(pin=True)
     try:
         mport, cport, sport = free_port(), free_port(), free_port()
-        master = group.server("master", ["-m", "mc.cli", "master", "--port", str(mport), "--log-level", "warning"])
+        quiet = ["--log-level", "warning"]
+        master = group.server("master", ["-m", "mc.cli", "master", "--port", str(mport), *quiet])
         wait_port(mport, master, 15)
         clustered = group.server("clustered", ["-m", "mc.cli", "worker", "--port", str(cport), "--id", "c",
-                                               "--master", f"http://127.0.0.1:{mport}", "--log-level", "warning"])
-        standalone = group.server("standalone", ["-m", "mc.cli", "worker", "--port", str(sport),
-                                                 "--log-level", "warning"])
+                                               "--master", f"http://127.0.0.1:{mport}", *quiet])
+        standalone = group.server("standalone", ["-m", "mc.cli", "worker", "--port", str(sport), *quiet])
         wait_port(cport, clustered, 15)
         wait_port(sport, standalone, 15)
         time.sleep(1.0)  # registered
