@@ -213,6 +213,9 @@ class Metrics:
     idle_closes: int = attrs.field(default=0, validator=COUNT)
     rejected: int = attrs.field(default=0, validator=COUNT)
     errors: int = attrs.field(default=0, validator=COUNT)
+    #: frames received from clients and frames queued for them, since the worker started
+    messages_in: int = attrs.field(default=0, validator=COUNT)
+    messages_out: int = attrs.field(default=0, validator=COUNT)
 
     def to_wire(self) -> dict[str, Any]:
         return attrs.asdict(self)

@@ -664,6 +664,7 @@ class WorkerCore:
             subscriptions=self.hub.subscription_count, msgs_in_rate=in_rate, msgs_out_rate=out_rate,
             cpu_percent=cpu_percent, rss_bytes=rss_bytes, overflows=s.overflows,
             idle_closes=s.idle_closes, rejected=s.rejected, errors=s.errors,
+            messages_in=s.messages_in, messages_out=s.messages_out,
         )
 
     def _announce(self, conn: Peer, now: float) -> None:
