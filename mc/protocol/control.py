@@ -216,6 +216,7 @@ class Metrics:
     #: frames received from clients and frames queued for them, since the worker started
     messages_in: int = attrs.field(default=0, validator=COUNT)
     messages_out: int = attrs.field(default=0, validator=COUNT)
+    rate_limited: int = attrs.field(default=0, validator=COUNT)
 
     def to_wire(self) -> dict[str, Any]:
         return attrs.asdict(self)

@@ -28,6 +28,7 @@ from .names import is_name, is_pattern, is_topic
 MAX_ID = 64
 MAX_TRACE = 128
 MAX_TAGS = 32
+MAX_TOKEN = 4096
 
 
 def _bad(reason: str, rid: str | None) -> ProtocolError:
@@ -193,6 +194,18 @@ class Notify:
         return _omit_none({"type": "notify", "to": self.to.to_wire(), "id": self.id}) | {
             "data": self.data
         }
+
+
+@attrs.frozen(slots=True)
+class Refresh:
+    """App -> server: a new token for the same ``sub`` before the old one expires."""
+
+    TYPE = "refresh"
+    token: str
+    id: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return _omit_none({"type": "refresh", "token": self.token, "id": self.id})
 
 
 @attrs.frozen(slots=True)
@@ -450,6 +463,13 @@ def _p_notify(o: Mapping[str, Any], rid: str | None) -> Notify:
     return Notify(Target.parse(o.get("to"), rid), _data(o, rid), rid)
 
 
+def _p_refresh(o: Mapping[str, Any], rid: str | None) -> Refresh:
+    token = o.get("token")
+    if type(token) is not str or not 1 <= len(token) <= MAX_TOKEN:
+        raise _bad(f"token must be a string of 1 to {MAX_TOKEN} characters", rid)
+    return Refresh(token, rid)
+
+
 def _p_send(o: Mapping[str, Any], rid: str | None) -> Send:
     return Send(_data(o, rid), rid, _trace(o, rid))
 
@@ -457,7 +477,7 @@ def _p_send(o: Mapping[str, Any], rid: str | None) -> Send:
 Parser = Callable[[Mapping[str, Any], "str | None"], Any]
 
 _COMMON: dict[str, Parser] = {"ping": _p_ping, "pong": _p_pong}
-APP_FRAMES: dict[str, Parser] = {**_COMMON, "publish": _p_publish}
+APP_FRAMES: dict[str, Parser] = {**_COMMON, "publish": _p_publish, "refresh": _p_refresh}
 CONSUMER_FRAMES: dict[str, Parser] = {
     **_COMMON,
     "subscribe": _p_subscribe,
@@ -466,7 +486,7 @@ CONSUMER_FRAMES: dict[str, Parser] = {
     "resume": _p_resume,
     "notify": _p_notify,
 }
-CHAT_FRAMES: dict[str, Parser] = {**_COMMON, "send": _p_send}
+CHAT_FRAMES: dict[str, Parser] = {**_COMMON, "send": _p_send, "refresh": _p_refresh}
 
 _CLIENT_TYPES = frozenset(APP_FRAMES) | frozenset(CONSUMER_FRAMES) | frozenset(CHAT_FRAMES)
 

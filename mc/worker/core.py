@@ -25,6 +25,7 @@ Inputs::
 from __future__ import annotations
 
 import heapq
+import hmac
 import itertools
 import logging
 from collections.abc import Callable, Iterable
@@ -49,6 +50,7 @@ from mc.protocol import (
     Pong,
     ProtocolError,
     Publish,
+    Refresh,
     Resume,
     Send,
     Subscribe,
@@ -81,14 +83,27 @@ from mc.protocol.control import (
     Undrain,
 )
 from mc.protocol.frames import Notification, chat_wire, message_wire, notification_wire
-from mc.protocol.identity import parse_app, parse_chat, parse_consumer
+from mc.protocol.identity import parse_app, parse_chat, parse_consumer, parse_token
+from mc.tokens import Claims, TokenError, TokenVerifier
 from mc.websocket import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, WebSocketError, encode_frame
 from mc.websocket.handshake import HandshakeRequest
 
-from .answers import Accept, Answer, Locate, LocateFailed, Owned, Respond, redirect, refuse, unavailable
+from .answers import (
+    RETRY_AFTER,
+    Accept,
+    Answer,
+    Locate,
+    LocateFailed,
+    Owned,
+    Respond,
+    redirect,
+    refuse,
+    unavailable,
+)
 from .chat import Rooms
 from .config import WorkerConfig
 from .hub import Hub, SubscriptionLimit
+from .limits import Bucket, PerAddress
 from .pacing import Pacer
 from .peer import APP, CHAT, CONSUMER, Peer
 from .states import CLOSED, CLOSING, HANDSHAKING, OPEN, Event, advance
@@ -134,6 +149,7 @@ class WorkerCore:
         worker_id: str,
         instance: int,
         wall_ms: Callable[[], int],
+        tokens: TokenVerifier | None = None,
     ) -> None:
         self.config = config
         self.id = worker_id
@@ -147,16 +163,22 @@ class WorkerCore:
         self.clustered = bool(config.masters)
         self.linked = False
         self._wall_ms = wall_ms
+        self._tokens = tokens
+        self._api_keys = tuple(k.encode() for k in config.api_keys)
+        self._publish_rate = config.publish_rate
+        self._notify_rate = config.notify_rate
+        self._handshakes = PerAddress(config.handshake_rate) if config.handshake_rate else None
         self._write = sink.write
         self._instance = instance
         self._ids = itertools.count(1)
         self._tables: dict[str, tuple[dict, dict[type, Callable[[Any, Any, float], None]]]] = {
-            APP: (APP_FRAMES, {Publish: self._publish, Ping: self._ping, Pong: _ignore}),
+            APP: (APP_FRAMES, {Publish: self._publish, Refresh: self._refresh, Ping: self._ping,
+                               Pong: _ignore}),
             CONSUMER: (CONSUMER_FRAMES, {
                 Subscribe: self._subscribe, Unsubscribe: self._unsubscribe, Pause: self._pause,
                 Resume: self._resume, Notify: self._notify, Ping: self._ping, Pong: _ignore,
             }),
-            CHAT: (CHAT_FRAMES, {Send: self._send, Ping: self._ping, Pong: _ignore}),
+            CHAT: (CHAT_FRAMES, {Send: self._send, Refresh: self._refresh, Ping: self._ping, Pong: _ignore}),
         }
         # (when, tie-breaker, conn): CLOSING connections waiting for the client's reply
         self._closes: list[tuple[float, int, Peer]] = []
@@ -180,9 +202,17 @@ class WorkerCore:
 
     # ============================================================ handshake
 
-    def handshake(self, request: HandshakeRequest, now: float) -> Answer:
-        """Decide a request head: accept, answer in HTTP, or ask who owns a session."""
-        answer = self._admit(request)
+    def handshake(self, request: HandshakeRequest, now: float, remote: str = "") -> Answer:
+        """Decide a request head: accept, answer in HTTP, or ask who owns a session.
+
+        ``remote`` is the client's address, for ``handshake_rate``.
+        """
+        if self._handshakes is not None and not self._handshakes.allow(remote, now):
+            self.stats.rate_limited += 1
+            answer: Answer = refuse(429, ErrorCode.RATE_LIMITED, "too many handshakes from this address",
+                                    (("Retry-After", RETRY_AFTER),))
+        else:
+            answer = self._admit(request)
         if isinstance(answer, Respond) and answer.status >= 300:
             self.stats.rejected += 1
         return answer
@@ -211,17 +241,33 @@ class WorkerCore:
             return refuse(400, ErrorCode.BAD_REQUEST,
                           "unsupported subprotocol: offer mc.v1.json or mc.v1.msgpack")
         subprotocol = codec.name if req.subprotocols else None
+        query = req.query
+        claims: Claims | None = None
         try:
-            if kind == APP:
-                app = parse_app(req.query, req.headers)
-                return Accept(APP, codec, subprotocol, app.client, app.device, app.tags)
             if kind == CONSUMER:
-                return Accept(CONSUMER, codec, subprotocol, name=parse_consumer(req.query, req.headers).name)
-            chat = parse_chat(path[len(CHAT_PREFIX):], req.query, req.headers)
+                consumer = parse_consumer(query, req.headers)
+                if self._api_keys and not _known_key(consumer.token, self._api_keys):
+                    return refuse(401, ErrorCode.UNAUTHORIZED, "a valid API key is required")
+                return Accept(CONSUMER, codec, subprotocol, name=consumer.name)
+            if self._tokens is not None:
+                claims = self._tokens.verify(parse_token(query, req.headers))
+                if query.get("client", claims.sub) != claims.sub:
+                    return refuse(401, ErrorCode.UNAUTHORIZED, "client does not match the token's sub")
+                query = {**query, "client": claims.sub}
+            if kind == APP:
+                app = parse_app(query, req.headers)
+                return Accept(APP, codec, subprotocol, app.client, app.device, _tags(app.tags, claims),
+                              auth=claims)
+            chat = parse_chat(path[len(CHAT_PREFIX):], query, req.headers)
         except ProtocolError as exc:
             return refuse(400, exc.code, exc.reason)
+        except TokenError as exc:
+            return refuse(401, ErrorCode.UNAUTHORIZED, exc.reason)
+        if claims is not None and not claims.may_chat(chat.session):
+            return refuse(403, ErrorCode.FORBIDDEN, f"the token does not allow chat session {chat.session!r}")
         app = chat.app
-        accept = Accept(CHAT, codec, subprotocol, app.client, app.device, app.tags, session=chat.session)
+        accept = Accept(CHAT, codec, subprotocol, app.client, app.device, _tags(app.tags, claims),
+                        session=chat.session, auth=claims)
         if chat.session in self.rooms:
             return self._room_admits(accept)
         if not self.clustered:  # standalone: this worker owns every session it is asked to open
@@ -267,6 +313,7 @@ class WorkerCore:
             max_fragments=cfg.max_fragments, now=now, state=HANDSHAKING,
         )
         conn.state = advance(conn.state, Event.ACCEPT)
+        conn.auth = accept.auth
         self.connections.add(conn)
         welcome: dict[str, Any] = {"worker": self.id, "heartbeat": cfg.heartbeat}
         if conn.kind == APP:
@@ -476,7 +523,34 @@ class WorkerCore:
     def _ping(self, conn: Peer, frame: Ping, now: float) -> None:
         self._reply(conn, Pong(frame.id))
 
+    def _refresh(self, conn: Peer, frame: Refresh, now: float) -> None:
+        """A new token for the same client; a bad one leaves the old expiry in force."""
+        if self._tokens is not None:
+            try:
+                claims = self._tokens.verify(frame.token)
+            except TokenError as exc:
+                raise ProtocolError(ErrorCode.UNAUTHORIZED, exc.reason, request_id=frame.id) from None
+            if claims.sub != conn.client:
+                raise ProtocolError(ErrorCode.UNAUTHORIZED, "the new token is for another client",
+                                    request_id=frame.id)
+            conn.auth = claims
+        self._ack(conn, frame.id)
+
+    def _limit(self, conn: Peer, rate: float, rid: str | None, now: float) -> None:
+        """Spend one of the connection's tokens; ``rate_limited`` (with the id) when none is left."""
+        bucket = conn.bucket
+        if bucket is None:
+            bucket = conn.bucket = Bucket(rate, now)
+        if not bucket.take(rate, now):
+            self.stats.rate_limited += 1
+            raise ProtocolError(ErrorCode.RATE_LIMITED, f"at most {rate:g} per second", request_id=rid)
+
     def _publish(self, conn: Peer, frame: Publish, now: float) -> None:
+        if conn.auth is not None and not conn.auth.may_publish(frame.topic):
+            reason = f"the token does not allow publishing to {frame.topic!r}"
+            raise ProtocolError(ErrorCode.FORBIDDEN, reason, request_id=frame.id)
+        if self._publish_rate:
+            self._limit(conn, self._publish_rate, frame.id, now)
         recipients = self.hub.route_publish(frame.topic, frame.key)
         if recipients:
             self.seq += 1
@@ -508,6 +582,8 @@ class WorkerCore:
         self._ack(conn, frame.id)
 
     def _notify(self, conn: Peer, frame: Notify, now: float) -> None:
+        if self._notify_rate:
+            self._limit(conn, self._notify_rate, frame.id, now)
         note = Notification(frame.data, conn.name, frame.id if frame.id is not None else self._new_id())
         local = self._deliver(frame.to, note)
         if not self.linked:
@@ -529,6 +605,8 @@ class WorkerCore:
         return f"{self.id}-{self._instance:x}-{next(self._ids)}"
 
     def _send(self, conn: Peer, frame: Send, now: float) -> None:
+        if self._publish_rate:
+            self._limit(conn, self._publish_rate, frame.id, now)
         room = conn.room
         assert room is not None  # a chat connection joins its room in open()
         seq = room.next_seq()
@@ -591,12 +669,16 @@ class WorkerCore:
             self._next_ping = now + hb
         deadline = now - 3 * hb
         write = self._write
+        wall = self._wall_ms() / 1000 if self._tokens is not None else 0.0
         for conn in list(self.connections):
             if conn.state is not OPEN:
                 continue
             if conn.last_seen < deadline:
                 self.stats.idle_closes += 1
                 self.close(conn, CloseCode.IDLE, "idle timeout", now)
+            elif conn.auth is not None and conn.auth.exp <= wall:
+                self.stats.token_expiries += 1
+                self.close(conn, CloseCode.TOKEN_EXPIRED, "token expired", now)
             elif ping:
                 write(conn, PING_FRAME)
         for session in self.rooms.expire(now):
@@ -664,7 +746,7 @@ class WorkerCore:
             subscriptions=self.hub.subscription_count, msgs_in_rate=in_rate, msgs_out_rate=out_rate,
             cpu_percent=cpu_percent, rss_bytes=rss_bytes, overflows=s.overflows,
             idle_closes=s.idle_closes, rejected=s.rejected, errors=s.errors,
-            messages_in=s.messages_in, messages_out=s.messages_out,
+            messages_in=s.messages_in, messages_out=s.messages_out, rate_limited=s.rate_limited,
         )
 
     def _announce(self, conn: Peer, now: float) -> None:
@@ -739,3 +821,16 @@ class WorkerCore:
 
 def _ignore(conn: Peer, frame: Any, now: float) -> None:
     return None
+
+
+def _known_key(key: str | None, keys: tuple[bytes, ...]) -> bool:
+    """Constant-time membership: no timing hint of how much of a key matched."""
+    if key is None:
+        return False
+    given = key.encode()
+    return any(hmac.compare_digest(given, k) for k in keys)
+
+
+def _tags(query_tags: tuple[str, ...], claims: Claims | None) -> tuple[str, ...]:
+    """The token's ``tags`` claim replaces the query's."""
+    return query_tags if claims is None or claims.tags is None else claims.tags

@@ -14,8 +14,10 @@ from types import MappingProxyType
 from typing import Protocol
 
 from mc.protocol import JSON, Codec
+from mc.tokens import Claims
 from mc.websocket import FrameParser
 
+from .limits import Bucket
 from .states import OPEN, ConnState
 
 APP = "app"
@@ -48,7 +50,7 @@ class Peer:
 
     __slots__ = (
         "kind", "client", "device", "tags", "name", "paused", "state", "subs", "queued", "room",
-        "codec", "parser", "last_seen", "close_at", "_sender",
+        "codec", "parser", "last_seen", "close_at", "auth", "bucket", "_sender",
     )
 
     def __init__(
@@ -82,6 +84,9 @@ class Peer:
         self.last_seen = now
         #: when a CLOSING connection stops waiting for the client's close reply
         self.close_at = 0.0
+        #: the app's token claims (None: auth off), and its rate-limit bucket (made on first use)
+        self.auth: Claims | None = None
+        self.bucket: Bucket | None = None
         self._sender: dict[str, str] | None = None
 
     @property

@@ -20,6 +20,7 @@ from typing import cast
 import trio
 
 from mc.protocol import CloseCode
+from mc.tokens import TokenVerifier
 from mc.websocket import HandshakeError, HandshakeReader, HandshakeRequest, accept_response
 
 from .answers import Locate, Respond
@@ -52,7 +53,8 @@ class Worker:
         # The core hands the sink only connections the shell built (``open``'s
         # ``make``), so the Flusher's methods take Connection where Sink says Peer.
         self.core = WorkerCore(config, cast(Sink, self.flusher), worker_id=config.worker_id(self.port),
-                               instance=time.time_ns(), wall_ms=wall_ms)
+                               instance=time.time_ns(), wall_ms=wall_ms,
+                               tokens=TokenVerifier.from_settings(config.jwt_secret, config.jwt_public_key))
         self.flusher.on_overflow = self.core.overflowed
         self.link: MasterLink | None = None
         self._exit = trio.Event()
@@ -155,7 +157,7 @@ class Worker:
             request, trailing = await self._read_request(sock)
             if request is None:
                 return
-            answer = core.handshake(request, trio.current_time())
+            answer = core.handshake(request, trio.current_time(), _remote(sock))
             if isinstance(answer, Locate):
                 assert self.link is not None  # the core asks only when clustered
                 outcome = await self.link.locate(answer.session, answer.create)
@@ -221,6 +223,13 @@ class Worker:
                 if request is not None:
                     return request, reader.trailing
         return None, b""
+
+
+def _remote(sock: socket.socket) -> str:
+    try:
+        return str(sock.getpeername()[0])
+    except OSError:
+        return ""
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -646,9 +646,9 @@ def test_endpoint_tables(frame: Any, endpoint: str) -> None:
 
 
 def test_endpoint_tables_contents() -> None:
-    assert set(APP_FRAMES) == {"ping", "pong", "publish"}
+    assert set(APP_FRAMES) == {"ping", "pong", "publish", "refresh"}
     assert set(CONSUMER_FRAMES) == {"ping", "pong", "subscribe", "unsubscribe", "pause", "resume", "notify"}
-    assert set(CHAT_FRAMES) == {"ping", "pong", "send"}
+    assert set(CHAT_FRAMES) == {"ping", "pong", "send", "refresh"}
 
 
 @pytest.mark.parametrize("kind", ["nope", "welcome", "ack", "message", "chat", "PING", "", 5, None, ["ping"]],
