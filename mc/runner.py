@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from mc.security import SecuritySettings
 from mc.settings import SettingsError
 
 C = TypeVar("C")
@@ -48,6 +49,11 @@ def run_service(
         config = load()
     except SettingsError as exc:
         print(f"mc: {exc}", file=sys.stderr)
+        return 2
+    problem = (config.exposure_problem(getattr(config, "host", ""))
+               if isinstance(config, SecuritySettings) else None)
+    if problem:
+        print(f"mc: {problem}", file=sys.stderr)
         return 2
     level = getattr(config, "log_level", "info")
     setup_logging(level)

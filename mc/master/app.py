@@ -14,6 +14,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -24,6 +25,7 @@ from . import api
 from .config import MasterConfig
 from .control import control_endpoint
 from .entry import http_entry, websocket_entry
+from .guard import Guard
 from .metrics import metrics_endpoint
 from .state import MasterState
 
@@ -55,7 +57,7 @@ def build_app(state: MasterState) -> Starlette:
     for path in _ENTRY_PATHS:
         routes.append(WebSocketRoute(path, websocket_entry))
         routes.append(Route(path, http_entry))
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, middleware=[Middleware(Guard, keys=lambda: state.config.api_keys)])
     app.state.master = state
     return app
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import attrs
 
+from mc.security import SecuritySettings
 from mc.settings import no_control_chars, non_negative, one_of, port_number, positive, setting
 from mc.worker.config import LOG_LEVELS
 
 
 @attrs.frozen(slots=True)
-class MasterConfig:
+class MasterConfig(SecuritySettings):
     host: str = setting("127.0.0.1", "address to listen on", validator=no_control_chars)
     port: int = setting(7100, "port to listen on", validator=port_number)
     lease: float = setting(5.0, "seconds a worker may stay silent before it is dead", validator=positive)

@@ -35,6 +35,8 @@ class MasterState:
         self._version = self.registry.version
         #: control messages that did not validate (logged, counted, skipped)
         self.bad_control_messages = 0
+        #: control links refused for a missing or wrong cluster key
+        self.refused_links = 0
         #: worker id -> since when it holds more than its share (rebalance)
         self._over_since: dict[str, float] = {}
 

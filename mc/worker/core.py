@@ -25,7 +25,6 @@ Inputs::
 from __future__ import annotations
 
 import heapq
-import hmac
 import itertools
 import logging
 from collections.abc import Callable, Iterable
@@ -84,6 +83,7 @@ from mc.protocol.control import (
 )
 from mc.protocol.frames import Notification, chat_wire, message_wire, notification_wire
 from mc.protocol.identity import parse_app, parse_chat, parse_consumer, parse_token
+from mc.security import key_matches
 from mc.tokens import Claims, TokenError, TokenVerifier
 from mc.websocket import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, WebSocketError, encode_frame
 from mc.websocket.handshake import HandshakeRequest
@@ -164,7 +164,7 @@ class WorkerCore:
         self.linked = False
         self._wall_ms = wall_ms
         self._tokens = tokens
-        self._api_keys = tuple(k.encode() for k in config.api_keys)
+        self._api_keys = config.api_keys
         self._publish_rate = config.publish_rate
         self._notify_rate = config.notify_rate
         self._handshakes = PerAddress(config.handshake_rate) if config.handshake_rate else None
@@ -246,7 +246,7 @@ class WorkerCore:
         try:
             if kind == CONSUMER:
                 consumer = parse_consumer(query, req.headers)
-                if self._api_keys and not _known_key(consumer.token, self._api_keys):
+                if self._api_keys and not key_matches(consumer.token, self._api_keys):
                     return refuse(401, ErrorCode.UNAUTHORIZED, "a valid API key is required")
                 return Accept(CONSUMER, codec, subprotocol, name=consumer.name)
             if self._tokens is not None:
@@ -821,14 +821,6 @@ class WorkerCore:
 
 def _ignore(conn: Peer, frame: Any, now: float) -> None:
     return None
-
-
-def _known_key(key: str | None, keys: tuple[bytes, ...]) -> bool:
-    """Constant-time membership: no timing hint of how much of a key matched."""
-    if key is None:
-        return False
-    given = key.encode()
-    return any(hmac.compare_digest(given, k) for k in keys)
 
 
 def _tags(query_tags: tuple[str, ...], claims: Claims | None) -> tuple[str, ...]:

@@ -60,7 +60,7 @@ class Worker:
         self._exit = trio.Event()
         if config.masters:
             self.link = MasterLink(self.core, config.masters, config.advertised(self.port),
-                                   self.core.id)
+                                   self.core.id, config.cluster_key)
             self.flusher.control = self.link.send
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:

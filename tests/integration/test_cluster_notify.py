@@ -159,7 +159,7 @@ async def test_http_notify(two):
             for _ in range(80):
                 yield b"x" * 1024
 
-        r = await http.post(url, content=chunks())
+        r = await http.post(url, content=chunks(), headers={"content-type": "application/json"})
         assert r.status_code == 413, r.text
         assert all(v == [] for v in (await notified(apps)).values())
 
