@@ -14,13 +14,14 @@ import ipaddress
 
 import attrs
 
-from mc.settings import non_negative, setting
+from mc.settings import non_negative, readable_file, setting
 
 
 @attrs.frozen(slots=True)
 class SecuritySettings:
     jwt_secret: str = setting("", "HS256 secret: apps must present a JWT signed with it", secret=True)
-    jwt_public_key: str = setting("", "PEM file (RS256/ES256): apps must present a JWT it verifies")
+    jwt_public_key: str = setting("", "PEM file (RS256/ES256): apps must present a JWT it verifies",
+                                  validator=readable_file)
     api_keys: tuple[str, ...] = setting((), "keys consumers and the HTTP API require (Bearer KEY)",
                                         secret=True)
     cluster_key: str = setting("", "shared key of the control link (workers <-> master)", secret=True)

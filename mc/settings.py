@@ -81,6 +81,12 @@ def one_of(*choices: str) -> Callable[[Any, attrs.Attribute, Any], None]:
     return check
 
 
+def readable_file(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Empty, or a file this process can read (checked when the settings load)."""
+    if value and not os.access(value, os.R_OK):
+        raise SettingsError(f"{attribute.name}: cannot read {value!r}")
+
+
 def no_control_chars(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     values = value if isinstance(value, tuple) else (value,)
     for v in values:

@@ -144,6 +144,15 @@ async def drain(request: Request) -> Response:
     return JSONResponse({"worker": wid, "state": "draining"}, status_code=202)
 
 
+async def reload(request: Request) -> Response:
+    state = _state(request)
+    reloader = state.reloader
+    problem = reloader.reload() if reloader is not None else "this master has no settings to reload"
+    if problem is not None:
+        return error(400, ErrorCode.BAD_REQUEST, problem)
+    return JSONResponse({"reloaded": True})
+
+
 async def rebalance(request: Request) -> Response:
     return JSONResponse({"shedding": _state(request).rebalance(force=True)}, status_code=202)
 

@@ -20,6 +20,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from mc.protocol.control import CONTROL_PATH
+from mc.runner import Reloader
 
 from . import api
 from .config import MasterConfig
@@ -48,6 +49,7 @@ def build_app(state: MasterState) -> Starlette:
         Route("/v1/workers", api.workers),
         Route("/v1/workers/{worker}/drain", api.drain, methods=["POST", "DELETE"]),
         Route("/v1/rebalance", api.rebalance, methods=["POST"]),
+        Route("/v1/reload", api.reload, methods=["POST"]),
         Route("/v1/sessions/{session}", api.session),
         Route("/v1/clients/{client}", api.client),
         Route("/v1/notify", api.notify, methods=["POST"]),
@@ -74,10 +76,11 @@ def hypercorn_config(config: MasterConfig) -> HypercornConfig:
 
 
 async def serve_master(
-    config: MasterConfig, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    config: MasterConfig, reloader: Reloader | None = None, *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the master until cancelled."""
-    state = MasterState(config)
+    state = MasterState(config, reloader)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(state.expire_loop)
         await nursery.start(hypercorn_serve, build_app(state), hypercorn_config(config))

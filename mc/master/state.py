@@ -16,6 +16,7 @@ import trio
 from mc.protocol import Notification, Target
 from mc.protocol.control import Adopt, Drain, Shed, Undrain
 from mc.protocol.control import Kick as KickMessage
+from mc.runner import Reloader
 
 from .balancer import Balancer
 from .config import MasterConfig
@@ -26,8 +27,11 @@ log = logging.getLogger("mc.master")
 
 
 class MasterState:
-    def __init__(self, config: MasterConfig) -> None:
+    def __init__(self, config: MasterConfig, reloader: Reloader | None = None) -> None:
         self.config = config
+        self.reloader = reloader
+        if reloader is not None:
+            reloader.apply = self.reconfigure
         self.registry = Registry(lease=config.lease, dedup_max=config.dedup_max)
         self.balancer = Balancer()
         self.links = Links(notify_timeout=config.notify_timeout)
@@ -39,6 +43,11 @@ class MasterState:
         self.refused_links = 0
         #: worker id -> since when it holds more than its share (rebalance)
         self._over_since: dict[str, float] = {}
+
+    def reconfigure(self, config: MasterConfig) -> None:
+        """New settings (SIGHUP, POST /v1/reload): keys, limits and origins apply from the
+        next request on; the address, port and store need a restart."""
+        self.config = config
 
     def bad_control(self, reason: str) -> None:
         """A control message that did not validate: count it; log the first few."""

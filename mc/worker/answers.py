@@ -38,6 +38,8 @@ class Accept:
     seq: int = 0
     #: the app's token claims (None: auth off)
     auth: Claims | None = None
+    #: the consumer's API key (None: keys off)
+    key: str | None = None
 
 
 @attrs.frozen

@@ -163,11 +163,8 @@ class WorkerCore:
         self.clustered = bool(config.masters)
         self.linked = False
         self._wall_ms = wall_ms
-        self._tokens = tokens
-        self._api_keys = config.api_keys
-        self._publish_rate = config.publish_rate
-        self._notify_rate = config.notify_rate
-        self._handshakes = PerAddress(config.handshake_rate) if config.handshake_rate else None
+        self._handshakes: PerAddress | None = None
+        self._configure(config, tokens)
         self._write = sink.write
         self._instance = instance
         self._ids = itertools.count(1)
@@ -199,6 +196,28 @@ class WorkerCore:
         self._members_sent: dict[str, int] = {}
         self._last_report: tuple[float, int, int] | None = None
         self.resync_needed = False
+
+    def _configure(self, config: WorkerConfig, tokens: TokenVerifier | None) -> None:
+        self.config = config
+        self._tokens = tokens
+        self._api_keys = config.api_keys
+        self._publish_rate = config.publish_rate
+        self._notify_rate = config.notify_rate
+        rate = config.handshake_rate
+        if not rate:
+            self._handshakes = None
+        elif self._handshakes is None or self._handshakes.rate != rate:
+            self._handshakes = PerAddress(rate)
+
+    def reload(self, config: WorkerConfig, tokens: TokenVerifier | None, now: float) -> None:
+        """New keys, limits and token settings, without dropping a connection; a
+        consumer whose API key was removed is closed with 4001 (revocation)."""
+        self._configure(config, tokens)
+        revoked = [c for c in self.connections
+                   if c.key is not None and (not config.api_keys or not key_matches(c.key, config.api_keys))]
+        for conn in revoked:
+            self.close(conn, CloseCode.TOKEN_EXPIRED, "API key revoked", now)
+        log.info("settings reloaded; %d consumers closed for a revoked key", len(revoked))
 
     # ============================================================ handshake
 
@@ -246,9 +265,11 @@ class WorkerCore:
         try:
             if kind == CONSUMER:
                 consumer = parse_consumer(query, req.headers)
-                if self._api_keys and not key_matches(consumer.token, self._api_keys):
+                if not self._api_keys:
+                    return Accept(CONSUMER, codec, subprotocol, name=consumer.name)
+                if not key_matches(consumer.token, self._api_keys):
                     return refuse(401, ErrorCode.UNAUTHORIZED, "a valid API key is required")
-                return Accept(CONSUMER, codec, subprotocol, name=consumer.name)
+                return Accept(CONSUMER, codec, subprotocol, name=consumer.name, key=consumer.token)
             if self._tokens is not None:
                 claims = self._tokens.verify(parse_token(query, req.headers))
                 if query.get("client", claims.sub) != claims.sub:
@@ -314,6 +335,7 @@ class WorkerCore:
         )
         conn.state = advance(conn.state, Event.ACCEPT)
         conn.auth = accept.auth
+        conn.key = accept.key
         self.connections.add(conn)
         welcome: dict[str, Any] = {"worker": self.id, "heartbeat": cfg.heartbeat}
         if conn.kind == APP:

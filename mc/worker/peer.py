@@ -50,7 +50,7 @@ class Peer:
 
     __slots__ = (
         "kind", "client", "device", "tags", "name", "paused", "state", "subs", "queued", "room",
-        "codec", "parser", "last_seen", "close_at", "auth", "bucket", "_sender",
+        "codec", "parser", "last_seen", "close_at", "auth", "key", "bucket", "_sender",
     )
 
     def __init__(
@@ -86,6 +86,8 @@ class Peer:
         self.close_at = 0.0
         #: the app's token claims (None: auth off), and its rate-limit bucket (made on first use)
         self.auth: Claims | None = None
+        #: the API key a consumer presented (a reload that removes it closes the consumer with 4001)
+        self.key: str | None = None
         self.bucket: Bucket | None = None
         self._sender: dict[str, str] | None = None
 

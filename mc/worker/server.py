@@ -63,6 +63,11 @@ class Worker:
                                    self.core.id, config.cluster_key)
             self.flusher.control = self.link.send
 
+    def reload(self, config: WorkerConfig) -> None:
+        """SIGHUP: keys, limits and token settings from the new config (the rest needs a restart)."""
+        tokens = TokenVerifier.from_settings(config.jwt_secret, config.jwt_public_key)
+        self.core.reload(config, tokens, trio.current_time())
+
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; ``task_status`` gets the bound port.
 
