@@ -11,13 +11,13 @@ from mc.master.config import MasterConfig
 from mc.settings import SettingsError, add_arguments, load, shown
 from mc.worker.config import WorkerConfig
 
-ROLES = {"worker": WorkerConfig, "master": MasterConfig}
+ROLES: dict[str, type[WorkerConfig] | type[MasterConfig]] = {"worker": WorkerConfig, "master": MasterConfig}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="check a settings file and show the effective settings")
     actions = p.add_subparsers(dest="action", required=True)
-    check = actions.add_parser("check", help="validate (file, MC_* env) and print the settings, secrets masked")
+    check = actions.add_parser("check", help="validate (file, MC_* env); print the settings, secrets masked")
     check.add_argument("--role", choices=sorted(ROLES), default="worker",
                        help="whose settings to check (default: %(default)s)")
     check.add_argument("--config", metavar="FILE", default=None,
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     add_arguments(parser, cls)
     flags = parser.parse_args(["--config", args.config] if args.config else [])
     try:
-        config = load(cls, flags)
+        config: WorkerConfig | MasterConfig = load(cls, flags)
     except SettingsError as exc:
         print(f"mc config: {exc}", file=sys.stderr)
         return 2

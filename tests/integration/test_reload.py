@@ -1,4 +1,7 @@
-"""Settings reload (SIGHUP, POST /v1/reload) and ``mc config check`` (PROTOCOL.md "Security", "Configuration")."""
+"""Settings reload (SIGHUP, POST /v1/reload) and ``mc config check``.
+
+PROTOCOL.md "Security" (revocation) and "Configuration".
+"""
 
 from __future__ import annotations
 
@@ -35,7 +38,8 @@ async def test_sighup_reloads_keys_without_dropping_connections(tmp_path: Path) 
             answers = [await app.request({"type": "publish", "topic": "t", "data": 1, "id": str(i)})
                        for i in range(4)]
             assert [a["type"] for a in answers][-1] == "error"
-        assert (await rejected(w.url, "/v1/consumer", name="c", token="old-key-0123456789")).status_code == 401
+        old = await rejected(w.url, "/v1/consumer", name="c", token="old-key-0123456789")
+        assert old.status_code == 401
         async with connect(w.url, "/v1/consumer", name="c", token="new-key-0123456789"):
             pass
         settings.write_text("publish_rate = -1\n")  # a bad file keeps the running settings
