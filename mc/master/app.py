@@ -33,6 +33,7 @@ from .state import MasterState
 log = logging.getLogger("mc.master")
 
 _DASHBOARD = resources.files("mc.master").joinpath("static/dashboard.html").read_text("utf-8")
+HTTP_READ_TIMEOUT = 10
 _ENTRY_PATHS = ("/v1/app", "/v1/consumer", "/v1/chat/{session}")
 
 
@@ -70,6 +71,10 @@ def hypercorn_config(config: MasterConfig) -> HypercornConfig:
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.websocket_max_message_size = config.max_body
+    # the same bounds as a worker's handshake: a request head or body that is not
+    # complete within 10 s is cut, and heads are at most 16 KiB
+    hc.read_timeout = HTTP_READ_TIMEOUT
+    hc.h11_max_incomplete_size = 16384
     hc.keep_alive_timeout = 60
     hc.graceful_timeout = 2
     return hc

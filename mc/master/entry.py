@@ -17,8 +17,8 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 
-from mc.protocol import ErrorCode, ProtocolError
-from mc.protocol.identity import parse_app, parse_chat, parse_consumer
+from mc.identify import APP, CHAT, CONSUMER, Refusal, identify
+from mc.protocol import ErrorCode
 
 from .state import MasterState
 
@@ -38,22 +38,20 @@ def decide(state: MasterState, conn: HTTPConnection) -> Response:
     path = conn.url.path
     raw_query = conn.url.query
     query = dict(parse_qsl(raw_query, keep_blank_values=True))
+    kind = {"/v1/app": APP, "/v1/consumer": CONSUMER}.get(path, CHAT)
     try:
-        if path == "/v1/app":
-            parse_app(query, conn.headers)
-        elif path == "/v1/consumer":
-            parse_consumer(query, conn.headers)
-        else:
-            chat = parse_chat(conn.path_params["session"], query, conn.headers)
-            state.purge_lapsed()
-            info = state.registry.lookup_session(chat.session)
-            url = state.url_of(info.worker_id) if info is not None else None
-            if url is not None:
-                return _redirect(url, path, raw_query)
-            if chat.mode == "join":
-                return error(404, ErrorCode.NOT_FOUND, f"no chat session {chat.session!r}")
-    except ProtocolError as exc:
-        return error(400, exc.code, exc.reason)
+        who = identify(kind, conn.path_params.get("session"), query, conn.headers,
+                       tokens=state.tokens, api_keys=state.config.api_keys)
+    except Refusal as exc:
+        return error(exc.status, exc.code, exc.reason)
+    if who.session is not None:
+        state.purge_lapsed()
+        info = state.registry.lookup_session(who.session)
+        url = state.url_of(info.worker_id) if info is not None else None
+        if url is not None:
+            return _redirect(url, path, raw_query)
+        if who.mode == "join":
+            return error(404, ErrorCode.NOT_FOUND, f"no chat session {who.session!r}")
     worker = state.assign()
     if worker is None:
         return unavailable("no live worker can take a connection")

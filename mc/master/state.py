@@ -17,6 +17,7 @@ from mc.protocol import Notification, Target
 from mc.protocol.control import Adopt, Drain, Shed, Undrain
 from mc.protocol.control import Kick as KickMessage
 from mc.runner import Reloader
+from mc.tokens import TokenVerifier
 
 from .balancer import Balancer
 from .config import MasterConfig
@@ -25,10 +26,15 @@ from .registry import UP, Kick, Registry, WorkerInfo
 
 log = logging.getLogger("mc.master")
 
+#: a rebalance round has settled when the reported connections are back to this share
+SETTLED = 0.95
+SETTLE_MAX = 30.0
+
 
 class MasterState:
     def __init__(self, config: MasterConfig, reloader: Reloader | None = None) -> None:
         self.config = config
+        self.tokens = TokenVerifier.from_settings(config.jwt_secret, config.jwt_public_key)
         self.reloader = reloader
         if reloader is not None:
             reloader.apply = self.reconfigure
@@ -43,11 +49,14 @@ class MasterState:
         self.refused_links = 0
         #: worker id -> since when it holds more than its share (rebalance)
         self._over_since: dict[str, float] = {}
+        self._last_shed = float("-inf")
+        self._shed_total = 0
 
     def reconfigure(self, config: MasterConfig) -> None:
         """New settings (SIGHUP, POST /v1/reload): keys, limits and origins apply from the
         next request on; the address, port and store need a restart."""
         self.config = config
+        self.tokens = TokenVerifier.from_settings(config.jwt_secret, config.jwt_public_key)
 
     def bad_control(self, reason: str) -> None:
         """A control message that did not validate: count it; log the first few."""
@@ -152,18 +161,26 @@ class MasterState:
 
         A worker above (1 + tolerance) x the mean of the live ``up`` workers
         for ``rebalance_after`` seconds (at once with ``force``: POST
-        /v1/rebalance) is sent ``shed`` once per ``rebalance_after``; it closes
-        idle app connections at its drain rate, never below the mean.
+        /v1/rebalance) is sent ``shed``; it closes idle app connections at
+        its drain rate, never below the mean. After a round the master waits
+        ``rebalance_after``, and until the reported total is back to SETTLED
+        of what it was (at most SETTLE_MAX seconds), before judging again: a
+        mean taken while the shed apps are still reconnecting would shed
+        the next worker below its share (ping-pong).
         """
         now = self.now()
         up = [w for w in self.live_workers() if w.state == UP]
         asked: dict[str, int] = {}
+        after = self.config.rebalance_after
         if len(up) < 2:
             self._over_since.clear()
             return asked
-        mean = sum(w.metrics.connections for w in up) / len(up)
+        total = sum(w.metrics.connections for w in up)
+        if not force and (now - self._last_shed < after or (
+                total < SETTLED * self._shed_total and now - self._last_shed < SETTLE_MAX)):
+            return asked  # let the last round's reconnects land and be reported first
+        mean = total / len(up)
         limit = (1 + self.config.rebalance_tolerance) * mean
-        after = self.config.rebalance_after
         for w in up:
             if w.metrics.connections <= limit:
                 self._over_since.pop(w.id, None)
@@ -173,6 +190,8 @@ class MasterState:
                 excess = w.metrics.connections - math.ceil(mean)
                 if excess > 0 and self.links.tell(w.id, Shed(excess)):
                     asked[w.id] = excess
+                    self._last_shed = now
+                    self._shed_total = total
                     log.info("rebalance: worker %s holds %d (mean %.0f); shedding %d",
                              w.id, w.metrics.connections, mean, excess)
                 self._over_since[w.id] = now  # once per period: its reports need time to follow

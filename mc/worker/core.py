@@ -32,6 +32,7 @@ from typing import Any, Protocol, TypeVar
 
 import attrs
 
+from mc.identify import Refusal, identify
 from mc.protocol import (
     APP_FRAMES,
     CHAT_FRAMES,
@@ -82,9 +83,8 @@ from mc.protocol.control import (
     Undrain,
 )
 from mc.protocol.frames import Notification, chat_wire, message_wire, notification_wire
-from mc.protocol.identity import parse_app, parse_chat, parse_consumer, parse_token
 from mc.security import key_matches
-from mc.tokens import Claims, TokenError, TokenVerifier
+from mc.tokens import TokenError, TokenVerifier
 from mc.websocket import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, WebSocketError, encode_frame
 from mc.websocket.handshake import HandshakeRequest
 
@@ -260,42 +260,24 @@ class WorkerCore:
             return refuse(400, ErrorCode.BAD_REQUEST,
                           "unsupported subprotocol: offer mc.v1.json or mc.v1.msgpack")
         subprotocol = codec.name if req.subprotocols else None
-        query = req.query
-        claims: Claims | None = None
         try:
-            if kind == CONSUMER:
-                consumer = parse_consumer(query, req.headers)
-                if not self._api_keys:
-                    return Accept(CONSUMER, codec, subprotocol, name=consumer.name)
-                if not key_matches(consumer.token, self._api_keys):
-                    return refuse(401, ErrorCode.UNAUTHORIZED, "a valid API key is required")
-                return Accept(CONSUMER, codec, subprotocol, name=consumer.name, key=consumer.token)
-            if self._tokens is not None:
-                claims = self._tokens.verify(parse_token(query, req.headers))
-                if query.get("client", claims.sub) != claims.sub:
-                    return refuse(401, ErrorCode.UNAUTHORIZED, "client does not match the token's sub")
-                query = {**query, "client": claims.sub}
-            if kind == APP:
-                app = parse_app(query, req.headers)
-                return Accept(APP, codec, subprotocol, app.client, app.device, _tags(app.tags, claims),
-                              auth=claims)
-            chat = parse_chat(path[len(CHAT_PREFIX):], query, req.headers)
-        except ProtocolError as exc:
-            return refuse(400, exc.code, exc.reason)
-        except TokenError as exc:
-            return refuse(401, ErrorCode.UNAUTHORIZED, exc.reason)
-        if claims is not None and not claims.may_chat(chat.session):
-            return refuse(403, ErrorCode.FORBIDDEN, f"the token does not allow chat session {chat.session!r}")
-        app = chat.app
-        accept = Accept(CHAT, codec, subprotocol, app.client, app.device, _tags(app.tags, claims),
-                        session=chat.session, auth=claims)
-        if chat.session in self.rooms:
+            who = identify(kind, path[len(CHAT_PREFIX):] if kind == CHAT else None, req.query, req.headers,
+                           tokens=self._tokens, api_keys=self._api_keys)
+        except Refusal as exc:
+            return refuse(exc.status, exc.code, exc.reason)
+        accept = Accept(kind, codec, subprotocol, who.client, who.device, who.tags, who.name,
+                        session=who.session, auth=who.claims, key=who.key)
+        if kind != CHAT:
+            return accept
+        session = accept.session
+        assert session is not None
+        if session in self.rooms:
             return self._room_admits(accept)
         if not self.clustered:  # standalone: this worker owns every session it is asked to open
-            if chat.mode == "open":
+            if who.mode == "open":
                 return accept
-            return refuse(404, ErrorCode.NOT_FOUND, f"no chat session {chat.session!r}")
-        return Locate(chat.session, chat.mode == "open", req.raw_query, accept)
+            return refuse(404, ErrorCode.NOT_FOUND, f"no chat session {session!r}")
+        return Locate(session, who.mode == "open", req.raw_query, accept)
 
     def located(self, locate: Locate, outcome: Owned | str | LocateFailed, now: float) -> Accept | Respond:
         """Resume a Locate: Owned (this worker owns it), the owner's URL, or a failure."""
@@ -437,9 +419,12 @@ class WorkerCore:
 
     def shed(self, count: int, now: float) -> None:
         """Rebalance: close ``count`` idle app connections (no chat, longest idle first)."""
+        if self.draining:
+            return  # everything goes anyway
         idle = sorted((c for c in self.connections if c.kind == APP and c.state is OPEN),
                       key=lambda c: c.last_seen)[:count]
         log.info("rebalancing: shedding %d app connections", len(idle))
+        self._pacer.clear()  # a newer count replaces what an earlier one left to do
         self._pacer.add(idle, "rebalancing", now)
 
     def _check_drained(self) -> None:
@@ -844,7 +829,3 @@ class WorkerCore:
 def _ignore(conn: Peer, frame: Any, now: float) -> None:
     return None
 
-
-def _tags(query_tags: tuple[str, ...], claims: Claims | None) -> tuple[str, ...]:
-    """The token's ``tags`` claim replaces the query's."""
-    return query_tags if claims is None or claims.tags is None else claims.tags

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Protocol
 
+from mc.identify import APP, CHAT, CONSUMER
 from mc.protocol import JSON, Codec
 from mc.tokens import Claims
 from mc.websocket import FrameParser
@@ -20,9 +21,7 @@ from mc.websocket import FrameParser
 from .limits import Bucket
 from .states import OPEN, ConnState
 
-APP = "app"
-CONSUMER = "consumer"
-CHAT = "chat"
+__all__ = ["APP", "CHAT", "CONSUMER", "NO_SUBS", "Peer", "Room"]
 
 #: the subscriptions of a peer that has none (shared, immutable)
 NO_SUBS: Mapping[tuple[str, str | None, str], object] = MappingProxyType({})
