@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
-from typing import Iterator
 
 import msgpack
 import orjson
@@ -14,7 +14,15 @@ from mc.websocket import OP_BINARY, OP_CLOSE, OP_CONT, OP_PONG, OP_TEXT
 from tests.procs import Proc, running, worker_proc
 
 from .test_worker_bad_input import bystander
-from .wsclient import JSON, MSGPACK, PROTOCOLS, connect, raw_connect, unique
+from .wsclient import (
+    JSON,
+    MSGPACK,
+    PROTOCOLS,
+    connect,
+    masked_fragment,
+    raw_connect,
+    unique,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -73,21 +81,15 @@ async def test_message_over_the_limit_closes_1009(small_frames, proto, kind):
 
 async def test_fragmented_message_over_the_limit_closes_1009(small_frames):
     """The limit is on the whole message, not on each fragment."""
-    from mc.websocket.frames import _header, _mask  # building fragments by hand
-
-    def fragment(first_byte: int, payload: bytes) -> bytes:
-        key = b"\x01\x02\x03\x04"
-        return _header(first_byte, 0x80, len(payload)) + key + _mask(key, payload)
-
     async with bystander(small_frames.url) as b:
         async with raw_connect(small_frames.url, "/v1/app", client=unique("frag")) as raw:
             # a fragmented message under the limit is fine
-            await raw.send_bytes(fragment(OP_TEXT, b'{"type":"ping",'))
-            await raw.send_bytes(fragment(0x80 | OP_CONT, b'"id":"frag"}'))
+            await raw.send_bytes(masked_fragment(OP_TEXT, b'{"type":"ping",'))
+            await raw.send_bytes(masked_fragment(0x80 | OP_CONT, b'"id":"frag"}'))
             assert await raw.recv() == {"type": "pong", "id": "frag"}
             # two fragments of 600 bytes: each under 1024, together over it
-            await raw.send_bytes(fragment(OP_TEXT, b" " * 600))
-            await raw.send_bytes(fragment(0x80 | OP_CONT, b" " * 600))
+            await raw.send_bytes(masked_fragment(OP_TEXT, b" " * 600))
+            await raw.send_bytes(masked_fragment(0x80 | OP_CONT, b" " * 600))
             close = await raw.read_close()
             assert close is not None and close[0] == 1009, close
         await b.check()

@@ -333,7 +333,12 @@ def _only_protocol_errors(codec: Any, payload: bytes) -> None:
     try:
         obj = codec.decode(payload)
     except ProtocolError as exc:
-        assert exc.close_code == CloseCode.VIOLATION
+        # undecodable: a violation; a msgpack map with a non-string key: bad_request
+        if exc.close_code is None:
+            assert codec is MSGPACK and exc.code == ErrorCode.BAD_REQUEST, exc
+            assert "key" in exc.reason
+        else:
+            assert exc.close_code == CloseCode.VIOLATION
         return
     _parse_everywhere(obj)
 
@@ -451,7 +456,7 @@ def test_bad_json_is_a_violation(payload: bytes) -> None:
         b"",
         b"\xc1",  # never-used byte
         msgpack.packb({"type": "ping"}) + b"\x00",  # trailing data
-        b"\x81\x01\x02",  # int key
+        b"\x81\x01",  # a map whose int key has no value
         b"\x81\xa1a",  # truncated map
         b"\xa2\xff\xfe",  # bad UTF-8 str
         b"\xdd\xff\xff\xff\xff",  # array of 4 G elements, no bytes
@@ -462,6 +467,67 @@ def test_bad_msgpack_is_a_violation(payload: bytes) -> None:
     with pytest.raises(ProtocolError) as info:
         MSGPACK.decode(payload)
     assert info.value.close_code == CloseCode.VIOLATION
+
+
+# Map keys that are not strings: the frame decodes (it is a map), so it is a
+# request mc can answer: ``bad_request`` with the request's ``id``, not a close.
+NON_STRING_KEYS = [
+    ({"type": "publish", "topic": "t", "data": {1: "x"}, "id": "r1"}, "r1"),
+    ({"type": "send", "data": [{"k": {True: 1}}], "id": "r2"}, "r2"),
+    ({"type": "notify", "to": {}, "data": {None: 1}, "id": "r3"}, "r3"),
+    ({"type": "ping", "id": "r4", 5: 1}, "r4"),
+    ({"type": "publish", "topic": "t", "data": {1.5: 1}}, None),
+    ({1: "ping"}, None),
+    ({"type": "ping", "id": 7, "data": {2: 2}}, None),  # an id that is no id is not echoed
+    ({"type": "ping", "id": "", "data": {2: 2}}, None),
+]
+
+
+@pytest.mark.parametrize(("obj", "rid"), NON_STRING_KEYS, ids=repr)
+def test_msgpack_non_string_keys_are_bad_request_with_the_id(obj: dict, rid: str | None) -> None:
+    with pytest.raises(ProtocolError) as info:
+        MSGPACK.decode(msgpack.packb(obj, use_bin_type=True, strict_types=False))
+    exc = info.value
+    assert (exc.code, exc.close_code, exc.request_id) == (ErrorCode.BAD_REQUEST, None, rid)
+    assert "key" in exc.reason
+
+
+@pytest.mark.parametrize(
+    ("payload", "rid"),
+    [
+        (b"\x82\xa2id\xa2r5\x91\x01\x02", "r5"),  # {"id": "r5", [1]: 2}: an array key
+        (b"\x82\xa2id\xa2r6\x81\xa1a\x01\x02", "r6"),  # {"id": "r6", {"a": 1}: 2}: a map key
+    ],
+    ids=["array-key", "map-key"],
+)
+def test_msgpack_unhashable_keys_are_bad_request_with_the_id(payload: bytes, rid: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        MSGPACK.decode(payload)
+    assert (info.value.code, info.value.close_code, info.value.request_id) == (
+        ErrorCode.BAD_REQUEST, None, rid)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        msgpack.packb([{1: 2}]),  # not a map at the top: still a violation
+        msgpack.packb({1: 2}) + b"\x00",  # trailing bytes win over the key
+        b"\x82\xa2id\xa1x\x01" + msgpack.packb(msgpack.ExtType(5, b"x")),  # an extension type
+        b"\x82\xa2id\xa1x\x01\xd6\xff\x00\x00\x00\x01",  # a timestamp beside an int key
+    ],
+    ids=["array", "trailing", "ext", "timestamp"],
+)
+def test_msgpack_non_string_keys_do_not_hide_violations(payload: bytes) -> None:
+    with pytest.raises(ProtocolError) as info:
+        MSGPACK.decode(payload)
+    assert info.value.close_code == CloseCode.VIOLATION
+
+
+def test_msgpack_bytes_keys_stay_data() -> None:
+    # bytes keys are msgpack data a msgpack recipient can carry (a JSON one cannot: the
+    # worker refuses the publish then, see tests/integration/test_worker_bad_input.py)
+    obj = {"type": "publish", "topic": "t", "data": {b"k": 1}, "id": "r"}
+    assert MSGPACK.decode(msgpack.packb(obj, use_bin_type=True)) == obj
 
 
 def test_unencodable_data_is_bad_request_not_a_crash() -> None:
