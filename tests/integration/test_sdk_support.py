@@ -8,7 +8,8 @@ starts, everything stopped by PID afterwards.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import trio
@@ -44,6 +45,18 @@ async def receive(source: Any, timeout: float = 5.0) -> Any:
     """The next event of an SDK object, bounded."""
     with trio.fail_after(timeout):
         return await source.receive()
+
+
+async def first(stream: Any, timeout: float = 5.0) -> Any:
+    """The first item of an async iterator, bounded; fails if the stream ends first.
+
+    For checks that would otherwise sit inside ``async for ...: assert ...; break``,
+    whose assertion silently never runs when the stream ends without an item.
+    """
+    with trio.fail_after(timeout):
+        async for item in stream:
+            return item
+    raise AssertionError(f"{stream!r} ended without an item")
 
 
 async def nothing_more(source: Any, duration: float = 0.3) -> None:

@@ -343,17 +343,67 @@ def _only_protocol_errors(codec: Any, payload: bytes) -> None:
     _parse_everywhere(obj)
 
 
+FRAME_CLASSES = {"ping": Ping, "pong": Pong, "publish": Publish, "subscribe": Subscribe,
+                 "unsubscribe": Unsubscribe, "pause": Pause, "resume": Resume, "notify": Notify,
+                 "send": Send}
+SERVER_CLASSES = {"welcome": Welcome, "ping": Ping, "pong": Pong, "ack": Ack, "error": Error,
+                  "message": Message, "notify": Notification, "chat": ChatMessage,
+                  "joined": Joined, "left": Left}
+ALL_REQUEST_TYPES = set(APP_FRAMES) | set(CONSUMER_FRAMES) | set(CHAT_FRAMES)
+
+
+def _valid_id(value: Any) -> bool:
+    return type(value) is str and 1 <= len(value) <= MAX_ID
+
+
 def _parse_everywhere(obj: Any) -> None:
-    """Parse ``obj`` as every endpoint's request and as a server frame: only ProtocolError may escape."""
+    """Parse ``obj`` as every endpoint's request and as a server frame, and check
+    each outcome against what the protocol says it must be (not just "no crash")."""
     for table in TABLES.values():
-        try:
-            parse_request(obj, table)
-        except ProtocolError:
-            pass
+        _check_request(obj, table)
+    _check_server_frame(obj)
+
+
+def _check_request(obj: Any, table: dict) -> None:
     try:
-        parse_server_frame(obj)
-    except ProtocolError:
-        pass
+        frame = parse_request(obj, table)
+    except ProtocolError as exc:
+        _check_refusal(obj, table, exc)
+        return
+    # accepted: a map with a valid (or no) id and a type of this endpoint, parsed
+    # into that type's class, which survives its own round trip unchanged
+    assert type(obj) is dict and obj.get("type") in table, obj
+    assert obj.get("id") is None or _valid_id(obj["id"]), obj
+    assert type(frame) is FRAME_CLASSES[obj["type"]] and frame.id == obj.get("id")
+    assert parse_request(frame.to_wire(), table) == frame
+
+
+def _check_refusal(obj: Any, table: dict, exc: ProtocolError) -> None:
+    if type(obj) is not dict:
+        assert exc.close_code == CloseCode.VIOLATION
+        return
+    rid, kind = obj.get("id"), obj.get("type")
+    if rid is not None and not _valid_id(rid):
+        assert (exc.code, exc.close_code, exc.request_id) == (ErrorCode.BAD_REQUEST, None, None)
+    elif type(kind) is str and kind in ALL_REQUEST_TYPES - set(table):
+        assert exc.close_code == CloseCode.VIOLATION, (obj, exc)  # another endpoint's frame
+    else:  # unknown type, or a bad field of a known one: answered, with the id
+        assert (exc.code, exc.close_code, exc.request_id) == (ErrorCode.BAD_REQUEST, None, rid), (obj, exc)
+    assert exc.reason
+
+
+def _check_server_frame(obj: Any) -> None:
+    try:
+        frame = parse_server_frame(obj)
+    except ProtocolError as exc:
+        assert exc.reason
+        kind = obj.get("type") if type(obj) is dict else None
+        if type(obj) is dict and (type(kind) is not str or kind not in SERVER_CLASSES):
+            assert (exc.code, exc.close_code) == (ErrorCode.BAD_REQUEST, None)  # unknown: skipped
+        else:
+            assert exc.close_code == CloseCode.VIOLATION
+        return
+    assert type(frame) is SERVER_CLASSES[obj["type"]], (obj, frame)
 
 
 @BOTH
@@ -586,8 +636,9 @@ def test_publish_missing_topic() -> None:
 
 
 def test_publish_topic_limits() -> None:
-    assert parse_request({"type": "publish", "topic": "x" * 128, "data": 1}, APP_FRAMES)
-    assert parse_request({"type": "publish", "topic": "a:b@c-d_e.F9", "data": 1}, APP_FRAMES)
+    for topic in ("x" * 128, "a:b@c-d_e.F9", "a." * 63 + "b"):
+        assert parse_request({"type": "publish", "topic": topic, "data": 1}, APP_FRAMES) == Publish(topic, 1)
+    bad({"type": "publish", "topic": "a." * 64 + "b", "data": 1}, APP_FRAMES)  # 129 characters
 
 
 BAD_PATTERNS = ["", "a..b", ".a", "a.", "a.>.b", ">.a", "a>", "a.b>", "**", "a*", "*a",
@@ -669,7 +720,10 @@ def test_bad_trace(obj: dict, table: dict, trace: Any) -> None:
 
 
 def test_trace_limit() -> None:
-    assert parse_request({"type": "send", "data": 1, "trace": "x" * MAX_TRACE}, CHAT_FRAMES)
+    trace = "x" * MAX_TRACE
+    assert parse_request({"type": "send", "data": 1, "trace": trace}, CHAT_FRAMES) == Send(1, trace=trace)
+    assert parse_request({"type": "publish", "topic": "t", "data": 1, "trace": "é"}, APP_FRAMES) == \
+        Publish("t", 1, trace="é")
 
 
 @pytest.mark.parametrize("key", ["", "a b", "*", "**", 5, ["k"], "x" * 129], ids=repr)
