@@ -22,12 +22,13 @@ from .cluster import (
     http_client,
     master_args,
     wait_for,
+    wait_master_down,
     wait_presence,
     wait_registered,
     worker_id,
     ws_base,
 )
-from .wsclient import connect, rejected, unique
+from .wsclient import connect, unique
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -252,15 +253,6 @@ async def test_master_restart_under_connection_churn():
             finally:
                 finish.set()
                 replacement.stop()
-
-
-async def wait_master_down(worker) -> None:
-    """Until ``worker`` refuses a new chat session with 503: it knows it cannot reach the master."""
-    async def refused():
-        r = await rejected(worker.url, f"/v1/chat/{unique('probe')}", client=unique("p"))
-        return r.status_code == 503
-
-    await wait_for(refused, what=f"{worker_id(worker)} noticing the master is down")
 
 
 async def test_stopped_worker_leaves_at_once_and_its_clients_reconnect_elsewhere():

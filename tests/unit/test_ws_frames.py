@@ -489,6 +489,11 @@ def test_encode_close_truncates_the_reason_on_a_character_boundary() -> None:
     [(opcode, (code, reason))] = FrameParser(expect_masked=False).feed(frame)
     assert (opcode, code, reason) == (OP_CLOSE, 1001, "€" * 41)
     assert len(frame) == 2 + 2 + 123
+    # an ASCII reason is cut at exactly 123 bytes: the payload (code + reason) is the
+    # 125 bytes a control frame may carry, and a peer accepts it
+    frame = encode_close(4000, "x" * 200)
+    assert len(frame) == 2 + 2 + 123
+    assert wsproto_client_parse(frame) == [(OP_CLOSE, (4000, "x" * 123))]
 
 
 @pytest.mark.parametrize(
