@@ -27,7 +27,7 @@ from trio_websocket import ConnectionRejected, open_websocket_url
 
 from tests.procs import Proc, master_proc, worker_proc
 
-from .wsclient import JSON, TIMEOUT, Client, header, rejected, target
+from .wsclient import JSON, TIMEOUT, Client, header, rejected, target, unique
 
 #: the lease the cluster tests give the master (seconds), to keep liveness tests short
 LEASE = 2.0
@@ -180,6 +180,16 @@ async def wait_presence(
         return body if got == want else None
 
     return await wait_for(probe, timeout=timeout, what=f"presence of {client} = {want}")
+
+
+async def wait_master_down(worker: Proc, timeout: float = SETTLE) -> ConnectionRejected:
+    """Until ``worker`` refuses a new chat session with 503 (it knows it cannot
+    reach the master, the only one who can place a session); that refusal."""
+    async def refused() -> ConnectionRejected | None:
+        r = await rejected(worker.url, f"/v1/chat/{unique('probe')}", client=unique("probe"))
+        return r if r.status_code == 503 else None
+
+    return await wait_for(refused, timeout=timeout, what=f"{worker_id(worker)} noticing the master is down")
 
 
 # --------------------------------------------------------------------------

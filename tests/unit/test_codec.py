@@ -333,22 +333,77 @@ def _only_protocol_errors(codec: Any, payload: bytes) -> None:
     try:
         obj = codec.decode(payload)
     except ProtocolError as exc:
-        assert exc.close_code == CloseCode.VIOLATION
+        # undecodable: a violation; a msgpack map with a non-string key: bad_request
+        if exc.close_code is None:
+            assert codec is MSGPACK and exc.code == ErrorCode.BAD_REQUEST, exc
+            assert "key" in exc.reason
+        else:
+            assert exc.close_code == CloseCode.VIOLATION
         return
     _parse_everywhere(obj)
 
 
+FRAME_CLASSES = {"ping": Ping, "pong": Pong, "publish": Publish, "subscribe": Subscribe,
+                 "unsubscribe": Unsubscribe, "pause": Pause, "resume": Resume, "notify": Notify,
+                 "send": Send}
+SERVER_CLASSES = {"welcome": Welcome, "ping": Ping, "pong": Pong, "ack": Ack, "error": Error,
+                  "message": Message, "notify": Notification, "chat": ChatMessage,
+                  "joined": Joined, "left": Left}
+ALL_REQUEST_TYPES = set(APP_FRAMES) | set(CONSUMER_FRAMES) | set(CHAT_FRAMES)
+
+
+def _valid_id(value: Any) -> bool:
+    return type(value) is str and 1 <= len(value) <= MAX_ID
+
+
 def _parse_everywhere(obj: Any) -> None:
-    """Parse ``obj`` as every endpoint's request and as a server frame: only ProtocolError may escape."""
+    """Parse ``obj`` as every endpoint's request and as a server frame, and check
+    each outcome against what the protocol says it must be (not just "no crash")."""
     for table in TABLES.values():
-        try:
-            parse_request(obj, table)
-        except ProtocolError:
-            pass
+        _check_request(obj, table)
+    _check_server_frame(obj)
+
+
+def _check_request(obj: Any, table: dict) -> None:
     try:
-        parse_server_frame(obj)
-    except ProtocolError:
-        pass
+        frame = parse_request(obj, table)
+    except ProtocolError as exc:
+        _check_refusal(obj, table, exc)
+        return
+    # accepted: a map with a valid (or no) id and a type of this endpoint, parsed
+    # into that type's class, which survives its own round trip unchanged
+    assert type(obj) is dict and obj.get("type") in table, obj
+    assert obj.get("id") is None or _valid_id(obj["id"]), obj
+    assert type(frame) is FRAME_CLASSES[obj["type"]] and frame.id == obj.get("id")
+    assert parse_request(frame.to_wire(), table) == frame
+
+
+def _check_refusal(obj: Any, table: dict, exc: ProtocolError) -> None:
+    if type(obj) is not dict:
+        assert exc.close_code == CloseCode.VIOLATION
+        return
+    rid, kind = obj.get("id"), obj.get("type")
+    if rid is not None and not _valid_id(rid):
+        assert (exc.code, exc.close_code, exc.request_id) == (ErrorCode.BAD_REQUEST, None, None)
+    elif type(kind) is str and kind in ALL_REQUEST_TYPES - set(table):
+        assert exc.close_code == CloseCode.VIOLATION, (obj, exc)  # another endpoint's frame
+    else:  # unknown type, or a bad field of a known one: answered, with the id
+        assert (exc.code, exc.close_code, exc.request_id) == (ErrorCode.BAD_REQUEST, None, rid), (obj, exc)
+    assert exc.reason
+
+
+def _check_server_frame(obj: Any) -> None:
+    try:
+        frame = parse_server_frame(obj)
+    except ProtocolError as exc:
+        assert exc.reason
+        kind = obj.get("type") if type(obj) is dict else None
+        if type(obj) is dict and (type(kind) is not str or kind not in SERVER_CLASSES):
+            assert (exc.code, exc.close_code) == (ErrorCode.BAD_REQUEST, None)  # unknown: skipped
+        else:
+            assert exc.close_code == CloseCode.VIOLATION
+        return
+    assert type(frame) is SERVER_CLASSES[obj["type"]], (obj, frame)
 
 
 @BOTH
@@ -451,7 +506,7 @@ def test_bad_json_is_a_violation(payload: bytes) -> None:
         b"",
         b"\xc1",  # never-used byte
         msgpack.packb({"type": "ping"}) + b"\x00",  # trailing data
-        b"\x81\x01\x02",  # int key
+        b"\x81\x01",  # a map whose int key has no value
         b"\x81\xa1a",  # truncated map
         b"\xa2\xff\xfe",  # bad UTF-8 str
         b"\xdd\xff\xff\xff\xff",  # array of 4 G elements, no bytes
@@ -462,6 +517,67 @@ def test_bad_msgpack_is_a_violation(payload: bytes) -> None:
     with pytest.raises(ProtocolError) as info:
         MSGPACK.decode(payload)
     assert info.value.close_code == CloseCode.VIOLATION
+
+
+# Map keys that are not strings: the frame decodes (it is a map), so it is a
+# request mc can answer: ``bad_request`` with the request's ``id``, not a close.
+NON_STRING_KEYS = [
+    ({"type": "publish", "topic": "t", "data": {1: "x"}, "id": "r1"}, "r1"),
+    ({"type": "send", "data": [{"k": {True: 1}}], "id": "r2"}, "r2"),
+    ({"type": "notify", "to": {}, "data": {None: 1}, "id": "r3"}, "r3"),
+    ({"type": "ping", "id": "r4", 5: 1}, "r4"),
+    ({"type": "publish", "topic": "t", "data": {1.5: 1}}, None),
+    ({1: "ping"}, None),
+    ({"type": "ping", "id": 7, "data": {2: 2}}, None),  # an id that is no id is not echoed
+    ({"type": "ping", "id": "", "data": {2: 2}}, None),
+]
+
+
+@pytest.mark.parametrize(("obj", "rid"), NON_STRING_KEYS, ids=repr)
+def test_msgpack_non_string_keys_are_bad_request_with_the_id(obj: dict, rid: str | None) -> None:
+    with pytest.raises(ProtocolError) as info:
+        MSGPACK.decode(msgpack.packb(obj, use_bin_type=True, strict_types=False))
+    exc = info.value
+    assert (exc.code, exc.close_code, exc.request_id) == (ErrorCode.BAD_REQUEST, None, rid)
+    assert "key" in exc.reason
+
+
+@pytest.mark.parametrize(
+    ("payload", "rid"),
+    [
+        (b"\x82\xa2id\xa2r5\x91\x01\x02", "r5"),  # {"id": "r5", [1]: 2}: an array key
+        (b"\x82\xa2id\xa2r6\x81\xa1a\x01\x02", "r6"),  # {"id": "r6", {"a": 1}: 2}: a map key
+    ],
+    ids=["array-key", "map-key"],
+)
+def test_msgpack_unhashable_keys_are_bad_request_with_the_id(payload: bytes, rid: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        MSGPACK.decode(payload)
+    assert (info.value.code, info.value.close_code, info.value.request_id) == (
+        ErrorCode.BAD_REQUEST, None, rid)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        msgpack.packb([{1: 2}]),  # not a map at the top: still a violation
+        msgpack.packb({1: 2}) + b"\x00",  # trailing bytes win over the key
+        b"\x82\xa2id\xa1x\x01" + msgpack.packb(msgpack.ExtType(5, b"x")),  # an extension type
+        b"\x82\xa2id\xa1x\x01\xd6\xff\x00\x00\x00\x01",  # a timestamp beside an int key
+    ],
+    ids=["array", "trailing", "ext", "timestamp"],
+)
+def test_msgpack_non_string_keys_do_not_hide_violations(payload: bytes) -> None:
+    with pytest.raises(ProtocolError) as info:
+        MSGPACK.decode(payload)
+    assert info.value.close_code == CloseCode.VIOLATION
+
+
+def test_msgpack_bytes_keys_stay_data() -> None:
+    # bytes keys are msgpack data a msgpack recipient can carry (a JSON one cannot: the
+    # worker refuses the publish then, see tests/integration/test_worker_bad_input.py)
+    obj = {"type": "publish", "topic": "t", "data": {b"k": 1}, "id": "r"}
+    assert MSGPACK.decode(msgpack.packb(obj, use_bin_type=True)) == obj
 
 
 def test_unencodable_data_is_bad_request_not_a_crash() -> None:
@@ -520,8 +636,9 @@ def test_publish_missing_topic() -> None:
 
 
 def test_publish_topic_limits() -> None:
-    assert parse_request({"type": "publish", "topic": "x" * 128, "data": 1}, APP_FRAMES)
-    assert parse_request({"type": "publish", "topic": "a:b@c-d_e.F9", "data": 1}, APP_FRAMES)
+    for topic in ("x" * 128, "a:b@c-d_e.F9", "a." * 63 + "b"):
+        assert parse_request({"type": "publish", "topic": topic, "data": 1}, APP_FRAMES) == Publish(topic, 1)
+    bad({"type": "publish", "topic": "a." * 64 + "b", "data": 1}, APP_FRAMES)  # 129 characters
 
 
 BAD_PATTERNS = ["", "a..b", ".a", "a.", "a.>.b", ">.a", "a>", "a.b>", "**", "a*", "*a",
@@ -586,6 +703,16 @@ def test_bad_to(to: Any) -> None:
     bad({"type": "notify", "to": to, "data": 1, "id": "r4"}, CONSUMER_FRAMES, rid="r4")
 
 
+@pytest.mark.xfail(strict=True, reason="mc/protocol/frames.py Target.parse accepts these today "
+                   "(a typo becomes a broadcast); fix there, then drop the mark and "
+                   "Target(device=...) from test_target_forms_roundtrip")
+@pytest.mark.parametrize("to", [{"clinet": "alice"}, {"device": "phone"}, {"tag": ["x"]}], ids=repr)
+def test_to_is_strict(to: Any) -> None:
+    """PROTOCOL.md: a key other than client, device, tags, or device without client,
+    is bad_request and reaches nobody: a typo must never turn into a broadcast."""
+    bad({"type": "notify", "to": to, "data": 1, "id": "r4"}, CONSUMER_FRAMES, rid="r4")
+
+
 def test_to_tag_limit() -> None:
     frame = parse_request(
         {"type": "notify", "to": {"tags": ["t"] * MAX_TAGS}, "data": 1}, CONSUMER_FRAMES
@@ -603,7 +730,10 @@ def test_bad_trace(obj: dict, table: dict, trace: Any) -> None:
 
 
 def test_trace_limit() -> None:
-    assert parse_request({"type": "send", "data": 1, "trace": "x" * MAX_TRACE}, CHAT_FRAMES)
+    trace = "x" * MAX_TRACE
+    assert parse_request({"type": "send", "data": 1, "trace": trace}, CHAT_FRAMES) == Send(1, trace=trace)
+    assert parse_request({"type": "publish", "topic": "t", "data": 1, "trace": "é"}, APP_FRAMES) == \
+        Publish("t", 1, trace="é")
 
 
 @pytest.mark.parametrize("key", ["", "a b", "*", "**", 5, ["k"], "x" * 129], ids=repr)
