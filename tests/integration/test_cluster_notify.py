@@ -192,22 +192,21 @@ async def test_presence_online_then_offline(two):
 async def test_same_device_on_another_worker_replaces(two):
     master, (wa, wb) = two
     client = unique("twin")
-    async with http_client() as http:
-        async with connect(wa.url, "/v1/app", client=client, device="phone") as old:
-            await wait_presence(http, master, client, [{"worker": worker_id(wa), "device": "phone"}])
-            async with connect(wb.url, "/v1/app", client=client, device="phone") as new, \
+    async with http_client() as http, connect(wa.url, "/v1/app", client=client, device="phone") as old:
+        await wait_presence(http, master, client, [{"worker": worker_id(wa), "device": "phone"}])
+        async with connect(wb.url, "/v1/app", client=client, device="phone") as new, \
                     connect(wa.url, "/v1/app", client=client, device="other") as other:
-                with trio.fail_after(5):
-                    await old.expect_close(4009)
-                await wait_presence(http, master, client, [
-                    {"worker": worker_id(wb), "device": "phone"},
-                    {"worker": worker_id(wa), "device": "other"},
-                ])
-                # the new connection and the other device are untouched and reachable
-                r = await http.post(f"{master.http}/v1/notify",
-                                    json={"to": {"client": client, "device": "phone"}, "data": "you"})
-                assert r.json() == {"delivered": 1}
-                assert (await new.recv_type("notify"))["data"] == "you"
-                await other.expect_silence(0.2)
-                await new.send({"type": "ping", "id": "alive"})
-                assert (await new.recv_type("pong"))["id"] == "alive"
+            with trio.fail_after(5):
+                await old.expect_close(4009)
+            await wait_presence(http, master, client, [
+                {"worker": worker_id(wb), "device": "phone"},
+                {"worker": worker_id(wa), "device": "other"},
+            ])
+            # the new connection and the other device are untouched and reachable
+            r = await http.post(f"{master.http}/v1/notify",
+                                json={"to": {"client": client, "device": "phone"}, "data": "you"})
+            assert r.json() == {"delivered": 1}
+            assert (await new.recv_type("notify"))["data"] == "you"
+            await other.expect_silence(0.2)
+            await new.send({"type": "ping", "id": "alive"})
+            assert (await new.recv_type("pong"))["id"] == "alive"

@@ -217,7 +217,6 @@ async def test_integer_keys_publish_reaches_nobody(worker):
         assert (await c.recv_type("message"))["data"] == {"1": 2}
 
 
-@pytest.mark.xfail(strict=True, reason="lead fixes in WorkerCore")
 async def test_data_a_recipient_cannot_carry_is_refused_with_the_id(worker):
     """Bytes map keys are msgpack data a JSON consumer cannot receive: the
     publisher gets error bad_request with its id; the consumer gets nothing."""

@@ -467,9 +467,7 @@ class RegistryMachine(RuleBasedStateMachine):
             self.purge(wid)
             bump = True
         old = self.members.get(wid)
-        if old is None:
-            bump = True
-        elif (old["url"], old["capacity"], old["state"]) != (url, capacity, UP):
+        if old is None or (old["url"], old["capacity"], old["state"]) != (url, capacity, UP):
             bump = True
         self.members[wid] = {"url": url, "capacity": capacity, "state": UP, "last_seen": self.now}
         assert (info.id, info.url, info.capacity, info.state) == (wid, url, capacity, UP)
