@@ -14,11 +14,11 @@ import ipaddress
 
 import attrs
 
-from mc.settings import non_negative, readable_file, setting
+from mc.settings import ProcessSettings, non_negative, readable_file, setting
 
 
 @attrs.frozen(slots=True)
-class SecuritySettings:
+class SecuritySettings(ProcessSettings):
     jwt_secret: str = setting("", "HS256 secret: apps must present a JWT signed with it", secret=True)
     jwt_public_key: str = setting("", "PEM file (RS256/ES256): apps must present a JWT it verifies",
                                   validator=readable_file)

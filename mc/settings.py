@@ -233,6 +233,16 @@ def _from_toml(fields: Mapping[str, attrs.Attribute], path: str) -> dict[str, An
     return out
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@attrs.frozen(slots=True)
+class ProcessSettings:
+    """What every mc process has, whatever its role."""
+
+    log_level: str = setting("info", "log level", validator=one_of(*LOG_LEVELS))
+
+
 def shown(config: Any) -> dict[str, Any]:
     """The settings as a map, secrets masked (for logs, ``/v1/stats``, ``config check``)."""
     out: dict[str, Any] = {}

@@ -17,7 +17,7 @@ import httpx
 import trio
 
 from mc.runner import setup_logging, until_signalled
-from mc.worker.config import LOG_LEVELS
+from mc.settings import LOG_LEVELS, ProcessSettings
 
 log = logging.getLogger("mc.up")
 
@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=7100, help="master port; workers use the next N ports")
     p.add_argument("--host", default="127.0.0.1", help="address every process listens on")
     p.add_argument("--heartbeat", type=float, default=25.0, help="worker ping interval, seconds")
-    p.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS,
+    p.add_argument("--log-level", default=ProcessSettings().log_level, type=str.lower, choices=LOG_LEVELS,
                    help="log level of every process (default: %(default)s)")
     p.set_defaults(run=run)
 

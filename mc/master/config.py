@@ -5,8 +5,7 @@ from __future__ import annotations
 import attrs
 
 from mc.security import SecuritySettings
-from mc.settings import no_control_chars, non_negative, one_of, port_number, positive, setting
-from mc.worker.config import LOG_LEVELS
+from mc.settings import no_control_chars, non_negative, port_number, positive, setting
 
 
 @attrs.frozen(slots=True)
@@ -27,4 +26,3 @@ class MasterConfig(SecuritySettings):
                                          validator=non_negative)
     rebalance_after: float = setting(10.0, "seconds an imbalance must last before a worker sheds",
                                      validator=positive)
-    log_level: str = setting("info", "log level", validator=one_of(*LOG_LEVELS))

@@ -11,9 +11,7 @@ import socket
 import attrs
 
 from mc.security import SecuritySettings
-from mc.settings import no_control_chars, non_negative, one_of, port_number, positive, setting
-
-LOG_LEVELS = ("debug", "info", "warning", "error")
+from mc.settings import no_control_chars, non_negative, port_number, positive, setting
 
 
 @attrs.frozen(slots=True)
@@ -59,7 +57,6 @@ class WorkerConfig(SecuritySettings):
                                   validator=non_negative)
     notify_rate: float = setting(0.0, "notify per consumer connection per second, burst 2x (0: off)",
                                  validator=non_negative)
-    log_level: str = setting("info", "log level", validator=one_of(*LOG_LEVELS))
 
     def worker_id(self, bound_port: int) -> str:
         """The id this worker registers with: ``id``, else HOSTNAME:PORT (the bound port)."""
