@@ -126,6 +126,8 @@ class MasterState:
         of a crashed owner is then sent to a live worker at once instead of
         to the dead one, which would cost it a failed attempt and a backoff.
         """
+        if not self._lapsed:  # the common case: no link was lost lately
+            return
         with trio.move_on_after(self.config.dead_link_grace + 0.5):
             while True:
                 self.purge_lapsed()
