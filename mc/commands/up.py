@@ -1,8 +1,17 @@
 """``mc up``: an embedded local cluster (one master, N workers), each its own process.
 
 Started in order (master first, then workers once the master answers), stopped
-together on Ctrl-C or SIGTERM: every child gets SIGTERM, then SIGKILL after a
-grace period. Only the processes this command started are signalled, by PID.
+together on Ctrl-C or SIGTERM: workers first (they close their clients with
+4503), then the master; every child gets SIGTERM, then SIGKILL after a grace
+period. Only the processes this command started are signalled, by PID.
+
+Supervision: a worker that exits is started again on the same port with the
+same id (its clients reconnect to it or elsewhere), after 1 s, doubling up to
+30 s while it keeps dying, back to 1 s once it stayed up for 30 s. Every
+exit is logged with the worker's id, port and exit status. The master dying
+is fatal: ``mc up`` stops the workers and exits with status 1, because a
+master that crashed is a bug to look at, not something to hide behind
+restarts (and workers without a master cannot route chat or presence).
 """
 
 from __future__ import annotations
@@ -11,8 +20,10 @@ import argparse
 import functools
 import logging
 import os
+import signal
 import sys
 
+import attrs
 import httpx
 import trio
 
@@ -23,10 +34,22 @@ log = logging.getLogger("mc.up")
 
 STARTUP_TIMEOUT = 20.0
 STOP_GRACE = 5.0
+#: restart delays: the first, the cap, and how long a worker must stay up for the next to be the first again
+RESTART_FIRST = 1.0
+RESTART_MAX = 30.0
+RESTART_STABLE = 30.0
+#: a child that exits waits this long before mc up reacts: Ctrl-C in a terminal
+#: signals every process of the group at once, and mc up's own shutdown (which
+#: cancels the reaction) must win over "a worker died" or "the master died"
+SHUTDOWN_RACE = 0.25
+
+
+class MasterDied(Exception):
+    """The master exited: the cluster cannot go on."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("up", help="run a local cluster: a master and N workers")
+    p = sub.add_parser("up", help="run a local cluster: a master and N workers (restarted if they die)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="number of workers (default: CPUs)")
     p.add_argument("--port", type=int, default=7100, help="master port; workers use the next N ports")
@@ -37,71 +60,163 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-async def _wait_healthy(url: str, proc: trio.Process) -> None:
-    async with httpx.AsyncClient(timeout=0.5) as http:
-        with trio.fail_after(STARTUP_TIMEOUT):
-            while True:
-                if proc.returncode is not None:
-                    raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-                try:
-                    if (await http.get(f"{url}/healthz")).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                await trio.sleep(0.1)
+def exit_status(code: int) -> str:
+    """``-9 (SIGKILL)`` for a signal, else the exit code."""
+    if code < 0:
+        try:
+            return f"{code} ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"{code} (signal {-code})"
+    return str(code)
 
 
-async def _stop(procs: list[trio.Process]) -> None:
+def next_delay(delay: float, lived: float) -> float:
+    """The restart delay after the one of ``delay``, for a worker that stayed up ``lived`` s.
+
+    >>> [next_delay(d, 0.5) for d in (1.0, 16.0, 30.0)], next_delay(30.0, 31.0)
+    ([2.0, 30.0, 30.0], 1.0)
+    """
+    if lived >= RESTART_STABLE:
+        return RESTART_FIRST
+    return min(RESTART_MAX, delay * 2)
+
+
+@attrs.define
+class Child:
+    """One process of the cluster, as ``mc up`` starts (and restarts) it."""
+
+    name: str
+    args: list[str]
+    health: str  # its /healthz URL
+    proc: trio.Process | None = None
+    restarts: int = 0
+
+    async def start(self) -> trio.Process:
+        self.proc = await trio.lowlevel.open_process(self.args)
+        return self.proc
+
+    async def wait_healthy(self) -> None:
+        """Until ``/healthz`` answers 200; RuntimeError if the process exits or takes too long."""
+        proc = self.proc
+        assert proc is not None
+        async with httpx.AsyncClient(timeout=0.5) as http:
+            with trio.move_on_after(STARTUP_TIMEOUT):
+                while True:
+                    if proc.returncode is not None:
+                        raise RuntimeError(f"{self.name} exited with {exit_status(proc.returncode)}")
+                    try:
+                        if (await http.get(self.health)).status_code == 200:
+                            return
+                    except httpx.HTTPError:
+                        pass
+                    await trio.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not answer {self.health} within {STARTUP_TIMEOUT} s")
+
+
+async def _stop(children: list[Child]) -> None:
     """Workers first (they close their clients with 4503), then the master."""
-    for group in (procs[1:], procs[:1]):
-        for proc in group:
+    for group in (children[1:], children[:1]):
+        procs = [c.proc for c in group if c.proc is not None]
+        for proc in procs:
             if proc.returncode is None:
                 proc.terminate()
         with trio.move_on_after(STOP_GRACE):
-            for proc in group:
+            for proc in procs:
                 await proc.wait()
-        for proc in group:
+        for proc in procs:
             if proc.returncode is None:
                 proc.kill()
-                await proc.wait()
+                with trio.move_on_after(STOP_GRACE):
+                    await proc.wait()
+
+
+async def _supervise(worker: Child, port: int) -> None:
+    """Restart ``worker`` whenever it exits, with backoff; runs until cancelled."""
+    delay: float | None = None
+    while True:
+        proc = worker.proc
+        assert proc is not None
+        up_since = trio.current_time()
+        code = await proc.wait()
+        lived = trio.current_time() - up_since
+        delay = RESTART_FIRST if delay is None else next_delay(delay, lived)
+        await trio.sleep(SHUTDOWN_RACE)
+        log.error("%s (port %d) exited with %s; restarting in %.1f s",
+                  worker.name, port, exit_status(code), delay)
+        await trio.sleep(max(0.0, delay - SHUTDOWN_RACE))
+        worker.restarts += 1
+        await worker.start()
+        try:
+            await worker.wait_healthy()
+        except RuntimeError as exc:
+            log.error("%s did not come back: %s", worker.name, exc)
+            if worker.proc is not None and worker.proc.returncode is None:
+                worker.proc.kill()
+            continue
+        log.info("%s is back on port %d (restart %d)", worker.name, port, worker.restarts)
+
+
+async def _watch_master(master: Child) -> None:
+    proc = master.proc
+    assert proc is not None
+    code = await proc.wait()
+    await trio.sleep(SHUTDOWN_RACE)
+    log.error("the master exited with %s; stopping the cluster", exit_status(code))
+    raise MasterDied(exit_status(code))
 
 
 async def up(args: argparse.Namespace) -> None:
     base = [sys.executable, "-m", "mc.cli"]
     common = ["--host", args.host, "--log-level", args.log_level]
     master_url = f"http://{args.host}:{args.port}"
-    procs: list[trio.Process] = []
+    master = Child("master", [*base, "master", "--port", str(args.port), *common], f"{master_url}/healthz")
+    workers = [
+        Child(f"worker w{i}", [
+            *base, "worker", "--port", str(args.port + i), "--id", f"w{i}", "--master", master_url,
+            "--heartbeat", str(args.heartbeat), *common,
+        ], f"http://{args.host}:{args.port + i}/healthz")
+        for i in range(1, args.workers + 1)
+    ]
+    children = [master, *workers]
     try:
-        master = await trio.lowlevel.open_process([*base, "master", "--port", str(args.port), *common])
-        procs.append(master)
-        await _wait_healthy(master_url, master)
-        for i in range(1, args.workers + 1):
-            port = args.port + i
-            procs.append(await trio.lowlevel.open_process([
-                *base, "worker", "--port", str(port), "--id", f"w{i}", "--master", master_url,
-                "--heartbeat", str(args.heartbeat), *common,
-            ]))
-        for i, proc in enumerate(procs[1:], start=1):
-            await _wait_healthy(f"http://{args.host}:{args.port + i}", proc)
+        await master.start()
+        await master.wait_healthy()
+        for worker in workers:
+            await worker.start()
+        for worker in workers:
+            await worker.wait_healthy()
         print(f"mc is up: master {master_url}  (dashboard {master_url}/)", flush=True)
         for i in range(1, args.workers + 1):
             print(f"  worker w{i}: ws://{args.host}:{args.port + i}", flush=True)
-        print("Ctrl-C stops the cluster.", flush=True)
+        print("Workers that die are restarted; Ctrl-C stops the cluster.", flush=True)
         async with trio.open_nursery() as nursery:
-            for proc in procs:
-                nursery.start_soon(_watch, proc)
+            nursery.start_soon(_watch_master, master)
+            for i, worker in enumerate(workers, start=1):
+                nursery.start_soon(_supervise, worker, args.port + i)
     finally:
         with trio.CancelScope(shield=True):
-            await _stop(procs)
-
-
-async def _watch(proc: trio.Process) -> None:
-    code = await proc.wait()
-    args = list(proc.args) if isinstance(proc.args, (list, tuple)) else [proc.args]
-    log.error("%s exited with %s", " ".join(map(str, args[3:5])), code)
+            await _stop(children)
 
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
-    trio.run(until_signalled, functools.partial(up, args))
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per health poll
+    try:
+        trio.run(until_signalled, functools.partial(up, args))
+    except BaseExceptionGroup as group:
+        died = group.subgroup(MasterDied)
+        if died is None:
+            raise
+        print(f"mc up: the master exited with {_first(died)}; the cluster was stopped", file=sys.stderr)
+        return 1
+    except MasterDied as exc:
+        print(f"mc up: the master exited with {exc}; the cluster was stopped", file=sys.stderr)
+        return 1
     return 0
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc

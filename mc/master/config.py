@@ -13,6 +13,10 @@ class MasterConfig(SecuritySettings):
     host: str = setting("127.0.0.1", "address to listen on", validator=no_control_chars)
     port: int = setting(7100, "port to listen on", validator=port_number)
     lease: float = setting(5.0, "seconds a worker may stay silent before it is dead", validator=positive)
+    dead_link_grace: float = setting(
+        1.0, "seconds a worker whose control link closed without a leave (a crash) stays listed; "
+             "it is dead then unless it registered again (the lease still covers silent links)",
+        validator=non_negative)
     report_interval: float = setting(0.5, "seconds between a worker's heartbeats (told at registration)",
                                      validator=positive)
     long_poll: float = setting(30.0, "seconds GET /v1/workers?after=V waits at most", validator=positive)

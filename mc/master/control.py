@@ -86,8 +86,11 @@ async def control_endpoint(ws: WebSocket) -> None:
              trio.ClosedResourceError):
         pass
     finally:
-        if link is not None:
-            state.links.detach(link)
+        # A link that closed while current, without a leave (a crashed worker:
+        # its kernel closed the socket), makes the worker dead after a short
+        # grace instead of the whole lease, unless it registers again first.
+        if link is not None and state.links.detach(link):
+            state.link_lost(link.worker_id)
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:

@@ -63,9 +63,26 @@ def _redirect(base: str, path: str, raw_query: str) -> Response:
     return Response(status_code=307, headers={"Location": location})
 
 
+async def _settle(state: MasterState, conn: HTTPConnection) -> None:
+    """For a chat path: wait while the session's owner is suspect (its link just dropped).
+
+    **Decision:** a member re-opening a session whose owner crashed is held
+    here (at most the dead-link grace) until the master knows whether the
+    owner is back or dead, then sent to the right place, instead of being
+    redirected to a worker that is probably gone.
+    """
+    session = conn.path_params.get("session")
+    if isinstance(session, str):
+        await state.owner_settled(session)
+
+
 async def websocket_entry(ws: WebSocket) -> None:
-    await ws.send_denial_response(decide(ws.app.state.master, ws))
+    state = ws.app.state.master
+    await _settle(state, ws)
+    await ws.send_denial_response(decide(state, ws))
 
 
 async def http_entry(request: HTTPConnection) -> Response:
-    return decide(request.app.state.master, request)
+    state = request.app.state.master
+    await _settle(state, request)
+    return decide(state, request)

@@ -505,3 +505,26 @@ class Registry:
         del devices[device]
         if not devices:
             del self._devices[client]
+
+    # --------------------------------------------------------------- dead links
+
+    def lapse(self, worker_id: str, at: float) -> bool:
+        """Bring a member's lease expiry forward to ``at`` (never later than it was).
+
+        For a worker whose control link closed without an orderly leave (a
+        crashed process: the kernel closes its socket at once). It stays live
+        until ``at`` and is dead the instant after, exactly as if its last
+        heartbeat had been ``at - lease`` (so ``WorkerInfo.last_seen`` reads
+        that); a :meth:`register` or :meth:`heartbeat` before then renews the
+        lease as usual, which is how a worker that re-registers within the
+        grace keeps its sessions and presence. Nothing is purged here:
+        :meth:`expire` does it after ``at``. False (and nothing done) when
+        the worker is not a member, e.g. because it left in order.
+        """
+        member = self._members.get(worker_id)
+        if member is None:
+            return False
+        last_seen = at - self.lease
+        if last_seen < member.info.last_seen:
+            member.info = attrs.evolve(member.info, last_seen=last_seen)
+        return True

@@ -12,7 +12,9 @@ Decisions where PROTOCOL.md is silent (also in docs/protocol.md):
   wrong endpoint (``subscribe`` on ``/v1/app``) is a protocol violation (4000);
 * a frame with no ``type`` (or a non-string one) counts as an unknown type;
 * ``trace`` is a string of at most 128 characters, ``key`` and tags are names;
-* ``data`` is required (``null`` is a value) in publish, notify and send.
+* ``data`` is required (``null`` is a value) in publish, notify and send;
+* ``to`` is strict (PROTOCOL.md): unknown keys and ``device`` without
+  ``client`` are ``bad_request``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ MAX_ID = 64
 MAX_TRACE = 128
 MAX_TAGS = 32
 MAX_TOKEN = 4096
+#: the only keys a notify's ``to`` may carry
+TARGET_KEYS = frozenset({"client", "device", "tags"})
 
 
 def _bad(reason: str, rid: str | None) -> ProtocolError:
@@ -71,11 +75,22 @@ class Target:
 
     @classmethod
     def parse(cls, value: Any, rid: str | None = None) -> Target:
-        """Validate a ``to`` map (absent/``None``/``{}`` means everyone)."""
+        """Validate a ``to`` map (absent/``None``/``{}`` means everyone).
+
+        Strict (PROTOCOL.md): a key other than ``client``, ``device`` and
+        ``tags`` (a typo such as ``clinet``) or a ``device`` without a
+        ``client`` is ``bad_request``, so a typo can never become a broadcast.
+        A key set to ``null`` counts as absent, but an unknown key is refused
+        whatever its value.
+        """
         if value is None:
             return BROADCAST
         if type(value) is not dict:
             raise _bad("to must be an object", rid)
+        unknown = [k for k in value if k not in TARGET_KEYS]
+        if unknown:
+            names = ", ".join(repr(k)[:40] for k in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+            raise _bad(f"to: unknown key {names} (allowed: client, device, tags)", rid)
         client = value.get("client")
         device = value.get("device")
         tags = value.get("tags")
@@ -91,6 +106,8 @@ class Target:
             ):
                 raise _bad(f"to.tags must be a list of 1 to {MAX_TAGS} names", rid)
             tags = tuple(tags)
+        if device is not None and client is None:
+            raise _bad("to.device needs to.client (a device id means nothing without its client)", rid)
         return cls(client, device, tags)
 
 

@@ -5,6 +5,8 @@ Each test runs its own cluster (master ``--lease 2``) because it kills processes
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import httpx
@@ -280,3 +282,49 @@ async def test_stopped_worker_leaves_at_once_and_its_clients_reconnect_elsewhere
             # reopening through the master lands on the survivor
             async with follow(ws_base(master), f"/v1/chat/{session}", client=unique("b")) as again:
                 assert again.welcome["worker"] == sid
+
+
+async def test_crashed_worker_leaves_after_the_grace_a_silent_one_after_the_lease():
+    """kill -9 closes the worker's control link at once: gone from /v1/workers after the
+    dead-link grace (1 s). SIGSTOP keeps the link open but silent: listed until the lease."""
+    lease = 3.0
+    with cluster(3, lease=lease) as (master, (crashed, frozen, healthy)):
+        cid, fid, hid = worker_id(crashed), worker_id(frozen), worker_id(healthy)
+        session = unique("crash")
+        async with http_client() as http, \
+                follow(crashed.url, f"/v1/chat/{session}", client=unique("m")):
+            await get_json(http, f"{master.http}/v1/sessions/{session}")
+
+            async def listed() -> list[str]:
+                body = await get_json(http, f"{master.http}/v1/workers")
+                return sorted(w["id"] for w in body["workers"])
+
+            os.kill(frozen.pid, signal.SIGSTOP)
+            try:
+                stopped = killed = time.monotonic()
+                await trio.to_thread.run_sync(crashed.kill9)
+                await wait_for(lambda: _without(listed, cid), timeout=5, interval=0.01,
+                               what=f"{cid} dropped")
+                dropped = time.monotonic() - killed
+                print(f"\n[liveness] kill -9'd worker left /v1/workers {dropped:.2f}s after the kill "
+                      f"(grace 1.0s, lease {lease}s)")
+                assert dropped <= 1.5, dropped
+                # its session went with it, and nobody is sent there
+                await get_json(http, f"{master.http}/v1/sessions/{session}", status=404)
+                for _ in range(4):
+                    assert (await get_json(http, f"{master.http}/v1/assign?client=x"))["worker"] != cid
+                # the silent one is still listed past the grace, and leaves at its lease
+                assert await listed() == sorted([fid, hid])
+                await wait_for(lambda: _without(listed, fid), timeout=lease + 3, interval=0.02,
+                               what=f"{fid} dropped")
+                silent = time.monotonic() - stopped
+                print(f"[liveness] SIGSTOP'd worker (link open) left after {silent:.2f}s")
+                assert silent >= lease - 0.6, silent  # its last heartbeat was <= 0.5 s before the stop
+            finally:
+                os.kill(frozen.pid, signal.SIGCONT)
+            # woken up, it finds the master forgot it and registers again
+            await wait_registered(http, master, [fid, hid])
+
+
+async def _without(listed, wid: str) -> bool:
+    return wid not in await listed()

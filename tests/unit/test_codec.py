@@ -109,7 +109,7 @@ targets = st.builds(
     client=st.none() | short_names,
     device=st.none() | short_names,
     tags=st.none() | st.lists(short_names, min_size=1, max_size=MAX_TAGS).map(tuple),
-)
+).filter(lambda t: t.device is None or t.client is not None)  # strict `to`: no device alone
 
 
 def client_frames(data: st.SearchStrategy[Any]) -> st.SearchStrategy[tuple[Any, dict]]:
@@ -183,7 +183,7 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, float):
         return a == b and math.copysign(1, a) == math.copysign(1, b)
     if isinstance(a, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
     return a == b
@@ -278,7 +278,6 @@ def test_target_forms_roundtrip() -> None:
         Target(tags=("driver", "rider")),
         Target(client="alice", tags=("driver",)),
         Target(client="alice", device="phone", tags=("a", "b")),
-        Target(device="phone"),
     ]
     for codec in (JSON, MSGPACK):
         for target in forms:
@@ -451,7 +450,8 @@ TYPES = ["ping", "pong", "publish", "subscribe", "unsubscribe", "pause", "resume
          "send", "welcome", "ack", "error", "message", "chat", "joined", "left", "nope"]
 any_value = st.recursive(
     st.none() | st.booleans() | ints | st.floats() | st.text(max_size=10) | st.binary(max_size=5),
-    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=4), c, max_size=3),
+    lambda c: st.lists(c, max_size=3)
+    | st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=4), c, max_size=3),
     max_leaves=8,
 )
 
@@ -703,14 +703,42 @@ def test_bad_to(to: Any) -> None:
     bad({"type": "notify", "to": to, "data": 1, "id": "r4"}, CONSUMER_FRAMES, rid="r4")
 
 
-@pytest.mark.xfail(strict=True, reason="mc/protocol/frames.py Target.parse accepts these today "
-                   "(a typo becomes a broadcast); fix there, then drop the mark and "
-                   "Target(device=...) from test_target_forms_roundtrip")
-@pytest.mark.parametrize("to", [{"clinet": "alice"}, {"device": "phone"}, {"tag": ["x"]}], ids=repr)
-def test_to_is_strict(to: Any) -> None:
-    """PROTOCOL.md: a key other than client, device, tags, or device without client,
-    is bad_request and reaches nobody: a typo must never turn into a broadcast."""
-    bad({"type": "notify", "to": to, "data": 1, "id": "r4"}, CONSUMER_FRAMES, rid="r4")
+# Strict `to` (PROTOCOL.md): a typo must never turn into a broadcast.
+STRICT_TO = [
+    {"clinet": "alice"}, {"clients": "alice"}, {"Client": "alice"}, {"tag": ["driver"]},
+    {"client": "alice", "devcie": "phone"}, {"client": "alice", "extra": None},
+    {"clinet": None}, {"": 1}, {"device": "phone"}, {"device": "phone", "tags": ["driver"]},
+    {"device": "phone", "client": None},
+]
+
+
+@pytest.mark.parametrize("to", STRICT_TO, ids=repr)
+@pytest.mark.parametrize("codec", [JSON, MSGPACK], ids=["json", "msgpack"])
+def test_strict_to_is_bad_request(to: Any, codec: Any) -> None:
+    wire = codec.encode({"type": "notify", "to": to, "data": 1, "id": "r5"})
+    exc = bad(codec.decode(wire), CONSUMER_FRAMES, rid="r5")
+    assert "to" in exc.reason
+    with pytest.raises(ProtocolError) as direct:
+        Target.parse(to)
+    assert direct.value.code == ErrorCode.BAD_REQUEST
+
+
+def test_strict_to_names_the_unknown_key() -> None:
+    with pytest.raises(ProtocolError) as exc:
+        Target.parse({"clinet": "alice"})
+    assert "'clinet'" in exc.value.reason and "client, device, tags" in exc.value.reason
+    with pytest.raises(ProtocolError) as exc:
+        Target.parse({"device": "phone"})
+    assert "to.client" in exc.value.reason
+    with pytest.raises(ProtocolError) as exc:
+        Target.parse({1: "x"})  # msgpack maps may have non-string keys
+    assert "unknown key 1" in exc.value.reason
+
+
+def test_strict_to_accepts_every_valid_form() -> None:
+    assert Target.parse({"client": "a", "device": "d", "tags": ["t"]}) == Target("a", "d", ("t",))
+    assert Target.parse({"client": "a", "device": None}) == Target("a")
+    assert Target.parse({"client": None, "device": None, "tags": None}) == BROADCAST
 
 
 def test_to_tag_limit() -> None:
