@@ -20,7 +20,7 @@
 // 30 s before the current one's `exp`.
 
 /** Close codes after which the client stops for good (PROTOCOL.md "Closing"). */
-export const STOP_CODES = new Set([1000, 1002, 1003, 1007, 1008, 1009, 1010, 4000, 4001, 4009]);
+export const STOP_CODES = new Set([1000, 1002, 1007, 1009, 4000, 4001, 4009]);
 /** At most this many `redirect` frames are followed for one connection. */
 export const MAX_HOPS = 5;
 /** Seconds before a token's `exp` that a `refresh` is sent. */

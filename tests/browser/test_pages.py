@@ -7,6 +7,7 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +22,9 @@ from tests.procs import Proc, master_proc
 from .conftest import PageServer, SdkThread, mc_page
 
 pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples/chat.html"
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +113,30 @@ def test_chat_page_follows_a_redirect_and_talks_to_the_python_sdk(
     page.wait_for_function("window.members.length === 1")
     assert page.evaluate("window.members") == ["web"]
     page.evaluate("chat.close()")
+    assert page.errors == []
+
+
+def test_readme_chat_page(
+    two: tuple[Proc, list[Proc]], page: Any, pages: PageServer, sdk: SdkThread,
+) -> None:
+    """examples/chat.html, the page the README shows, with a Python SDK member."""
+    html = EXAMPLE.read_text()
+    assert html in (ROOT / "README.md").read_text(), "the README shows examples/chat.html verbatim"
+    master, _ = two
+    room = unique("readme")
+    py_events: queue.Queue[Any] = queue.Queue()
+    chat, leave = sdk.start(chat_member, master.http, room, "py", py_events)
+    page.goto(f"{pages.add('/chat.html', html)}?master={master.http}&room={room}&name=web")
+    page.wait_for_function("document.getElementById('members').textContent === 'here: py, web'")
+    sdk.run(chat.send, "hi page")
+    page.wait_for_selector("#log li:text-is('py: hi page')")
+    page.fill("#text", "hi python")
+    page.press("#text", "Enter")
+    message = next_event(py_events, mc.ChatMessage)
+    assert (message.sender, message.data) == ("web", "hi python")
+    page.wait_for_selector("#log li:text-is('web: hi python')")
+    sdk.run_sync(leave.set)
+    page.wait_for_function("document.getElementById('members').textContent === 'here: web'")
     assert page.errors == []
 
 

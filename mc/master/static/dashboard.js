@@ -89,6 +89,7 @@ function drawChart(canvas, series, legendEl) {
     const n = s.values.length;
     if (!n) continue;
     ctx.strokeStyle = s.color; ctx.lineWidth = 1.6;
+    ctx.setLineDash(s.dash || []);
     ctx.beginPath();
     s.values.forEach((v, i) => {
       const x = left + w - (w * (n - 1 - i)) / (HISTORY_SECONDS - 1);
@@ -97,6 +98,7 @@ function drawChart(canvas, series, legendEl) {
     });
     ctx.stroke();
   }
+  ctx.setLineDash([]);
   if (legendEl) {
     legendEl.replaceChildren(...series.map((s) => {
       const span = document.createElement("span");
@@ -137,7 +139,7 @@ function drawCharts() {
   ], $("legend-connections"));
   drawChart($("chart-messages"), [
     { label: "in", color: COLORS[0], values: samples.map((s) => s.msgs_in_per_s) },
-    { label: "out", color: COLORS[1], values: samples.map((s) => s.msgs_out_per_s) },
+    { label: "out", color: COLORS[1], dash: [5, 3], values: samples.map((s) => s.msgs_out_per_s) },
   ], $("legend-messages"));
   for (const canvas of document.querySelectorAll("canvas.spark")) {
     const id = canvas.dataset.worker;
