@@ -251,7 +251,7 @@ def snapshot(state: MasterState, history: History) -> dict[str, Any]:
         w["uptime_s"] = uptimes.get(w["id"], 0.0)
     return {
         "version": state.registry.version,
-        "keys": False,  # API keys (the security issue): the dashboard shows its login when True
+        "keys": bool(state.config.api_keys),  # the dashboard shows its login box when True
         **stats,
         "sample": latest.to_json() if latest is not None else None,
     }

@@ -93,3 +93,22 @@ def test_dashboard_is_live_charts_move_and_drain_works(page: Any, sdk: SdkThread
         page.click(f"#workers button.undrain[data-worker='{target}']")
         assert wait_state(http, target, {"up"}) == "up"
         assert page.errors == []
+
+
+def test_dashboard_asks_for_the_api_key_when_keys_are_on(page: Any) -> None:
+    key = "dash-key-1"
+    with cluster(1, master_extra=("--api-keys", key)) as (master, workers), \
+            httpx.Client(base_url=master.http, timeout=5) as http:
+        page.goto(f"{master.http}/")
+        page.wait_for_selector("#login", state="visible")
+        assert page.evaluate("window.mcDashboard.events") == 0  # /v1/events is 401 without the key
+        page.fill("#api-key", key)
+        page.click("#login button[type=submit]")
+        page.wait_for_function("window.mcDashboard.events >= 1")
+        page.wait_for_selector("#workers tbody tr")
+        assert page.evaluate("sessionStorage.getItem('mc.apiKey')") == key
+        assert key not in page.url
+        wid = worker_id(workers[0])
+        page.click(f"#workers button.drain[data-worker='{wid}']")  # a POST with the key
+        assert wait_state(http, wid, {"draining", "drained"})
+        assert page.errors == []

@@ -15,6 +15,7 @@ import pytest
 import trio
 
 import mc
+from mc.tokens import mint
 from tests.integration.cluster import SETTLE, cluster, wait_registered_sync, worker_for, worker_id
 from tests.integration.wsclient import unique
 from tests.procs import Proc, master_proc
@@ -237,3 +238,26 @@ def test_page_outside_allowed_origins_is_refused(browser: Any, pages: PageServer
         other.close()
         worker.stop()
         master.stop()
+
+
+def test_app_page_refreshes_its_token_before_exp(page: Any, pages: PageServer) -> None:
+    secret = "browser-test-secret-of-32-bytes-at-least"
+    with cluster(1, worker_extra=("--jwt-secret", secret)) as (master, _):
+        # the first token expires in 33 s: the client refreshes 30 s before, so after ~3 s
+        tokens = [mint(secret, "web-jwt", 33), mint(secret, "web-jwt", 600)]
+        open_page(page, pages, master)
+        page.evaluate("""async ([url, tokens]) => {
+            window.tokens = tokens.slice();
+            const tokenProvider = () => window.tokens.shift();
+            window.app = await mc.connectApp(url, { client: "web-jwt", tokenProvider });
+            window.app.on("error", (e) => window.got.push(["error", e.code]));
+        }""", [master.http, tokens])
+        page.wait_for_function(f"window.app._token === {tokens[1]!r}", timeout=15_000)
+        assert page.evaluate("window.app.connected") is True
+        assert page.evaluate("window.got") == []
+        # without a token the worker refuses the app: 401 reaches the page as an error
+        err = page.evaluate("""async (url) => {
+            try { await mc.connectApp(url, { client: "web-jwt" }); return "connected"; }
+            catch (e) { return [e.code, e.status, e.closeCode]; }
+        }""", master.http)
+        assert err == ["unauthorized", 401, 4401]

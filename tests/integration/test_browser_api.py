@@ -202,3 +202,28 @@ async def test_stats_history_sessions_and_events(two: tuple[Proc, list[Proc]]) -
         snap = orjson.loads(data[5:])
         assert {w["id"] for w in snap["workers"]} == {worker_id(wa), worker_id(wb)}
         assert snap["keys"] is False and "uptime_s" in snap["workers"][0]
+
+
+async def test_new_routes_need_the_api_key_and_401s_carry_cors() -> None:
+    key = "k-browser-api"
+    with running(master_proc("--api-keys", key, "--allowed-origins", GOOD)) as (master,):
+        m = master.http
+        async with http_client() as http:
+            for path in ("/v1/events", "/v1/sessions", "/v1/stats/history"):
+                r = await http.get(f"{m}{path}", headers={"Origin": GOOD})
+                assert r.status_code == 401, path
+                assert r.headers["access-control-allow-origin"] == GOOD  # the page can read the 401
+            auth = {"Authorization": f"Bearer {key}"}
+            assert (await http.get(f"{m}/v1/sessions", headers=auth)).status_code == 200
+            assert (await http.get(f"{m}/v1/stats/history?seconds=1", headers=auth)).status_code == 200
+            with trio.fail_after(TIMEOUT):
+                async with http.stream("GET", f"{m}/v1/events", headers=auth) as stream:
+                    assert stream.status_code == 200
+                    buf = ""
+                    async for chunk in stream.aiter_text():
+                        buf += chunk
+                        if "data:" in buf and buf.endswith("\n\n"):
+                            break
+                    assert '"keys":true' in buf
+            for path in ("/mc.js", "/", "/static/dashboard.js"):  # the page and the client stay open
+                assert (await http.get(f"{m}{path}")).status_code == 200

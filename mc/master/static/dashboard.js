@@ -48,6 +48,8 @@ $("login").addEventListener("submit", (ev) => {
   if (key) sessionStorage.setItem(KEY_STORE, key);
   $("api-key").value = "";
   showLogin(true);
+  say("");
+  loadHistory();
   restartEvents();
 });
 $("logout").addEventListener("click", () => { sessionStorage.removeItem(KEY_STORE); showLogin(true); });
@@ -297,7 +299,10 @@ async function readEvents(signal) {
   const key = apiKey();
   if (key) headers.Authorization = `Bearer ${key}`;
   const r = await fetch("/v1/events", { headers, signal, cache: "no-store" });
-  if (r.status === 401) { showLogin(true); throw new Error("an API key is needed"); }
+  if (r.status === 401) {
+    showLogin(true);
+    throw new Error(apiKey() ? "the API key was refused" : "this master needs an API key: log in");
+  }
   if (!r.ok || !r.body) throw new Error(`HTTP ${r.status}`);
   $("live").textContent = "live"; $("live").className = "pill on";
   const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
