@@ -14,7 +14,7 @@ import ipaddress
 
 import attrs
 
-from mc.settings import ProcessSettings, non_negative, readable_file, setting
+from mc.settings import ProcessSettings, no_control_chars, non_negative, readable_file, setting
 
 
 @attrs.frozen(slots=True)
@@ -28,6 +28,9 @@ class SecuritySettings(ProcessSettings):
     handshake_rate: float = setting(0.0, "handshakes per remote IP per second, burst 2x (0: off); 429",
                                     validator=non_negative)
     insecure: bool = setting(False, "allow a non-loopback address without a cluster key")
+    allowed_origins: tuple[str, ...] = setting(
+        (), "origins whose pages may use the API and connect (a list; * = any); set: another Origin is 403",
+        validator=no_control_chars)
 
     def exposure_problem(self, host: str) -> str | None:
         """Why this process must not start on ``host`` as configured, or None."""

@@ -8,15 +8,13 @@ runs in the same nursery as Hypercorn, so a signal stops everything in order.
 from __future__ import annotations
 
 import logging
-from importlib import resources
+import time
 
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from mc.protocol.control import CONTROL_PATH
@@ -27,23 +25,27 @@ from .config import MasterConfig
 from .control import control_endpoint
 from .entry import http_entry, websocket_entry
 from .guard import Guard
+from .history import History
 from .metrics import metrics_endpoint
+from .origins import OriginMiddleware
 from .state import MasterState
 
 log = logging.getLogger("mc.master")
 
-_DASHBOARD = resources.files("mc.master").joinpath("static/dashboard.html").read_text("utf-8")
 HTTP_READ_TIMEOUT = 10
 _ENTRY_PATHS = ("/v1/app", "/v1/consumer", "/v1/chat/{session}")
+#: the dashboard (plain HTML, JS and CSS: nothing is fetched from elsewhere) and the JS client
+_STATIC = {
+    "/": api.static_file("dashboard.html", "text/html; charset=utf-8"),
+    "/static/dashboard.js": api.static_file("dashboard.js", "text/javascript; charset=utf-8"),
+    "/static/dashboard.css": api.static_file("dashboard.css", "text/css; charset=utf-8"),
+    "/mc.js": api.static_file("mc.js", "text/javascript; charset=utf-8"),
+}
 
 
-async def dashboard(request: Request) -> Response:
-    return HTMLResponse(_DASHBOARD)
-
-
-def build_app(state: MasterState) -> Starlette:
+def build_app(state: MasterState, history: History | None = None) -> Starlette:
     routes = [
-        Route("/", dashboard),
+        *(Route(path, endpoint) for path, endpoint in _STATIC.items()),
         Route("/healthz", api.healthz),
         Route("/metrics", metrics_endpoint(state)),
         Route("/v1/assign", api.assign),
@@ -54,15 +56,33 @@ def build_app(state: MasterState) -> Starlette:
         Route("/v1/sessions/{session}", api.session),
         Route("/v1/clients/{client}", api.client),
         Route("/v1/notify", api.notify, methods=["POST"]),
+        Route("/v1/sessions", api.sessions),
         Route("/v1/stats", api.stats),
+        Route("/v1/stats/history", api.stats_history),
+        Route("/v1/events", api.events),
         WebSocketRoute(CONTROL_PATH, control_endpoint),
     ]
     for path in _ENTRY_PATHS:
         routes.append(WebSocketRoute(path, websocket_entry))
         routes.append(Route(path, http_entry))
-    app = Starlette(routes=routes, middleware=[Middleware(Guard, keys=lambda: state.config.api_keys)])
+    app = Starlette(routes=routes, middleware=[
+        # outermost: preflights and 403 for foreign origins first, CORS headers on every answer
+        Middleware(OriginMiddleware, allowed=lambda: state.config.allowed_origins),
+        Middleware(Guard, keys=lambda: state.config.api_keys),
+    ])
     app.state.master = state
+    app.state.history = history if history is not None else History()
     return app
+
+
+async def sample_loop(state: MasterState, history: History) -> None:
+    """Once a second, the cluster's and each live worker's figures into ``history``."""
+    while True:
+        state.purge_lapsed()
+        totals = state.registry.totals(state.now())
+        history.add(time.time_ns() // 1_000_000, totals.metrics,
+                    [(w.id, w.metrics) for w in state.live_workers()])
+        await trio.sleep(1.0)
 
 
 def hypercorn_config(config: MasterConfig) -> HypercornConfig:
@@ -87,7 +107,9 @@ async def serve_master(
     """Serve the master until cancelled."""
     state = MasterState(config, reloader)
     async with trio.open_nursery() as nursery:
+        history = History()
         nursery.start_soon(state.expire_loop)
-        await nursery.start(hypercorn_serve, build_app(state), hypercorn_config(config))
+        nursery.start_soon(sample_loop, state, history)
+        await nursery.start(hypercorn_serve, build_app(state, history), hypercorn_config(config))
         log.info("master listening on http://%s:%d", config.host, config.port)
         task_status.started()

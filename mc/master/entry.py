@@ -7,19 +7,27 @@ claims it; ``mode=join`` with no owner is ``404``). The identity is validated
 here first, so a bad handshake gets the same ``400`` as on a worker. Plain
 HTTP GETs of these paths are answered the same way, which lets tools without
 WebSocket support discover where to connect.
+
+A handshake with ``browser=1`` gets the same answer in frames instead
+(PROTOCOL.md "Browsers"; mc.worker.browser): accepted, one ``redirect`` or
+``error`` frame, then close 4307 or 4000 + status. A handshake whose
+``Origin`` is not allowed (mc.master.origins) is ``403``.
 """
 
 from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
+import orjson
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 
 from mc.identify import APP, CHAT, CONSUMER, Refusal, identify
-from mc.protocol import ErrorCode
+from mc.protocol import ErrorCode, negotiate
+from mc.worker.browser import FRAMED_STATUSES, frame_of, wants_frames
 
+from .origins import refused
 from .state import MasterState
 
 RETRY_AFTER = "1"
@@ -76,13 +84,39 @@ async def _settle(state: MasterState, conn: HTTPConnection) -> None:
         await state.owner_settled(session)
 
 
+def origin_refusal(conn: HTTPConnection) -> Response | None:
+    """403 for a handshake whose Origin ``allowed_origins`` does not list."""
+    origin = conn.headers.get("origin")
+    allowed = conn.app.state.master.config.allowed_origins
+    if origin is not None and refused(origin, conn.headers, conn.url.scheme, allowed):
+        return error(403, ErrorCode.FORBIDDEN, f"origin {origin[:200]!r} is not allowed")
+    return None
+
+
+async def _answer(conn: HTTPConnection) -> Response:
+    refusal = origin_refusal(conn)
+    if refusal is not None:
+        return refusal
+    state = conn.app.state.master
+    await _settle(state, conn)
+    return decide(state, conn)
+
+
 async def websocket_entry(ws: WebSocket) -> None:
-    state = ws.app.state.master
-    await _settle(state, ws)
-    await ws.send_denial_response(decide(state, ws))
+    answer = await _answer(ws)
+    codec = negotiate(ws.scope.get("subprotocols") or [])
+    if not wants_frames(ws.query_params) or answer.status_code not in FRAMED_STATUSES or codec is None:
+        await ws.send_denial_response(answer)
+        return
+    body = orjson.loads(answer.body) if answer.body else {}
+    frame, code = frame_of(answer.status_code, body, answer.headers)
+    await ws.accept(subprotocol=codec.name if ws.scope.get("subprotocols") else None)
+    if codec.binary:
+        await ws.send_bytes(codec.encode(frame))
+    else:
+        await ws.send_text(codec.encode(frame).decode())
+    await ws.close(code, str(frame.get("code", "redirect"))[:100])
 
 
 async def http_entry(request: HTTPConnection) -> Response:
-    state = request.app.state.master
-    await _settle(state, request)
-    return decide(state, request)
+    return await _answer(request)

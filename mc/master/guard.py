@@ -24,7 +24,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mc.security import bearer, key_matches
 
-PROTECTED_GETS = ("/v1/stats", "/v1/clients/", "/v1/sessions/")
+#: prefixes: ``/v1/stats`` covers ``/v1/stats/history``, ``/v1/sessions`` the listing too;
+#: ``/v1/events`` pushes the same figures as ``/v1/stats``
+PROTECTED_GETS = ("/v1/stats", "/v1/clients/", "/v1/sessions", "/v1/events")
 
 
 def needs_key(method: str, path: str) -> bool:

@@ -34,6 +34,7 @@ learns again what the cluster holds.
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
@@ -319,6 +320,10 @@ class Registry:
     def lookup_session(self, session: str) -> SessionInfo | None:
         """The session's owner and member count, or None when nobody owns it. O(1)."""
         return self._sessions.get(session)
+
+    def sessions(self, limit: int) -> tuple[int, list[SessionInfo]]:
+        """How many sessions are owned, and at most ``limit`` of them. O(limit)."""
+        return len(self._sessions), list(itertools.islice(self._sessions.values(), max(limit, 0)))
 
     def release_session(self, session: str, worker_id: str) -> bool:
         """Forget a session that ended on its owner; False (and nothing done) for anyone else."""

@@ -251,6 +251,9 @@ class WorkerCore:
         if req.refusal is not None:
             return refuse(req.refusal.status, ErrorCode.BAD_REQUEST, req.refusal.reason,
                           req.refusal.headers)
+        origin, allowed = req.headers.get("origin"), self.config.allowed_origins
+        if origin is not None and allowed and origin not in allowed and "*" not in allowed:
+            return refuse(403, ErrorCode.FORBIDDEN, f"origin {origin[:200]!r} is not allowed")
         if self.draining:
             return unavailable("worker is draining")
         if len(self.connections) >= self.config.max_connections:

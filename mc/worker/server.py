@@ -24,6 +24,7 @@ from mc.tokens import TokenVerifier
 from mc.websocket import HandshakeError, HandshakeReader, HandshakeRequest, accept_response
 
 from .answers import Locate, Respond
+from .browser import browser_answer
 from .config import WorkerConfig
 from .connection import Connection
 from .core import Sink, WorkerCore
@@ -168,7 +169,11 @@ class Worker:
                 outcome = await self.link.locate(answer.session, answer.create)
                 answer = core.located(answer, outcome, trio.current_time())
             if isinstance(answer, Respond):
-                _send_nowait(sock, answer.response())
+                framed = browser_answer(request, answer)
+                _send_nowait(sock, answer.response() if framed is None else framed)
+                if framed is not None:  # let the close frame reach the page before the FIN
+                    with trio.move_on_after(self.config.close_timeout):
+                        await trio.lowlevel.wait_readable(sock)
                 return
             _send_nowait(sock, accept_response(request, answer.subprotocol))
             conn = core.open(answer, trio.current_time(), functools.partial(Connection, sock))

@@ -88,10 +88,11 @@ def wait_registered_sync(master: Proc, ids: list[str], timeout: float = SETTLE) 
 
 @contextmanager
 def cluster(
-    workers: int = 2, *, lease: float = LEASE, worker_extra: tuple[str, ...] = ()
+    workers: int = 2, *, lease: float = LEASE, worker_extra: tuple[str, ...] = (),
+    master_extra: tuple[str, ...] = (),
 ) -> Iterator[tuple[Proc, list[Proc]]]:
     """A started master (``--lease``) and ``workers`` registered workers; all stopped afterwards."""
-    master = master_proc(*master_args(lease))
+    master = master_proc(*master_args(lease), *master_extra)
     procs = [worker_for(master, *worker_extra) for _ in range(workers)]
     master.start()
     try:
