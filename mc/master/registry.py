@@ -249,11 +249,16 @@ class Registry:
         return True
 
     def set_drained(self, worker_id: str) -> bool:
-        """A draining member closed its last connection. False if unknown or not draining."""
+        """A draining member closed its last connection. False if unknown or not draining.
+
+        Its connection count is 0 from now on, whatever its last heartbeat said
+        (taken while it was still closing them), so an undrain balances at once.
+        """
         member = self._members.get(worker_id)
         if member is None or member.info.state == UP:
             return False
         self._set_state(member, DRAINED)
+        member.info = attrs.evolve(member.info, metrics=attrs.evolve(member.info.metrics, connections=0))
         return True
 
     def set_up(self, worker_id: str) -> bool:
