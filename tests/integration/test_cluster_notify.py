@@ -25,7 +25,8 @@ async def fleet(master, wa, wb):
     driver, rider = unique("driver"), unique("rider")
     async with AsyncExitStack() as stack, http_client() as http:
         apps = {
-            "x": await stack.enter_async_context(connect(wa.url, "/v1/app", client=x, device="d1", tags=driver)),
+            "x": await stack.enter_async_context(
+                connect(wa.url, "/v1/app", client=x, device="d1", tags=driver)),
             "z": await stack.enter_async_context(connect(wa.url, "/v1/app", client=z)),
             "y-phone": await stack.enter_async_context(
                 connect(wb.url, "/v1/app", client=y, device="phone", tags=f"{driver},other")),
@@ -66,7 +67,7 @@ def cases(names):
 
 async def test_consumer_notifies_apps_on_every_worker(two):
     master, (wa, wb) = two
-    async with fleet(master, wa, wb) as (apps, names, http), \
+    async with fleet(master, wa, wb) as (apps, names, _http), \
             connect(wa.url, "/v1/consumer", name=unique("svc")) as consumer:
         for i, (to, selected) in enumerate(cases(names)):
             rid = unique(f"n{i}")

@@ -183,7 +183,7 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, float):
         return a == b and math.copysign(1, a) == math.copysign(1, b)
     if isinstance(a, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
     return a == b
@@ -451,7 +451,8 @@ TYPES = ["ping", "pong", "publish", "subscribe", "unsubscribe", "pause", "resume
          "send", "welcome", "ack", "error", "message", "chat", "joined", "left", "nope"]
 any_value = st.recursive(
     st.none() | st.booleans() | ints | st.floats() | st.text(max_size=10) | st.binary(max_size=5),
-    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=4), c, max_size=3),
+    lambda c: st.lists(c, max_size=3)
+    | st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=4), c, max_size=3),
     max_leaves=8,
 )
 
