@@ -885,6 +885,10 @@ def test_rate_limits_answer_rate_limited_with_the_id() -> None:
     send(core, app, {"type": "publish", "topic": "t", "data": 1, "id": "later"}, 0.5)  # refilled 1
     assert sink.got(app)[-1]["type"] == "ack"
     assert core.stats.rate_limited == 1
+    for i in range(5):  # idle for long: the bucket is full again, but holds only the burst
+        send(core, app, {"type": "publish", "topic": "t", "data": 1, "id": f"b{i}"}, 60.0)
+    assert [f["type"] for f in sink.got(app)] == ["ack"] * 4 + ["error"]
+    assert core.stats.rate_limited == 2
     core2, _ = make_core(handshake_rate=1.0)
     answers = [core2.handshake(request("/v1/app?client=x"), 0.0, "10.0.0.2") for _ in range(3)]
     assert [isinstance(a, Accept) for a in answers] == [True, True, False]
