@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from mc import logs
 from mc.security import SecuritySettings
 from mc.settings import SettingsError
 
@@ -38,11 +39,11 @@ class Reloader:
         try:
             config = self._load()
         except SettingsError as exc:
-            log.error("reload failed, keeping the running settings: %s", exc)
+            log.error("reload failed, keeping the running settings: %s", exc, extra={"reason": str(exc)})
             return str(exc)
         if self.apply is not None:
             self.apply(config)
-        log.info("settings reloaded")
+        log.info("settings reloaded", extra={"step": "reload"})
         return None
 
 
@@ -67,7 +68,8 @@ async def until_signalled(service: Callable[[], Awaitable[object]], reloader: Re
 
 
 def run_service(
-    load: Callable[[], C], service: Callable[[C, Reloader], Callable[[], Awaitable[Any]]]
+    load: Callable[[], C], service: Callable[[C, Reloader], Callable[[], Awaitable[Any]]],
+    process: str = "mc",
 ) -> int:
     """Load the settings, then serve until signalled.
 
@@ -85,7 +87,7 @@ def run_service(
         print(f"mc: {problem}", file=sys.stderr)
         return 2
     level = getattr(config, "log_level", "info")
-    setup_logging(level)
+    setup_logging(level, getattr(config, "log_format", "text"), process)
     try:
         reloader = Reloader(load)
         trio.run(until_signalled, service(config, reloader), reloader)
@@ -106,8 +108,6 @@ def _os_error(exc: BaseException) -> OSError | None:
     return exc if isinstance(exc, OSError) else None
 
 
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def setup_logging(level: str = "INFO", fmt: str = "text", process: str | None = None) -> None:
+    """Text or JSON lines naming the process (mc/logs.py)."""
+    logs.setup(level, fmt, process)

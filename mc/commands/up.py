@@ -17,7 +17,7 @@ import httpx
 import trio
 
 from mc.runner import setup_logging, until_signalled
-from mc.worker.config import LOG_LEVELS
+from mc.worker.config import LOG_FORMATS, LOG_LEVELS
 
 log = logging.getLogger("mc.up")
 
@@ -28,12 +28,17 @@ STOP_GRACE = 5.0
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="run a local cluster: a master and N workers")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="number of workers (default: CPUs)")
-    p.add_argument("--port", type=int, default=7100, help="master port; workers use the next N ports")
-    p.add_argument("--host", default="127.0.0.1", help="address every process listens on")
-    p.add_argument("--heartbeat", type=float, default=25.0, help="worker ping interval, seconds")
+                   help="number of workers (default: CPUs, here %(default)s)")
+    p.add_argument("--port", type=int, default=7100,
+                   help="master port; workers use the next N ports (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address every process listens on (default: %(default)s)")
+    p.add_argument("--heartbeat", type=float, default=25.0,
+                   help="worker ping interval, seconds (default: %(default)s)")
     p.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS,
                    help="log level of every process (default: %(default)s)")
+    p.add_argument("--log-format", default="text", type=str.lower, choices=LOG_FORMATS,
+                   help="log lines of every process: text or one JSON object per line (default: %(default)s)")
     p.set_defaults(run=run)
 
 
@@ -68,7 +73,7 @@ async def _stop(procs: list[trio.Process]) -> None:
 
 async def up(args: argparse.Namespace) -> None:
     base = [sys.executable, "-m", "mc.cli"]
-    common = ["--host", args.host, "--log-level", args.log_level]
+    common = ["--host", args.host, "--log-level", args.log_level, "--log-format", args.log_format]
     master_url = f"http://{args.host}:{args.port}"
     procs: list[trio.Process] = []
     try:
@@ -98,10 +103,10 @@ async def up(args: argparse.Namespace) -> None:
 async def _watch(proc: trio.Process) -> None:
     code = await proc.wait()
     args = list(proc.args) if isinstance(proc.args, (list, tuple)) else [proc.args]
-    log.error("%s exited with %s", " ".join(map(str, args[3:5])), code)
+    log.error("%s exited with %s", " ".join(map(str, args[3:5])), code, extra={"code": code})
 
 
 def run(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format, "up")
     trio.run(until_signalled, functools.partial(up, args))
     return 0

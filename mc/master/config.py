@@ -6,7 +6,7 @@ import attrs
 
 from mc.security import SecuritySettings
 from mc.settings import no_control_chars, non_negative, one_of, port_number, positive, setting
-from mc.worker.config import LOG_LEVELS
+from mc.worker.config import LOG_FORMATS, LOG_LEVELS
 
 
 @attrs.frozen(slots=True)
@@ -28,3 +28,5 @@ class MasterConfig(SecuritySettings):
     rebalance_after: float = setting(10.0, "seconds an imbalance must last before a worker sheds",
                                      validator=positive)
     log_level: str = setting("info", "log level", validator=one_of(*LOG_LEVELS))
+    log_format: str = setting("text", "log lines as text or as one JSON object per line",
+                              validator=one_of(*LOG_FORMATS))

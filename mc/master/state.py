@@ -22,6 +22,7 @@ from mc.tokens import TokenVerifier
 from .balancer import Balancer
 from .config import MasterConfig
 from .links import Links
+from .observe import MasterCounters, Rates
 from .registry import UP, Kick, Registry, WorkerInfo
 
 log = logging.getLogger("mc.master")
@@ -51,6 +52,10 @@ class MasterState:
         self._over_since: dict[str, float] = {}
         self._last_shed = float("-inf")
         self._shed_total = 0
+        #: per-worker message rates from the heartbeats' counters (/v1/stats)
+        self.rates = Rates()
+        #: the master's own figures for /metrics
+        self.counters = MasterCounters()
 
     def reconfigure(self, config: MasterConfig) -> None:
         """New settings (SIGHUP, POST /v1/reload): keys, limits and origins apply from the
@@ -104,8 +109,11 @@ class MasterState:
         out of ``live_workers`` the instant its lease lapses, and its sessions
         and presence entries must not outlive it until the next tick.
         """
-        for wid in self.registry.expire(self.now()):
-            log.warning("worker %s missed its lease; purged", wid)
+        gone = self.registry.expire(self.now())
+        for wid in gone:
+            log.warning("worker %s missed its lease; purged", wid, extra={"worker": wid})
+        if gone:
+            self.rates.forget({w.id for w in self.live_workers()})
         self.touched()
 
     def live_workers(self) -> list[WorkerInfo]:
@@ -217,4 +225,6 @@ class MasterState:
             workers.discard(exclude)
         if not workers:
             return 0
-        return await self.links.deliver(workers, target, frame)
+        self.counters.notifies_routed += 1
+        with self.counters.notify_latency.time():
+            return await self.links.deliver(workers, target, frame)

@@ -14,6 +14,7 @@ from mc.security import SecuritySettings
 from mc.settings import no_control_chars, non_negative, one_of, port_number, positive, setting
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 
 @attrs.frozen(slots=True)
@@ -60,6 +61,8 @@ class WorkerConfig(SecuritySettings):
     notify_rate: float = setting(0.0, "notify per consumer connection per second, burst 2x (0: off)",
                                  validator=non_negative)
     log_level: str = setting("info", "log level", validator=one_of(*LOG_LEVELS))
+    log_format: str = setting("text", "log lines as text or as one JSON object per line",
+                              validator=one_of(*LOG_FORMATS))
 
     def worker_id(self, bound_port: int) -> str:
         """The id this worker registers with: ``id``, else HOSTNAME:PORT (the bound port)."""

@@ -27,8 +27,10 @@ from .answers import Locate, Respond
 from .config import WorkerConfig
 from .connection import Connection
 from .core import Sink, WorkerCore
+from .events import refused
 from .flusher import Flusher
 from .master_link import MasterLink
+from .metrics import SAMPLE_EVERY, WorkerMetrics, send_all, wants_metrics
 from .states import CLOSED
 
 log = logging.getLogger("mc.worker")
@@ -56,12 +58,15 @@ class Worker:
                                instance=time.time_ns(), wall_ms=wall_ms,
                                tokens=TokenVerifier.from_settings(config.jwt_secret, config.jwt_public_key))
         self.flusher.on_overflow = self.core.overflowed
+        self.metrics = WorkerMetrics(self.core)
         self.link: MasterLink | None = None
         self._exit = trio.Event()
         if config.masters:
             self.link = MasterLink(self.core, config.masters, config.advertised(self.port),
                                    self.core.id, config.cluster_key)
             self.flusher.control = self.link.send
+            self.link.on_rtt = self.metrics.control_rtt.observe
+            self.link.extend = self.metrics.heartbeat
 
     def reload(self, config: WorkerConfig) -> None:
         """SIGHUP: keys, limits and token settings from the new config (the rest needs a restart)."""
@@ -162,12 +167,16 @@ class Worker:
             request, trailing = await self._read_request(sock)
             if request is None:
                 return
+            if wants_metrics(request.method, request.path, request.is_websocket):
+                await send_all(sock, self.metrics.response())
+                return
             answer = core.handshake(request, trio.current_time(), _remote(sock))
             if isinstance(answer, Locate):
                 assert self.link is not None  # the core asks only when clustered
                 outcome = await self.link.locate(answer.session, answer.create)
                 answer = core.located(answer, outcome, trio.current_time())
             if isinstance(answer, Respond):
+                refused(answer.status, answer.body.get("reason", ""), request.path, _remote(sock))
                 _send_nowait(sock, answer.response())
                 return
             _send_nowait(sock, accept_response(request, answer.subprotocol))
@@ -188,6 +197,7 @@ class Worker:
         received = self.core.received
         flusher = self.flusher
         sock = conn.sock
+        observe, reads, clock = self.metrics.delivery_latency.observe, 0, time.perf_counter
         if trailing:
             received(conn, trailing, trio.current_time())
         try:
@@ -201,9 +211,13 @@ class Worker:
                     break
                 if not data:
                     break
+                reads += 1
+                t0 = clock() if not reads % SAMPLE_EVERY else 0.0
                 received(conn, data, trio.current_time())
                 if flusher.pending_few():
                     flusher.flush_now()
+                if t0:
+                    observe(clock() - t0)
         except trio.ClosedResourceError:  # Sink.drop: the core is done, or the socket failed
             pass
 
