@@ -47,24 +47,36 @@ class Reloader:
         return None
 
 
-async def until_signalled(service: Callable[[], Awaitable[object]], reloader: Reloader | None = None) -> None:
-    """Run ``service`` until it returns or a SIGINT/SIGTERM arrives; SIGHUP reloads."""
+#: the exit status after Ctrl-C (128 + SIGINT), as shells report it
+INTERRUPTED = 130
+
+
+async def until_signalled(service: Callable[[], Awaitable[object]],
+                          reloader: Reloader | None = None) -> int | None:
+    """Run ``service`` until it returns or a SIGINT/SIGTERM arrives; SIGHUP reloads.
+
+    Returns the signal that stopped it (``signal.SIGINT``: Ctrl-C), or None.
+    """
+    stopped_by: int | None = None
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
 
             async def watch() -> None:
+                nonlocal stopped_by
                 async for signum in signals:
                     if signum == signal.SIGHUP:
                         if reloader is not None:
                             reloader.reload()
                         continue
                     log.info("got %s, stopping", signal.Signals(signum).name)
+                    stopped_by = signum
                     nursery.cancel_scope.cancel()
                     return
 
             nursery.start_soon(watch)
             await service()
             nursery.cancel_scope.cancel()
+    return stopped_by
 
 
 def run_service(
@@ -74,7 +86,8 @@ def run_service(
     """Load the settings, then serve until signalled.
 
     A bad setting or an address already in use is one line on stderr and exit
-    code 2, never a traceback (tracebacks only at log level debug).
+    code 2, never a traceback (tracebacks only at log level debug). Ctrl-C
+    (SIGINT) stops it in order and exits with 130; SIGTERM with 0.
     """
     try:
         config = load()
@@ -90,7 +103,7 @@ def run_service(
     setup_logging(level, getattr(config, "log_format", "text"), process)
     try:
         reloader = Reloader(load)
-        trio.run(until_signalled, service(config, reloader), reloader)
+        stopped_by = trio.run(until_signalled, service(config, reloader), reloader)
     except (OSError, BaseExceptionGroup) as exc:
         cause = _os_error(exc)
         if cause is None or level.lower() == "debug":
@@ -98,7 +111,7 @@ def run_service(
         print(f"mc: {cause.strerror or cause}: {getattr(config, 'host', '')}:{getattr(config, 'port', '')}",
               file=sys.stderr)
         return 2
-    return 0
+    return INTERRUPTED if stopped_by == signal.SIGINT else 0
 
 
 def _os_error(exc: BaseException) -> OSError | None:

@@ -11,12 +11,13 @@ import argparse
 import functools
 import logging
 import os
+import signal
 import sys
 
 import httpx
 import trio
 
-from mc.runner import setup_logging, until_signalled
+from mc.runner import INTERRUPTED, setup_logging, until_signalled
 from mc.worker.config import LOG_FORMATS, LOG_LEVELS
 
 log = logging.getLogger("mc.up")
@@ -108,5 +109,5 @@ async def _watch(proc: trio.Process) -> None:
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format, "up")
-    trio.run(until_signalled, functools.partial(up, args))
-    return 0
+    stopped_by = trio.run(until_signalled, functools.partial(up, args))
+    return INTERRUPTED if stopped_by == signal.SIGINT else 0
