@@ -42,12 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for module in (up, master, worker, bench, publish, consume, chat, notify, status, token, config):
         module.add_parser(sub)
+    parser.set_defaults(_commands=sub.choices)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # name the subcommand (and its --help), not just "mc"
+            command = args._commands.get(getattr(args, "command", None), parser)
+            command.error(f"unrecognized arguments: {' '.join(extra)}")
         return args.run(args)
     except KeyboardInterrupt:  # Ctrl-C before or after a command's own signal handling
         return INTERRUPTED

@@ -58,8 +58,10 @@ async def until_signalled(service: Callable[[], Awaitable[object]],
     Returns the signal that stopped it (``signal.SIGINT``: Ctrl-C), or None.
     """
     stopped_by: int | None = None
-    async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+    # the receiver outlives the nursery: if the service fails, the watcher is
+    # cancelled before the receiver closes (else it fails too, hiding the cause)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
 
             async def watch() -> None:
                 nonlocal stopped_by
