@@ -23,6 +23,8 @@ class DefaultsFormatter(argparse.HelpFormatter):
         if ("default" in text or default in (None, False, argparse.SUPPRESS)
                 or not action.option_strings):
             return text
+        if default in ("", ()):
+            return f"{text} (default: none)"
         return f"{text} (default: %(default)s)"
 
 

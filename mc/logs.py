@@ -123,6 +123,8 @@ class Limited:
         self._stamp[kind] = now
         if tokens < 1.0:
             self._tokens[kind] = tokens
+            if not self._suppressed:  # the first line dropped since the last summary
+                self._summary_at = now + self.SUMMARY_EVERY
             self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
             return False
         self._tokens[kind] = tokens - 1.0

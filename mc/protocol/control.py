@@ -166,11 +166,11 @@ class ControlMessage:
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> ControlMessage:
         kwargs: dict[str, Any] = {}
-        for f in attrs.fields(cls):  # type: ignore[arg-type]
-            if f.name in obj:
-                convert = f.metadata.get("wire_in")
-                kwargs[f.name] = convert(obj[f.name]) if convert else obj[f.name]
-        try:
+        try:  # a field's converter validates too (e.g. the heartbeat's metrics): same error
+            for f in attrs.fields(cls):  # type: ignore[arg-type]
+                if f.name in obj:
+                    convert = f.metadata.get("wire_in")
+                    kwargs[f.name] = convert(obj[f.name]) if convert else obj[f.name]
             return cls(**kwargs)
         except (TypeError, ValueError, ProtocolError) as exc:
             reason = exc.reason if isinstance(exc, ProtocolError) else str(exc)
