@@ -8,6 +8,7 @@ so ``--log-format json`` carries them as keys.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from mc.logs import Limited
 
@@ -15,9 +16,10 @@ log = logging.getLogger("mc.worker")
 limited = Limited(log, rate=2.0, burst=20.0)
 
 
-def refused(status: int, reason: str, path: str, remote: str) -> None:
+def refused(status: int, body: Any, path: str, remote: str) -> None:
     """A handshake answered with an HTTP error (a 307 to a session's owner is not one)."""
     if status >= 400:
+        reason = str(body.get("reason", "")) if isinstance(body, dict) else ""
         limited.log(logging.INFO, f"refused-{status}", "handshake refused with %d: %s", status, reason,
                     status=status, reason=reason, path=path, remote=remote)
 
