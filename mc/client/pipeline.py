@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import orjson
 import trio
 
-from mc.websocket import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, encode_masked_frame
+from mc.websocket import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, WebSocketError, encode_masked_frame
 
 from .errors import McError
 from .urls import endpoint, follow
@@ -121,9 +121,16 @@ class Publisher:
                 if not data:
                     raise McError.unavailable("the worker closed the connection")
             out = []
-            for op, payload in self.parser.feed(data):
+            try:
+                events = self.parser.feed(data)
+            except WebSocketError as exc:
+                raise McError.unavailable(f"the worker sent a bad frame: {exc.reason}") from None
+            for op, payload in events:
                 if op == OP_TEXT:
-                    out.append(orjson.loads(payload))
+                    try:
+                        out.append(orjson.loads(payload))
+                    except orjson.JSONDecodeError:
+                        raise McError.unavailable("the worker sent a frame that is not JSON") from None
                 elif op == OP_PING:
                     async with self._lock:
                         await self.stream.send_all(encode_masked_frame(OP_PONG, payload))
