@@ -27,8 +27,8 @@ import attrs
 import httpx
 import trio
 
-from mc.runner import setup_logging, until_signalled
-from mc.settings import LOG_LEVELS, ProcessSettings
+from mc.runner import INTERRUPTED, setup_logging, until_signalled
+from mc.settings import LOG_FORMATS, LOG_LEVELS, ProcessSettings
 
 log = logging.getLogger("mc.up")
 
@@ -51,12 +51,17 @@ class MasterDied(Exception):
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="run a local cluster: a master and N workers (restarted if they die)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="number of workers (default: CPUs)")
-    p.add_argument("--port", type=int, default=7100, help="master port; workers use the next N ports")
-    p.add_argument("--host", default="127.0.0.1", help="address every process listens on")
-    p.add_argument("--heartbeat", type=float, default=25.0, help="worker ping interval, seconds")
+                   help="number of workers (default: CPUs, here %(default)s)")
+    p.add_argument("--port", type=int, default=7100,
+                   help="master port; workers use the next N ports (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address every process listens on (default: %(default)s)")
+    p.add_argument("--heartbeat", type=float, default=25.0,
+                   help="worker ping interval, seconds (default: %(default)s)")
     p.add_argument("--log-level", default=ProcessSettings().log_level, type=str.lower, choices=LOG_LEVELS,
                    help="log level of every process (default: %(default)s)")
+    p.add_argument("--log-format", default=ProcessSettings().log_format, type=str.lower, choices=LOG_FORMATS,
+                   help="log lines of every process: text or one JSON object per line (default: %(default)s)")
     p.set_defaults(run=run)
 
 
@@ -167,7 +172,7 @@ async def _watch_master(master: Child) -> None:
 
 async def up(args: argparse.Namespace) -> None:
     base = [sys.executable, "-m", "mc.cli"]
-    common = ["--host", args.host, "--log-level", args.log_level]
+    common = ["--host", args.host, "--log-level", args.log_level, "--log-format", args.log_format]
     master_url = f"http://{args.host}:{args.port}"
     master = Child("master", [*base, "master", "--port", str(args.port), *common], f"{master_url}/healthz")
     workers = [
@@ -199,10 +204,10 @@ async def up(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format, "up")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per health poll
     try:
-        trio.run(until_signalled, functools.partial(up, args))
+        stopped_by = trio.run(until_signalled, functools.partial(up, args))
     except BaseExceptionGroup as group:
         died = group.subgroup(MasterDied)
         if died is None:
@@ -212,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
     except MasterDied as exc:
         print(f"mc up: the master exited with {exc}; the cluster was stopped", file=sys.stderr)
         return 1
-    return 0
+    return INTERRUPTED if stopped_by == signal.SIGINT else 0
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from mc.channels import batch_of
+from mc.logs import Limited
 from mc.protocol import JSON, MSGPACK, CloseCode, Codec, ProtocolError, Target
 from mc.protocol.control import (
     TO_MASTER,
@@ -48,6 +49,7 @@ from .registry import RegistryError, UnknownWorker
 from .state import MasterState
 
 log = logging.getLogger("mc.master")
+refusals = Limited(log, rate=1.0, burst=10.0)
 
 REGISTER_TIMEOUT = 5.0
 MAX_CONCURRENT_NOTIFIES = 256
@@ -59,8 +61,9 @@ async def control_endpoint(ws: WebSocket) -> None:
     if key and not key_matches(bearer(ws.headers.get("authorization")), (key,)):
         state.refused_links += 1
         client = ws.client.host if ws.client else "?"
-        log.warning("refused a control link from %s: no or wrong cluster key (%d refused)",
-                    client, state.refused_links)
+        refusals.log(logging.WARNING, "link-refused",
+                     "refused a control link from %s: no or wrong cluster key (%d refused)",
+                     client, state.refused_links, remote=client, status=401)
         await ws.send_denial_response(JSONResponse(
             {"error": "unauthorized", "reason": "the control link needs the cluster key"}, status_code=401))
         return
@@ -78,7 +81,8 @@ async def control_endpoint(ws: WebSocket) -> None:
             nursery.cancel_scope.cancel()
     except* ProtocolError as group:
         reason = _first(group).reason  # type: ignore[attr-defined]
-        log.warning("control link closed: %s", reason)
+        log.warning("control link closed: %s", reason, extra={"code": int(CloseCode.VIOLATION),
+                                                              "reason": reason})
         await _close(ws, CloseCode.VIOLATION, reason)
     except* RegistryError as group:
         await _close(ws, CloseCode.DRAINING, str(_first(group)))
@@ -137,11 +141,12 @@ def _register(state: MasterState, msg: ControlMessage, codec: Codec) -> WorkerLi
     conflicts = reg.announce_sessions(wid, msg.sessions, now=now)
     state.kick(reg.presence_replace(wid, msg.presence))
     state.touched()
+    state.counters.registrations += 1
     link = WorkerLink(wid, state.config.link_queue, codec)
     state.links.attach(link)
     link.send(Registered(state.config.lease, state.config.report_interval, tuple(conflicts)))
     log.info("worker %s registered at %s (%d sessions, %d apps)",
-             wid, msg.url, len(msg.sessions), len(msg.presence))
+             wid, msg.url, len(msg.sessions), len(msg.presence), extra={"worker": wid, "url": msg.url})
     return link
 
 
@@ -172,8 +177,11 @@ async def _handle(state: MasterState, link: WorkerLink, msg: ControlMessage,
     wid = link.worker_id
     now = state.now()
     if isinstance(msg, Heartbeat):
+        state.counters.heartbeats += 1
         if not reg.heartbeat(wid, msg.metrics, now=now):
             link.send(Reregister())
+        else:
+            state.rates.observe(wid, msg.metrics, now)
     elif isinstance(msg, Presence):
         try:
             state.kick(reg.presence_delta(wid, msg.added, msg.removed))
@@ -185,6 +193,10 @@ async def _handle(state: MasterState, link: WorkerLink, msg: ControlMessage,
         if msg.id is not None:  # the app's welcome waits for this
             link.send(Recorded(msg.id))
     elif isinstance(msg, (Claim, Lookup)):
+        if isinstance(msg, Claim):
+            state.counters.claims += 1
+        else:
+            state.counters.lookups += 1
         owner = _owner(state, msg, wid, now)
         info = reg.lookup_session(msg.session) if owner else None
         link.send(Owner(msg.id, owner, state.url_of(owner) if owner else None,
