@@ -62,6 +62,7 @@ class Worker:
         self.metrics = WorkerMetrics(self.core)
         self.link: MasterLink | None = None
         self._exit = trio.Event()
+        self._reads = 0
         if config.masters:
             self.link = MasterLink(self.core, config.masters, config.advertised(self.port),
                                    self.core.id, config.cluster_key)
@@ -187,7 +188,10 @@ class Worker:
             _send_nowait(sock, accept_response(request, answer.subprotocol))
             conn = core.open(answer, trio.current_time(), functools.partial(Connection, sock))
             del request, answer  # ~2 KiB per connection otherwise kept for its lifetime
-            await self._read(conn, trailing)
+            if trailing:
+                self._received(conn, trailing)
+            del trailing
+            await self._read(conn)
         except Exception:
             log.exception("connection failed")
         finally:
@@ -197,14 +201,13 @@ class Worker:
             trio.lowlevel.notify_closing(sock)
             sock.close()
 
-    async def _read(self, conn: Connection, trailing: bytes) -> None:
-        """Feed the core what the client sends, until the core is done with it."""
-        received = self.core.received
-        flusher = self.flusher
+    async def _read(self, conn: Connection) -> None:
+        """Feed the core what the client sends, until the core is done with it.
+
+        Few locals on purpose: this frame lives as long as its connection, so
+        every slot in it is paid per idle connection (docs/architecture.md).
+        """
         sock = conn.sock
-        reads = 0  # one read in SAMPLE_EVERY is timed (mc_delivery_latency_seconds)
-        if trailing:
-            received(conn, trailing, trio.current_time())
         try:
             while conn.state is not CLOSED:
                 await trio.lowlevel.wait_readable(sock)
@@ -216,15 +219,22 @@ class Worker:
                     break
                 if not data:
                     break
-                reads += 1
-                t0 = time.perf_counter() if not reads % SAMPLE_EVERY else 0.0
-                received(conn, data, trio.current_time())
-                if flusher.pending_few():
-                    flusher.flush_now()
-                if t0:
-                    self.metrics.delivery_latency.observe(time.perf_counter() - t0)
+                self._received(conn, data)
         except trio.ClosedResourceError:  # Sink.drop: the core is done, or the socket failed
             pass
+
+    def _received(self, conn: Connection, data: bytes) -> None:
+        """One read for the core; a reader that dirtied only a few connections writes them
+        itself; one read in SAMPLE_EVERY is timed (mc_delivery_latency_seconds)."""
+        self._reads += 1
+        sampled = not self._reads % SAMPLE_EVERY
+        t0 = time.perf_counter() if sampled else 0.0
+        self.core.received(conn, data, trio.current_time())
+        flusher = self.flusher
+        if flusher.pending_few():
+            flusher.flush_now()
+        if sampled:
+            self.metrics.delivery_latency.observe(time.perf_counter() - t0)
 
     async def _read_request(self, sock: socket.socket) -> tuple[HandshakeRequest | None, bytes]:
         reader = HandshakeReader()
