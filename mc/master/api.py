@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from mc.protocol import ErrorCode, ProtocolError, Target, is_name
 from mc.protocol.control import Metrics
-from mc.protocol.frames import MAX_ID, Notification
+from mc.protocol.frames import MAX_ID, MAX_TRACE, Notification
 
 from .entry import error, unavailable
 from .history import History, parse_seconds
@@ -132,7 +132,11 @@ async def notify(request: Request) -> Response:
         return error(404, "offline", f"client {target.client!r} has no matching connection")
     if nid is not None and reg.seen_notify_id(nid, now=state.now()):
         return error(409, "duplicate", f"notify id {nid!r} was used in the last 10 minutes")
-    frame = Notification(body["data"], "api", nid if nid is not None else f"api-{_boot}-{next(_notify_ids)}")
+    trace = body.get("trace")
+    if trace is not None and not (type(trace) is str and 1 <= len(trace) <= MAX_TRACE):
+        return error(400, ErrorCode.BAD_REQUEST, f"trace must be a string of 1 to {MAX_TRACE} characters")
+    made = f"api-{_boot}-{next(_notify_ids)}"
+    frame = Notification(body["data"], "api", nid if nid is not None else made, trace or made)
     delivered = await state.route_notify(target, frame)
     return JSONResponse({"delivered": delivered})
 

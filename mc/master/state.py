@@ -302,4 +302,7 @@ class MasterState:
             return 0
         self.counters.notifies_routed += 1
         with self.counters.notify_latency.time():
-            return await self.links.deliver(workers, target, frame)
+            delivered = await self.links.deliver(workers, target, frame)
+        log.debug("notify %s routed to %d workers, delivered to %d", frame.id, len(workers), delivered,
+                  extra={"trace": frame.trace})
+        return delivered

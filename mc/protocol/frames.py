@@ -206,11 +206,11 @@ class Notify:
     to: Target
     data: Any
     id: str | None = None
+    trace: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return _omit_none({"type": "notify", "to": self.to.to_wire(), "id": self.id}) | {
-            "data": self.data
-        }
+        return _omit_none({"type": "notify", "to": self.to.to_wire(), "id": self.id,
+                           "trace": self.trace}) | {"data": self.data}
 
 
 @attrs.frozen(slots=True)
@@ -477,7 +477,7 @@ def _p_resume(o: Mapping[str, Any], rid: str | None) -> Resume:
 
 
 def _p_notify(o: Mapping[str, Any], rid: str | None) -> Notify:
-    return Notify(Target.parse(o.get("to"), rid), _data(o, rid), rid)
+    return Notify(Target.parse(o.get("to"), rid), _data(o, rid), rid, _trace(o, rid))
 
 
 def _p_refresh(o: Mapping[str, Any], rid: str | None) -> Refresh:

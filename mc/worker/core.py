@@ -167,6 +167,10 @@ class WorkerCore:
         self._configure(config, tokens)
         self._write = sink.write
         self._instance = instance
+        self._trace_prefix = f"{worker_id}-{instance:x}-t"
+        self._traces = itertools.count(1)
+        #: per-frame debug lines (with their trace ids) cost a check per frame, nothing more
+        self._debug = log.isEnabledFor(logging.DEBUG)
         self._ids = itertools.count(1)
         self._tables: dict[str, tuple[dict, dict[type, Callable[[Any, Any, float], None]]]] = {
             APP: (APP_FRAMES, {Publish: self._publish, Refresh: self._refresh, Ping: self._ping,
@@ -580,11 +584,15 @@ class WorkerCore:
         if self._publish_rate:
             self._limit(conn, self._publish_rate, frame.id, now)
         recipients = self.hub.route_publish(frame.topic, frame.key)
+        trace = frame.trace or self._trace()
         if recipients:
             self.stats.delivered_publish += len(recipients)
             self.seq += 1
             self._fan_out(message_wire(frame.topic, frame.data, conn.sender, self.id, self.seq,
-                                       self._wall_ms(), frame.key, frame.trace), recipients)
+                                       self._wall_ms(), frame.key, trace), recipients)
+        if self._debug:
+            log.debug("publish on %s delivered to %d", frame.topic, len(recipients),
+                      extra={"trace": trace, "client": conn.client, "device": conn.device})
         if frame.id is not None:
             self._reply(conn, Ack(frame.id, delivered=len(recipients)))
 
@@ -614,7 +622,8 @@ class WorkerCore:
         self.stats.received_notify += 1
         if self._notify_rate:
             self._limit(conn, self._notify_rate, frame.id, now)
-        note = Notification(frame.data, conn.name, frame.id if frame.id is not None else self._new_id())
+        note = Notification(frame.data, conn.name, frame.id if frame.id is not None else self._new_id(),
+                            frame.trace or self._trace())
         local = self._deliver(frame.to, note)
         if not self.linked:
             self._ack(conn, frame.id, delivered=local)
@@ -627,10 +636,17 @@ class WorkerCore:
 
     def _deliver(self, target: Target, note: Notification) -> int:
         """Write a notify frame to the matching apps on this worker; the count."""
+        if self._debug:
+            log.debug("notify %s from %s for %s", note.id, note.sender, target.to_wire(),
+                      extra={"trace": note.trace})
         count = self._fan_out(notification_wire(note.data, note.sender, note.id, note.trace),
                               self.hub.route_notify(target))
         self.stats.delivered_notify += count
         return count
+
+    def _trace(self) -> str:
+        """A trace id for a frame that came without one: unique per worker run."""
+        return f"{self._trace_prefix}{next(self._traces):x}"
 
     def _new_id(self) -> str:
         """A notify id for senders that gave none: unique per worker run."""
@@ -643,8 +659,12 @@ class WorkerCore:
         room = conn.room
         assert room is not None  # a chat connection joins its room in open()
         seq = room.next_seq()
+        trace = frame.trace or self._trace()
         self.stats.delivered_chat += self._fan_out(
-            chat_wire(conn.client, frame.data, seq, self._wall_ms(), frame.trace), room.others(conn))
+            chat_wire(conn.client, frame.data, seq, self._wall_ms(), trace), room.others(conn))
+        if self._debug:
+            log.debug("chat %s seq %d", room.session, seq,
+                      extra={"trace": trace, "client": conn.client, "session": room.session})
         if frame.id is not None:
             self._reply(conn, Ack(frame.id, seq=seq))
 

@@ -336,7 +336,8 @@ def test_chat_send_reaches_the_others_with_seq() -> None:
     send(core, a, {"type": "send", "data": "hi", "id": "1", "trace": "tr"})
     send(core, a, {"type": "send", "data": "again"})
     assert sink.got(b) == [{"type": "chat", "from": "a", "data": "hi", "seq": 1, "ts": 1234, "trace": "tr"},
-                           {"type": "chat", "from": "a", "data": "again", "seq": 2, "ts": 1234}]
+                           {"type": "chat", "from": "a", "data": "again", "seq": 2, "ts": 1234,
+                            "trace": "w1-abc-t1"}]  # no trace from the client: the worker makes one
     assert sink.got(a) == [{"type": "ack", "id": "1", "seq": 1}]
 
 
@@ -484,7 +485,8 @@ def test_standalone_notify_is_local_and_acked_at_once() -> None:
     sink.got(app)
     consumer = connect(core, "/v1/consumer?name=billing")
     send(core, consumer, {"type": "notify", "to": {"tags": ["vip"]}, "data": "hi", "id": "n1"})
-    assert sink.got(app) == [{"type": "notify", "data": "hi", "from": "billing", "id": "n1"}]
+    assert sink.got(app) == [{"type": "notify", "data": "hi", "from": "billing", "id": "n1",
+                              "trace": "w1-abc-t1"}]
     assert sink.got(consumer)[-1] == {"type": "ack", "id": "n1", "delivered": 1}
     send(core, consumer, {"type": "notify", "data": "all"})
     assert sink.got(app)[0]["id"] == "w1-abc-1"  # a made-up id, unique per worker run
@@ -498,7 +500,8 @@ def test_clustered_notify_waits_for_the_masters_count() -> None:
     sink.got(consumer)
     send(core, consumer, {"type": "notify", "to": {"client": "alice"}, "data": "x", "id": "n1"})
     forward = [m for m in sink.control if isinstance(m, ForwardNotify)][-1]
-    assert forward.to == Target(client="alice") and forward.frame == Notification("x", "billing", "n1")
+    assert forward.to == Target(client="alice")
+    assert forward.frame == Notification("x", "billing", "n1", "w1-abc-t1")
     assert sink.got(consumer) == []
     core.control(Notified(forward.id, 2), 0.1)
     assert sink.got(consumer) == [{"type": "ack", "id": "n1", "delivered": 3}]
