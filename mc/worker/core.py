@@ -27,6 +27,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import zlib
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
@@ -167,7 +168,8 @@ class WorkerCore:
         self._configure(config, tokens)
         self._write = sink.write
         self._instance = instance
-        self._trace_prefix = f"{worker_id}-{instance:x}-t"
+        # short on purpose: a made-up trace rides in every fan-out frame (~20 bytes in all)
+        self._trace_prefix = _base36(zlib.crc32(f"{worker_id}/{instance}".encode()))[:6] + "-"
         self._traces = itertools.count(1)
         #: per-frame debug lines (with their trace ids) cost a check per frame, nothing more
         self._debug = log.isEnabledFor(logging.DEBUG)
@@ -645,8 +647,9 @@ class WorkerCore:
         return count
 
     def _trace(self) -> str:
-        """A trace id for a frame that came without one: unique per worker run."""
-        return f"{self._trace_prefix}{next(self._traces):x}"
+        """A trace id for a frame that came without one: a prefix per worker run (from its
+        id and start) and a counter; clients that need global uniqueness send their own."""
+        return self._trace_prefix + _base36(next(self._traces))
 
     def _new_id(self) -> str:
         """A notify id for senders that gave none: unique per worker run."""
@@ -874,4 +877,16 @@ class WorkerCore:
 
 def _ignore(conn: Peer, frame: Any, now: float) -> None:
     return None
+
+
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _base36(n: int) -> str:
+    out = ""
+    while True:
+        n, d = divmod(n, 36)
+        out = _DIGITS[d] + out
+        if not n:
+            return out
 

@@ -337,7 +337,7 @@ def test_chat_send_reaches_the_others_with_seq() -> None:
     send(core, a, {"type": "send", "data": "again"})
     assert sink.got(b) == [{"type": "chat", "from": "a", "data": "hi", "seq": 1, "ts": 1234, "trace": "tr"},
                            {"type": "chat", "from": "a", "data": "again", "seq": 2, "ts": 1234,
-                            "trace": "w1-abc-t1"}]  # no trace from the client: the worker makes one
+                            "trace": core._trace_prefix + "1"}]  # none from the client: the worker's
     assert sink.got(a) == [{"type": "ack", "id": "1", "seq": 1}]
 
 
@@ -486,7 +486,7 @@ def test_standalone_notify_is_local_and_acked_at_once() -> None:
     consumer = connect(core, "/v1/consumer?name=billing")
     send(core, consumer, {"type": "notify", "to": {"tags": ["vip"]}, "data": "hi", "id": "n1"})
     assert sink.got(app) == [{"type": "notify", "data": "hi", "from": "billing", "id": "n1",
-                              "trace": "w1-abc-t1"}]
+                              "trace": core._trace_prefix + "1"}]
     assert sink.got(consumer)[-1] == {"type": "ack", "id": "n1", "delivered": 1}
     send(core, consumer, {"type": "notify", "data": "all"})
     assert sink.got(app)[0]["id"] == "w1-abc-1"  # a made-up id, unique per worker run
@@ -501,7 +501,7 @@ def test_clustered_notify_waits_for_the_masters_count() -> None:
     send(core, consumer, {"type": "notify", "to": {"client": "alice"}, "data": "x", "id": "n1"})
     forward = [m for m in sink.control if isinstance(m, ForwardNotify)][-1]
     assert forward.to == Target(client="alice")
-    assert forward.frame == Notification("x", "billing", "n1", "w1-abc-t1")
+    assert forward.frame == Notification("x", "billing", "n1", core._trace_prefix + "1")
     assert sink.got(consumer) == []
     core.control(Notified(forward.id, 2), 0.1)
     assert sink.got(consumer) == [{"type": "ack", "id": "n1", "delivered": 3}]
@@ -927,3 +927,13 @@ def test_connections_gone_before_their_turn_cost_no_drain_budget() -> None:
     core.tick(1.0)  # one second's budget: 10, and only 5 are left to close
     assert all(sink.closes.get(c) == (CloseCode.DRAINING, "worker draining") for c in kept)
     assert not any(c in sink.closes for c in gone)
+
+
+def test_made_up_traces_are_short_and_distinct() -> None:
+    core, _ = make_core()
+    other, _ = make_core()
+    traces = {core._trace() for _ in range(1000)}
+    assert len(traces) == 1000 and all(len(t) <= 9 for t in traces)
+    assert WorkerCore(WorkerConfig(), FakeSink(), worker_id="w2", instance=0xABC,
+                      wall_ms=lambda: 0)._trace_prefix != core._trace_prefix
+    assert other._trace_prefix == core._trace_prefix  # same worker id and start: same prefix
