@@ -45,7 +45,7 @@ async def assign(request: Request) -> Response:
     client = request.query_params.get("client")
     if not is_name(client):
         return error(400, ErrorCode.BAD_REQUEST, "client is required: 1-128 of A-Za-z0-9._-:@")
-    worker = _state(request).assign()
+    worker = await _state(request).assign()
     if worker is None:
         return unavailable("no live worker can take a connection")
     return JSONResponse({"worker": worker.id, "url": worker.url})
@@ -58,19 +58,20 @@ async def workers(request: Request) -> Response:
         if not after.isdigit() or len(after) > 18:
             return error(400, ErrorCode.BAD_REQUEST, "after must be a non-negative integer")
         await state.wait_version(int(after), state.config.long_poll)
-    state.purge_lapsed()  # the version moves with the listing
+    await state.purge_lapsed()  # the version moves with the listing
+    listed = await state.live_workers()
     return JSONResponse({
-        "version": state.registry.version,
-        "workers": [worker_json(w) for w in state.live_workers()],
+        "version": await state.store.version(),
+        "workers": [worker_json(w) for w in listed],
     })
 
 
 async def session(request: Request) -> Response:
     state = _state(request)
-    state.purge_lapsed()
+    await state.purge_lapsed()
     name = request.path_params["session"]
-    info = state.registry.lookup_session(name) if is_name(name) else None
-    url = state.url_of(info.worker_id) if info is not None else None
+    info = await state.store.lookup_session(name) if is_name(name) else None
+    url = await state.url_of(info.worker_id) if info is not None else None
     if info is None or url is None:
         return error(404, ErrorCode.NOT_FOUND, f"no chat session {name!r}")
     return JSONResponse({"session": name, "worker": info.worker_id, "url": url, "members": info.members})
@@ -81,8 +82,8 @@ async def client(request: Request) -> Response:
     if not is_name(name):
         return error(400, ErrorCode.BAD_REQUEST, "client must be 1-128 of A-Za-z0-9._-:@")
     state = _state(request)
-    state.purge_lapsed()
-    conns = state.registry.client_connections(name)
+    await state.purge_lapsed()
+    conns = await state.store.client_connections(name)
     return JSONResponse({
         "client": name,
         "online": bool(conns),
@@ -121,11 +122,11 @@ async def notify(request: Request) -> Response:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"id must be a string of 1 to {MAX_ID} characters")
     except ProtocolError as exc:
         return error(413 if exc.code == ErrorCode.TOO_LARGE else 400, exc.code, exc.reason)
-    state.purge_lapsed()
-    reg = state.registry
-    if target.client is not None and not reg.workers_for(target.client, target.device):
+    await state.purge_lapsed()
+    store = state.store
+    if target.client is not None and not await store.workers_for(target.client, target.device):
         return error(404, "offline", f"client {target.client!r} has no matching connection")
-    if nid is not None and reg.seen_notify_id(nid, now=state.now()):
+    if nid is not None and await store.seen_notify_id(nid, now=state.store_now()):
         return error(409, "duplicate", f"notify id {nid!r} was used in the last 10 minutes")
     frame = Notification(body["data"], "api", nid if nid is not None else f"api-{_boot}-{next(_notify_ids)}")
     delivered = await state.route_notify(target, frame)
@@ -136,16 +137,16 @@ async def drain(request: Request) -> Response:
     state = _state(request)
     wid = request.path_params["worker"]
     if request.method == "DELETE":
-        if not state.undrain(wid):
+        if not await state.undrain(wid):
             return error(404, ErrorCode.NOT_FOUND, f"no worker {wid!r}")
         return JSONResponse({"worker": wid, "state": "up"})
-    if not state.drain(wid):
+    if not await state.drain(wid):
         return error(404, ErrorCode.NOT_FOUND, f"no worker {wid!r}")
     return JSONResponse({"worker": wid, "state": "draining"}, status_code=202)
 
 
 async def rebalance(request: Request) -> Response:
-    return JSONResponse({"shedding": _state(request).rebalance(force=True)}, status_code=202)
+    return JSONResponse({"shedding": await _state(request).rebalance(force=True)}, status_code=202)
 
 
 def _counters(m: Metrics) -> dict[str, int]:
@@ -154,10 +155,10 @@ def _counters(m: Metrics) -> dict[str, int]:
             "handshakes_refused": m.rejected, "errors": m.errors}
 
 
-def stats_json(state: MasterState) -> dict[str, Any]:
-    totals = state.registry.totals(state.now())
+async def stats_json(state: MasterState) -> dict[str, Any]:
+    totals = await state.store.totals(state.store_now())
     per_worker = []
-    for w in state.live_workers():
+    for w in await state.live_workers():
         m = w.metrics
         per_worker.append({
             **worker_json(w),
@@ -188,8 +189,15 @@ def stats_json(state: MasterState) -> dict[str, Any]:
 
 
 async def stats(request: Request) -> Response:
-    return JSONResponse(stats_json(_state(request)))
+    return JSONResponse(await stats_json(_state(request)))
 
 
 async def healthz(request: Request) -> Response:
     return Response(orjson.dumps({"ok": True}), media_type="application/json")
+
+
+def store_unavailable(request: Request, exc: Exception) -> Response:
+    """Any route whose store call failed (Redis unreachable): 503, retry shortly."""
+    _state(request).store_failed(exc)
+    return unavailable(f"the registry store is unavailable: {exc}")
+

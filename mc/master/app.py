@@ -7,8 +7,14 @@ runs in the same nursery as Hypercorn, so a signal stops everything in order.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator
 from importlib import resources
+from urllib.parse import urlsplit
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -25,7 +31,9 @@ from .config import MasterConfig
 from .control import control_endpoint
 from .entry import http_entry, websocket_entry
 from .metrics import metrics_endpoint
+from .registry import Registry
 from .state import MasterState
+from .store import MemoryStore, Store, StoreUnavailable
 
 log = logging.getLogger("mc.master")
 
@@ -55,7 +63,7 @@ def build_app(state: MasterState) -> Starlette:
     for path in _ENTRY_PATHS:
         routes.append(WebSocketRoute(path, websocket_entry))
         routes.append(Route(path, http_entry))
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers={StoreUnavailable: api.store_unavailable})
     app.state.master = state
     return app
 
@@ -75,9 +83,33 @@ async def serve_master(
     config: MasterConfig, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Serve the master until cancelled."""
-    state = MasterState(config)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(state.expire_loop)
-        await nursery.start(hypercorn_serve, build_app(state), hypercorn_config(config))
-        log.info("master listening on http://%s:%d", config.host, config.port)
-        task_status.started()
+    async with open_store(config) as store:
+        state = MasterState(config, store)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(state.expire_loop)
+            nursery.start_soon(state.router.run)
+            await nursery.start(hypercorn_serve, build_app(state), hypercorn_config(config))
+            log.info("master %s listening on http://%s:%d (store: %s)", store.master_id, config.host,
+                     config.port, "memory" if not store.shared else _masked(config.store))
+            task_status.started()
+
+
+@contextlib.asynccontextmanager
+async def open_store(config: MasterConfig) -> AsyncIterator[Store]:
+    """The store ``config.store`` names: ``memory`` (the default) or ``redis://HOST:PORT/DB``."""
+    if config.store == "memory":
+        yield MemoryStore(Registry(lease=config.lease, dedup_max=config.dedup_max))
+        return
+    from .redis_store import open_redis_store  # only masters that use Redis import coredis
+
+    master_id = config.master_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    async with open_redis_store(config.store, master_id=master_id, lease=config.lease) as store:
+        yield store
+
+
+def _masked(url: str) -> str:
+    """A store URL without its password."""
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import attrs
 
-from mc.settings import no_control_chars, non_negative, one_of, port_number, positive, setting
+from mc.settings import SettingsError, no_control_chars, non_negative, one_of, port_number, positive, setting
 from mc.worker.config import LOG_LEVELS
+
+
+def store_url(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if not isinstance(value, str) or not (
+        value == "memory" or value.startswith(("redis://", "rediss://", "unix://"))
+    ):
+        raise SettingsError(f"{attribute.name} must be memory or redis://HOST:PORT/DB, not {value!r}")
 
 
 @attrs.frozen(slots=True)
@@ -26,4 +33,8 @@ class MasterConfig:
                                          validator=non_negative)
     rebalance_after: float = setting(10.0, "seconds an imbalance must last before a worker sheds",
                                      validator=positive)
+    store: str = setting("memory", "where the registry lives: memory (one master) or redis://HOST:PORT/DB "
+                         "(several masters share it)", validator=store_url)
+    master_id: str = setting("", "this master's id among those sharing a store (default: host-pid-random)",
+                             validator=no_control_chars)
     log_level: str = setting("info", "log level", validator=one_of(*LOG_LEVELS))

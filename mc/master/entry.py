@@ -21,6 +21,7 @@ from mc.protocol import ErrorCode, ProtocolError
 from mc.protocol.identity import parse_app, parse_chat, parse_consumer
 
 from .state import MasterState
+from .store import StoreUnavailable
 
 RETRY_AFTER = "1"
 
@@ -33,7 +34,7 @@ def unavailable(reason: str) -> JSONResponse:
     return error(503, ErrorCode.UNAVAILABLE, reason, {"Retry-After": RETRY_AFTER})
 
 
-def decide(state: MasterState, conn: HTTPConnection) -> Response:
+async def decide(state: MasterState, conn: HTTPConnection) -> Response:
     """The HTTP answer to a handshake at the master: 307, or an error."""
     path = conn.url.path
     raw_query = conn.url.query
@@ -45,16 +46,15 @@ def decide(state: MasterState, conn: HTTPConnection) -> Response:
             parse_consumer(query, conn.headers)
         else:
             chat = parse_chat(conn.path_params["session"], query, conn.headers)
-            state.purge_lapsed()
-            info = state.registry.lookup_session(chat.session)
-            url = state.url_of(info.worker_id) if info is not None else None
+            found = (await state.store.locate([(chat.session, None)], now=state.store_now()))[0]
+            url = found.url
             if url is not None:
                 return _redirect(url, path, raw_query)
             if chat.mode == "join":
                 return error(404, ErrorCode.NOT_FOUND, f"no chat session {chat.session!r}")
     except ProtocolError as exc:
         return error(400, exc.code, exc.reason)
-    worker = state.assign()
+    worker = await state.assign()
     if worker is None:
         return unavailable("no live worker can take a connection")
     return _redirect(worker.url, path, raw_query)
@@ -66,8 +66,19 @@ def _redirect(base: str, path: str, raw_query: str) -> Response:
 
 
 async def websocket_entry(ws: WebSocket) -> None:
-    await ws.send_denial_response(decide(ws.app.state.master, ws))
+    state: MasterState = ws.app.state.master
+    try:
+        answer = await decide(state, ws)
+    except StoreUnavailable as exc:
+        state.store_failed(exc)
+        answer = unavailable(f"the registry store is unavailable: {exc}")
+    await ws.send_denial_response(answer)
 
 
 async def http_entry(request: HTTPConnection) -> Response:
-    return decide(request.app.state.master, request)
+    state: MasterState = request.app.state.master
+    try:
+        return await decide(state, request)
+    except StoreUnavailable as exc:
+        state.store_failed(exc)
+        return unavailable(f"the registry store is unavailable: {exc}")

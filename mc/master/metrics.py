@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .state import MasterState
+from .store import StoreUnavailable
 
 _PER_WORKER = (
     ("mc_worker_connections", "open client connections", lambda w: w.metrics.connections),
@@ -44,7 +45,7 @@ class RegistryCollector(Collector):
         self.state = state
 
     def collect(self) -> Iterator[Metric]:
-        workers = self.state.live_workers()
+        workers = self.state.last_workers  # listed by the endpoint just before
         yield GaugeMetricFamily("mc_workers", "live workers", value=len(workers))
         families: list[tuple[type[GaugeMetricFamily] | type[CounterMetricFamily], tuple]] = [
             (GaugeMetricFamily, _PER_WORKER), (CounterMetricFamily, _COUNTERS)]
@@ -61,6 +62,10 @@ def metrics_endpoint(state: MasterState):
     registry.register(RegistryCollector(state))
 
     async def metrics(request: Request) -> Response:
+        try:
+            await state.live_workers()
+        except StoreUnavailable:
+            pass  # the last listing, then
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
     return metrics
