@@ -51,6 +51,7 @@ import coredis
 import coredis.exceptions
 import msgpack
 import trio
+from coredis.retry import ExponentialBackoffRetryPolicy
 
 from mc.protocol.control import Metrics
 
@@ -69,6 +70,9 @@ _DOWN: tuple[type[BaseException], ...] = (
     coredis.exceptions.ConnectionError, OSError, TimeoutError, anyio.BrokenResourceError,
     anyio.ClosedResourceError, anyio.EndOfStream,
 )
+#: the pub/sub connection comes back within half a second of Redis (coredis' default waits up to 16 s)
+_RESUBSCRIBE = ExponentialBackoffRetryPolicy(
+    (coredis.exceptions.ConnectionError, OSError), retries=None, base_delay=0.05, max_delay=0.5, jitter=True)
 _LISTEN_ERRORS: tuple[type[BaseException], ...] = (coredis.exceptions.RedisError, *_DOWN)
 
 # Shared Lua helpers, prepended to every script. KEYS are not declared per key
@@ -611,7 +615,8 @@ class RedisStore(Store):
         started = False
         while True:
             try:
-                async with self.client.pubsub(channels=channels, ignore_subscribe_messages=True) as ps:
+                async with self.client.pubsub(channels=channels, ignore_subscribe_messages=True,
+                                              retry_policy=_RESUBSCRIBE) as ps:
                     if not started:
                         started = True
                         task_status.started()
