@@ -165,6 +165,7 @@ async def _reader(state: MasterState, ws: WebSocket, link: WorkerLink, nursery: 
                 await _handle(state, link, msg, nursery, limiter)
             except StoreUnavailable as exc:
                 state.store_failed(exc)
+                link.resync = True  # what it told us is lost: its full state, once the store is back
         if run:
             await _locate(state, link, run)
 
@@ -191,7 +192,8 @@ async def _handle(state: MasterState, link: WorkerLink, msg: ControlMessage,
     store = state.store
     wid = link.worker_id
     if isinstance(msg, Heartbeat):
-        if not await store.heartbeat(wid, msg.metrics, now=state.store_now()):
+        if not await store.heartbeat(wid, msg.metrics, now=state.store_now()) or link.resync:
+            link.resync = False
             link.send(Reregister())
     elif isinstance(msg, Presence):
         try:
