@@ -375,6 +375,15 @@ end
 return out
 """
 
+# ARGV: lease, now, id, at, master -> 1 | 0 (only the master it is linked to shortens its lease)
+_LAPSE = _LIB + r"""
+local id, at, master = ARGV[3], tonumber(ARGV[4]), ARGV[5]
+if not is_member(id) or redis.call('HGET', wkey(id), 'master') ~= master then return 0 end
+local seen = tonumber(redis.call('HGET', wkey(id), 'seen'))
+if at - LEASE < seen then redis.call('HSET', wkey(id), 'seen', string.format('%.17g', at - LEASE)) end
+return 1
+"""
+
 # ARGV: lease, now, id, data -> 1 | 0
 _TELL = _LIB + r"""
 local m = redis.call('HGET', wkey(ARGV[3]), 'master')
@@ -388,6 +397,7 @@ _SCRIPTS = {
     "state": _STATE, "workers": _WORKERS, "worker": _WORKER, "locate": _LOCATE, "claim": _CLAIM,
     "lookup": _LOOKUP, "release": _RELEASE, "report": _REPORT, "move": _MOVE,
     "announce": _ANNOUNCE, "delta": _DELTA, "replace": _REPLACE, "masters": _MASTERS, "tell": _TELL,
+    "lapse": _LAPSE,
 }
 
 
@@ -599,6 +609,9 @@ class RedisStore(Store):
 
     async def publish(self, master_id: str, data: bytes) -> None:
         await self._call(self.client.publish(f"{P}:m:{master_id}", data))
+
+    async def lapse(self, worker_id: str, at: float) -> bool:
+        return bool(await self._run("lapse", worker_id, repr(at), self.master_id))
 
     async def tell_worker(self, worker_id: str, data: bytes) -> bool:
         return bool(await self._run("tell", worker_id, data))

@@ -159,6 +159,19 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def seen_notify_id(self, notify_id: str, *, now: float) -> bool: ...
 
+    # fast failure (a dead control link)
+    async def lapse(self, worker_id: str, at: float) -> bool:
+        """End ``worker_id``'s lease at ``at`` (store clock) unless it is heard from again;
+        False if unknown. Only the master the worker is linked to may do it (with several
+        masters, a link that dropped here may already have been replaced by one elsewhere)."""
+        lapse = getattr(self._registry_for_lapse(), "lapse", None)
+        if lapse is None:  # a registry without the fast-failure path: the lease runs out as usual
+            return False
+        return bool(lapse(worker_id, at))
+
+    def _registry_for_lapse(self) -> object:
+        return None
+
     # between masters
     async def masters_of(self, worker_ids: Iterable[str]) -> dict[str, str]:
         """The master each worker is linked to (workers unknown to the store are left out)."""
@@ -279,6 +292,9 @@ class MemoryStore(Store):
 
     async def seen_notify_id(self, notify_id: str, *, now: float) -> bool:
         return self.registry.seen_notify_id(notify_id, now=now)
+
+    def _registry_for_lapse(self) -> object:
+        return self.registry
 
 
 def _trio_clock() -> float:

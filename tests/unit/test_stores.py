@@ -72,3 +72,30 @@ async def test_redis_store_matches_model() -> None:
                 return store
 
             await _run_machine(fresh, 40, 30)
+
+
+@pytest.mark.skipif(not available(), reason="no redis-server (apt-get install redis-server)")
+async def test_redis_store_between_masters() -> None:
+    """Two RedisStores on one Redis: one claim winner, the master each worker is linked to,
+    dedup across them, and a lapse only by the master the worker is linked to."""
+    from mc.master.redis_store import open_redis_store
+
+    with redis_server() as redis:
+        async with open_redis_store(redis.url, master_id="A", lease=LEASE) as a, \
+                open_redis_store(redis.url, master_id="B", lease=LEASE) as b:
+            now = a.now()
+            await a.register("w1", "ws://w1", capacity=10, now=now)
+            await b.register("w2", "ws://w2", capacity=10, now=now)
+            assert await a.masters_of(["w1", "w2", "nobody"]) == {"w1": "A", "w2": "B"}
+            got = await a.locate([("room", "w1")], now=now)
+            assert got[0].owner == "w1" and got[0].url == "ws://w1"
+            assert (await b.locate([("room", "w2"), ("room", None)], now=now))[1].owner == "w1"
+            assert not await a.seen_notify_id("n1", now=now)
+            assert await b.seen_notify_id("n1", now=now)
+            assert not await b.lapse("w1", now)  # w1 is linked to A, not B
+            assert await a.lapse("w1", now)
+            assert await a.expire(now + 0.001) == ["w1"]
+            assert await b.lookup_session("room") is None
+            with trio.fail_after(2):  # b heard the version move
+                while b.version_hint != await a.version():
+                    await trio.sleep(0.01)
