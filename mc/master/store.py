@@ -256,8 +256,8 @@ class MemoryStore(Store):
 
     async def locate(self, requests: Sequence[tuple[str, str | None]], *, now: float) -> list[Located]:
         reg = self.registry
-        if any(worker is None for _, worker in requests):
-            reg.expire(now)  # a lookup names only a live owner
+        if any(worker is None for _, worker in requests) and reg.expire(now):  # lookups: live owners
+            self.on_change()  # the purge moved the version: wake long-polls now, not at the next tick
         out = []
         for session, worker in requests:
             if worker is not None:
