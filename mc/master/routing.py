@@ -188,7 +188,7 @@ class Router:
     async def _deliver_here(self, limiter: trio.CapacityLimiter, token: object, msg: Any,
                             command: Deliver) -> None:
         try:
-            wids = {str(w) for w in msg["w"]} & {w for w in msg["w"] if w in self.links}
+            wids = {str(w) for w in msg["w"] if str(w) in self.links}
             count = await self.links.deliver(wids, command.to, command.frame) if wids else 0
             await self.store.publish(str(msg["o"]), msgpack.packb({"k": "c", "r": msg["r"], "c": count}))
         except StoreUnavailable:
