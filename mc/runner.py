@@ -1,8 +1,11 @@
-"""Running a long-lived trio service until SIGINT or SIGTERM.
+"""Running a long-lived trio service until SIGINT or SIGTERM; SIGHUP reloads its settings.
 
 Every process mc starts (master, worker, ``mc up``) runs through here so
 shutdown is always the same: the signal cancels the service's scope, whose
-``finally`` blocks then drain and close in order.
+``finally`` blocks then drain and close in order. SIGHUP reads the settings
+again from the same sources (file, env, flags) and hands them to the
+service's ``Reloader.apply``: keys, limits and origins change without
+dropping a connection; a bad file keeps the old settings (and says why).
 """
 
 from __future__ import annotations
@@ -15,19 +18,46 @@ from typing import Any, TypeVar
 
 import trio
 
+from mc.security import SecuritySettings
 from mc.settings import SettingsError
 
 C = TypeVar("C")
 
+log = logging.getLogger("mc")
 
-async def until_signalled(service: Callable[[], Awaitable[object]]) -> None:
-    """Run ``service`` until it returns or a SIGINT/SIGTERM arrives."""
+
+class Reloader:
+    """Loads the settings again and hands them to the running service (``apply``)."""
+
+    def __init__(self, load: Callable[[], Any]) -> None:
+        self._load = load
+        self.apply: Callable[[Any], None] | None = None
+
+    def reload(self) -> str | None:
+        """Reload now; the error (and the old settings kept) if they do not load."""
+        try:
+            config = self._load()
+        except SettingsError as exc:
+            log.error("reload failed, keeping the running settings: %s", exc)
+            return str(exc)
+        if self.apply is not None:
+            self.apply(config)
+        log.info("settings reloaded")
+        return None
+
+
+async def until_signalled(service: Callable[[], Awaitable[object]], reloader: Reloader | None = None) -> None:
+    """Run ``service`` until it returns or a SIGINT/SIGTERM arrives; SIGHUP reloads."""
     async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
 
             async def watch() -> None:
                 async for signum in signals:
-                    logging.getLogger("mc").info("got %s, stopping", signal.Signals(signum).name)
+                    if signum == signal.SIGHUP:
+                        if reloader is not None:
+                            reloader.reload()
+                        continue
+                    log.info("got %s, stopping", signal.Signals(signum).name)
                     nursery.cancel_scope.cancel()
                     return
 
@@ -37,7 +67,7 @@ async def until_signalled(service: Callable[[], Awaitable[object]]) -> None:
 
 
 def run_service(
-    load: Callable[[], C], service: Callable[[C], Callable[[], Awaitable[Any]]]
+    load: Callable[[], C], service: Callable[[C, Reloader], Callable[[], Awaitable[Any]]]
 ) -> int:
     """Load the settings, then serve until signalled.
 
@@ -49,10 +79,16 @@ def run_service(
     except SettingsError as exc:
         print(f"mc: {exc}", file=sys.stderr)
         return 2
+    problem = (config.exposure_problem(getattr(config, "host", ""))
+               if isinstance(config, SecuritySettings) else None)
+    if problem:
+        print(f"mc: {problem}", file=sys.stderr)
+        return 2
     level = getattr(config, "log_level", "info")
     setup_logging(level)
     try:
-        trio.run(until_signalled, service(config))
+        reloader = Reloader(load)
+        trio.run(until_signalled, service(config, reloader), reloader)
     except (OSError, BaseExceptionGroup) as exc:
         cause = _os_error(exc)
         if cause is None or level.lower() == "debug":

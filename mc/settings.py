@@ -81,6 +81,12 @@ def one_of(*choices: str) -> Callable[[Any, attrs.Attribute, Any], None]:
     return check
 
 
+def readable_file(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Empty, or a file this process can read (checked when the settings load)."""
+    if value and not os.access(value, os.R_OK):
+        raise SettingsError(f"{attribute.name}: cannot read {value!r}")
+
+
 def no_control_chars(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     values = value if isinstance(value, tuple) else (value,)
     for v in values:
@@ -225,6 +231,16 @@ def _from_toml(fields: Mapping[str, attrs.Attribute], path: str) -> dict[str, An
             raise SettingsError(f"config file {path}: {key} must be a TOML {kind.__name__}, not {raw!r}")
         out[key] = _convert(field, raw)
     return out
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@attrs.frozen(slots=True)
+class ProcessSettings:
+    """What every mc process has, whatever its role."""
+
+    log_level: str = setting("info", "log level", validator=one_of(*LOG_LEVELS))
 
 
 def shown(config: Any) -> dict[str, Any]:

@@ -10,7 +10,9 @@ requests until the connection ends. What happens next depends on why:
 * anything else (4008, 4029, 4503, a dead worker, a refused TCP connect, a
   ``503``) is retried after the :class:`Backoff` delay, asking ``url()``
   again each time, so apps and chats go back through the master and may
-  land on another worker.
+  land on another worker. A connection that was up and ended by something
+  the client did not cause (4503, 1001, 1006 or a lost socket: a draining
+  or dead worker) is retried at once the first time (:class:`Retries`).
 
 Requests made while reconnecting wait for the next connection (within
 ``Options.timeout``); requests in flight when a connection drops fail with a
@@ -31,6 +33,7 @@ from trio_websocket import ConnectionClosed, DisconnectionTimeout, HandshakeErro
 from mc.protocol import Ack, Codec, Error, Ping, Pong, ProtocolError, Welcome
 from mc.protocol.errors import CloseCode
 
+from .backoff import Retries
 from .errors import McError
 from .options import Options
 from .transport import Conn, open_following
@@ -174,8 +177,7 @@ class Link:
 
     async def run(self) -> None:
         """Connect, serve and reconnect until closed, cancelled or stopped for good."""
-        backoff = self.options.backoff
-        attempt = 0
+        retries = Retries(self.options.backoff)
         with self._scope:
             try:
                 while True:
@@ -191,14 +193,11 @@ class Link:
                         return
                     if not self._keep_trying():
                         return
-                    lived = 0.0 if self._up_at is None else trio.current_time() - self._up_at
-                    if lived >= backoff.stable or ended.close_code == CloseCode.DRAINING:
-                        attempt = 0
-                    delay = backoff.delay(attempt)
-                    if ended.retry_after is not None:
-                        delay = max(delay, min(ended.retry_after, backoff.maximum))
-                    attempt += 1
-                    log.info("%s: %s; reconnecting in %.2f s", self.name, ended.reason, delay)
+                    lived = None if self._up_at is None else trio.current_time() - self._up_at
+                    delay = retries.after(lived=lived, close_code=ended.close_code,
+                                          retry_after=ended.retry_after)
+                    log.info("%s: %s; reconnecting %s", self.name, ended.reason,
+                             f"in {delay:.2f} s" if delay else "now")
                     self._changed_now()
                     await trio.sleep(delay)
             finally:

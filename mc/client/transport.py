@@ -26,6 +26,36 @@ from .requests import Pending
 from .urls import follow
 
 _REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def _end_handshake_on_abort() -> None:
+    """Let a connection that breaks during the opening handshake fail at once.
+
+    trio-websocket (0.12.2, the latest) waits for the whole
+    ``connect_timeout`` when the server's side of the TCP connection closes
+    or resets before it answered the handshake: the reader task sees the end
+    of the stream and aborts, but nothing wakes the task waiting for the
+    handshake. That is exactly what a worker killed in the middle of our
+    handshake does, and it would keep a member of its chat sessions away for
+    10 s instead of a retry. The abort now also ends that wait; the caller
+    gets the connection already closed (1006, ``ConnectionClosed`` on its
+    first read) and retries as for any lost connection.
+    """
+    original = getattr(WebSocketConnection, "_abort_web_socket", None)
+    if original is None or getattr(original, "_mc_ends_handshake", False):
+        return
+
+    async def _abort_web_socket(self: WebSocketConnection) -> None:
+        await original(self)
+        handshake = getattr(self, "_open_handshake", None)
+        if isinstance(handshake, trio.Event):
+            handshake.set()
+
+    _abort_web_socket._mc_ends_handshake = True  # type: ignore[attr-defined]
+    setattr(WebSocketConnection, "_abort_web_socket", _abort_web_socket)  # noqa: B010
+
+
+_end_handshake_on_abort()
 _CODEC_NAMES: dict[str, Codec] = {"json": JSON, "msgpack": MSGPACK, **CODECS}
 
 

@@ -17,7 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Subscribe to each PATTERN ('*' = one segment, '>' = the rest) on every "
                     "worker and print one JSON object per message on stdout (the wire 'message' "
                     "frame without 'type': topic, key, data, from, worker, seq, ts, trace), "
-                    "flushed per line for jq. Status goes to stderr.",
+                    "flushed per line for jq. Status goes to stderr. --master may also name a "
+                    "standalone worker (mc worker without --master): then it consumes from that "
+                    "worker alone.",
     )
     p.add_argument("patterns", nargs="+", metavar="PATTERN")
     p.add_argument("--group", help="consumer group: each message goes to one member of the group")

@@ -18,4 +18,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_service(lambda: load(MasterConfig, args), lambda cfg: functools.partial(serve_master, cfg))
+    return run_service(lambda: load(MasterConfig, args),
+                       lambda cfg, reloader: functools.partial(serve_master, cfg, reloader))

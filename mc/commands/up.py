@@ -1,13 +1,23 @@
 """``mc up``: an embedded local cluster (one master, N workers), each its own process.
 
 Started in order (master first, then workers once the master answers), stopped
-together on Ctrl-C or SIGTERM: every child gets SIGTERM, then SIGKILL after a
-grace period. Only the processes this command started are signalled, by PID.
+together on Ctrl-C or SIGTERM: workers first (they close their clients with
+4503), then the master; every child gets SIGTERM, then SIGKILL after a grace
+period. Only the processes this command started are signalled, by PID.
+
+Supervision: a worker that exits is started again on the same port with the
+same id (its clients reconnect to it or elsewhere), after 1 s, doubling up to
+30 s while it keeps dying, back to 1 s once it stayed up for 30 s. Every
+exit is logged with the worker's id, port and exit status. The master dying
+is fatal: ``mc up`` stops the workers and exits with status 1, because a
+master that crashed is a bug to look at, not something to hide behind
+restarts (and workers without a master cannot route chat or presence).
 
 ``--masters 2`` runs several masters sharing a Redis store (``--store
 redis://...``); without ``--store`` it starts a local ``redis-server`` (no
-persistence) if one is installed, says so, and stops it last. Each worker gets
-every master URL, rotated so the workers spread over the masters.
+persistence) if one is installed, says so, and stops it (by PID) after the
+masters. Each worker gets every master URL, rotated so the workers spread
+over the masters.
 """
 
 from __future__ import annotations
@@ -17,22 +27,36 @@ import functools
 import logging
 import os
 import shutil
+import signal
 import sys
 
+import attrs
 import httpx
 import trio
 
 from mc.runner import setup_logging, until_signalled
-from mc.worker.config import LOG_LEVELS
+from mc.settings import LOG_LEVELS, ProcessSettings
 
 log = logging.getLogger("mc.up")
 
 STARTUP_TIMEOUT = 20.0
 STOP_GRACE = 5.0
+#: restart delays: the first, the cap, and how long a worker must stay up for the next to be the first again
+RESTART_FIRST = 1.0
+RESTART_MAX = 30.0
+RESTART_STABLE = 30.0
+#: a child that exits waits this long before mc up reacts: Ctrl-C in a terminal
+#: signals every process of the group at once, and mc up's own shutdown (which
+#: cancels the reaction) must win over "a worker died" or "the master died"
+SHUTDOWN_RACE = 0.25
+
+
+class MasterDied(Exception):
+    """The master exited: the cluster cannot go on."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("up", help="run a local cluster: a master and N workers")
+    p = sub.add_parser("up", help="run a local cluster: a master and N workers (restarted if they die)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="number of workers (default: CPUs)")
     p.add_argument("--port", type=int, default=7100,
@@ -46,38 +70,114 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="port of the redis-server mc up starts (default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="address every process listens on")
     p.add_argument("--heartbeat", type=float, default=25.0, help="worker ping interval, seconds")
-    p.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS,
+    p.add_argument("--log-level", default=ProcessSettings().log_level, type=str.lower, choices=LOG_LEVELS,
                    help="log level of every process (default: %(default)s)")
     p.set_defaults(run=run)
 
 
-async def _wait_healthy(url: str, proc: trio.Process) -> None:
-    async with httpx.AsyncClient(timeout=0.5) as http:
-        with trio.fail_after(STARTUP_TIMEOUT):
-            while True:
-                if proc.returncode is not None:
-                    raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-                try:
-                    if (await http.get(f"{url}/healthz")).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                await trio.sleep(0.1)
+def exit_status(code: int) -> str:
+    """``-9 (SIGKILL)`` for a signal, else the exit code."""
+    if code < 0:
+        try:
+            return f"{code} ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"{code} (signal {-code})"
+    return str(code)
 
 
-async def _stop(groups: list[list[trio.Process]]) -> None:
+def next_delay(delay: float, lived: float) -> float:
+    """The restart delay after the one of ``delay``, for a worker that stayed up ``lived`` s.
+
+    >>> [next_delay(d, 0.5) for d in (1.0, 16.0, 30.0)], next_delay(30.0, 31.0)
+    ([2.0, 30.0, 30.0], 1.0)
+    """
+    if lived >= RESTART_STABLE:
+        return RESTART_FIRST
+    return min(RESTART_MAX, delay * 2)
+
+
+@attrs.define
+class Child:
+    """One process of the cluster, as ``mc up`` starts (and restarts) it."""
+
+    name: str
+    args: list[str]
+    health: str  # its /healthz URL
+    proc: trio.Process | None = None
+    restarts: int = 0
+
+    async def start(self) -> trio.Process:
+        self.proc = await trio.lowlevel.open_process(self.args)
+        return self.proc
+
+    async def wait_healthy(self) -> None:
+        """Until ``/healthz`` answers 200; RuntimeError if the process exits or takes too long."""
+        proc = self.proc
+        assert proc is not None
+        async with httpx.AsyncClient(timeout=0.5) as http:
+            with trio.move_on_after(STARTUP_TIMEOUT):
+                while True:
+                    if proc.returncode is not None:
+                        raise RuntimeError(f"{self.name} exited with {exit_status(proc.returncode)}")
+                    try:
+                        if (await http.get(self.health)).status_code == 200:
+                            return
+                    except httpx.HTTPError:
+                        pass
+                    await trio.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not answer {self.health} within {STARTUP_TIMEOUT} s")
+
+
+async def _stop(groups: list[list[trio.Process | None]]) -> None:
     """Workers first (they close their clients with 4503), then the masters, then Redis."""
     for group in groups:
-        for proc in group:
+        procs = [p for p in group if p is not None]
+        for proc in procs:
             if proc.returncode is None:
                 proc.terminate()
         with trio.move_on_after(STOP_GRACE):
-            for proc in group:
+            for proc in procs:
                 await proc.wait()
-        for proc in group:
+        for proc in procs:
             if proc.returncode is None:
                 proc.kill()
-                await proc.wait()
+                with trio.move_on_after(STOP_GRACE):
+                    await proc.wait()
+
+
+async def _supervise(worker: Child, port: int) -> None:
+    """Restart ``worker`` whenever it exits, with backoff; runs until cancelled."""
+    delay: float | None = None
+    while True:
+        proc = worker.proc
+        assert proc is not None
+        up_since = trio.current_time()
+        code = await proc.wait()
+        lived = trio.current_time() - up_since
+        delay = RESTART_FIRST if delay is None else next_delay(delay, lived)
+        await trio.sleep(SHUTDOWN_RACE)
+        log.error("%s (port %d) exited with %s; restarting in %.1f s",
+                  worker.name, port, exit_status(code), delay)
+        await trio.sleep(max(0.0, delay - SHUTDOWN_RACE))
+        worker.restarts += 1
+        await worker.start()
+        try:
+            await worker.wait_healthy()
+        except RuntimeError as exc:
+            log.error("%s did not come back: %s", worker.name, exc)
+            if worker.proc is not None and worker.proc.returncode is None:
+                worker.proc.kill()
+            continue
+        log.info("%s is back on port %d (restart %d)", worker.name, port, worker.restarts)
+
+
+async def _watch_master(master: Child) -> None:
+    proc = master.proc
+    assert proc is not None
+    code = await proc.wait()
+    await trio.sleep(SHUTDOWN_RACE)
+    log.error("the master exited with %s; stopping the cluster", exit_status(code))
+    raise MasterDied(exit_status(code))
 
 
 async def _start_redis(args: argparse.Namespace) -> tuple[trio.Process, str]:
@@ -111,53 +211,72 @@ async def up(args: argparse.Namespace) -> None:
     n_masters = max(1, args.masters)
     master_urls = [f"http://{args.host}:{args.port + i}" for i in range(n_masters)]
     first_worker = args.port + n_masters
-    infra: list[trio.Process] = []
-    masters: list[trio.Process] = []
-    workers: list[trio.Process] = []
+    infra: list[trio.Process | None] = []
+    masters: list[Child] = []
+    workers = []
+    for i in range(1, args.workers + 1):
+        k = (i - 1) % n_masters  # rotated: the workers spread over the masters
+        mine = ",".join(master_urls[k:] + master_urls[:k])
+        port = first_worker + i - 1
+        workers.append(Child(f"worker w{i}", [
+            *base, "worker", "--port", str(port), "--id", f"w{i}", "--master", mine,
+            "--heartbeat", str(args.heartbeat), *common,
+        ], f"http://{args.host}:{port}/healthz"))
     try:
         store = args.store
         if store is None and n_masters > 1:
             redis, store = await _start_redis(args)
             infra.append(redis)
         store_args = ["--store", store] if store else []
-        for i in range(n_masters):
-            masters.append(await trio.lowlevel.open_process([
+        for i, url in enumerate(master_urls):
+            name = "master" if n_masters == 1 else f"master m{i + 1}"
+            masters.append(Child(name, [
                 *base, "master", "--port", str(args.port + i), *store_args,
-                *(["--master-id", f"m{i + 1}"] if n_masters > 1 else []), *common]))
-        for url, proc in zip(master_urls, masters, strict=True):
-            await _wait_healthy(url, proc)
-        for i in range(1, args.workers + 1):
-            port = first_worker + i - 1
-            k = (i - 1) % n_masters  # rotated: the workers spread over the masters
-            mine = ",".join(master_urls[k:] + master_urls[:k])
-            workers.append(await trio.lowlevel.open_process([
-                *base, "worker", "--port", str(port), "--id", f"w{i}", "--master", mine,
-                "--heartbeat", str(args.heartbeat), *common,
-            ]))
-        for i, proc in enumerate(workers):
-            await _wait_healthy(f"http://{args.host}:{first_worker + i}", proc)
+                *(["--master-id", f"m{i + 1}"] if n_masters > 1 else []), *common], f"{url}/healthz"))
+        for master in masters:
+            await master.start()
+        for master in masters:
+            await master.wait_healthy()
+        for worker in workers:
+            await worker.start()
+        for worker in workers:
+            await worker.wait_healthy()
         if n_masters == 1:
             print(f"mc is up: master {master_urls[0]}  (dashboard {master_urls[0]}/)", flush=True)
         else:
             print(f"mc is up: {n_masters} masters sharing {store}: {','.join(master_urls)}", flush=True)
         for i in range(1, args.workers + 1):
             print(f"  worker w{i}: ws://{args.host}:{first_worker + i - 1}", flush=True)
-        print("Ctrl-C stops the cluster.", flush=True)
+        print("Workers that die are restarted; Ctrl-C stops the cluster.", flush=True)
         async with trio.open_nursery() as nursery:
-            for proc in [*infra, *masters, *workers]:
-                nursery.start_soon(_watch, proc)
+            for master in masters:
+                nursery.start_soon(_watch_master, master)
+            for i, worker in enumerate(workers):
+                nursery.start_soon(_supervise, worker, first_worker + i)
     finally:
         with trio.CancelScope(shield=True):
-            await _stop([workers, masters, infra])
-
-
-async def _watch(proc: trio.Process) -> None:
-    code = await proc.wait()
-    args = list(proc.args) if isinstance(proc.args, (list, tuple)) else [proc.args]
-    log.error("%s exited with %s", " ".join(map(str, args[3:5])), code)
+            await _stop([[w.proc for w in workers], [m.proc for m in masters], infra])
 
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
-    trio.run(until_signalled, functools.partial(up, args))
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per health poll
+    try:
+        trio.run(until_signalled, functools.partial(up, args))
+    except BaseExceptionGroup as group:
+        died = group.subgroup(MasterDied)
+        if died is None:
+            raise
+        print(f"mc up: the master exited with {_first(died)}; the cluster was stopped", file=sys.stderr)
+        return 1
+    except MasterDied as exc:
+        print(f"mc up: the master exited with {exc}; the cluster was stopped", file=sys.stderr)
+        return 1
     return 0
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc

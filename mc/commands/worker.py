@@ -7,7 +7,7 @@ import functools
 
 import trio
 
-from mc.runner import run_service
+from mc.runner import Reloader, run_service
 from mc.settings import add_arguments, load
 from mc.worker.config import WorkerConfig
 from mc.worker.server import Worker
@@ -20,11 +20,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 async def serve(
-    config: WorkerConfig, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    config: WorkerConfig, reloader: Reloader | None = None, *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve one worker, attached to its masters when there are any."""
-    await Worker(config).serve(task_status=task_status)
+    worker = Worker(config)
+    if reloader is not None:
+        reloader.apply = worker.reload
+    await worker.serve(task_status=task_status)
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_service(lambda: load(WorkerConfig, args), lambda cfg: functools.partial(serve, cfg))
+    return run_service(lambda: load(WorkerConfig, args), lambda cfg, r: functools.partial(serve, cfg, r))

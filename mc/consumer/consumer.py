@@ -296,6 +296,9 @@ def connect_consumer(
     one; ``codec`` is ``"json"`` or ``"msgpack"`` (then ``data`` may be
     bytes); ``timeout`` bounds each request, ``connect_timeout`` the first
     worker list; ``buffer`` is how many messages wait for the reader.
+    ``url`` may also be a standalone worker's (``mc worker --port P``, no
+    master): it is detected (``404`` on ``/v1/workers``, a worker's
+    ``/healthz``) and the consumer attaches to that worker alone.
 
     Example::
 

@@ -7,6 +7,11 @@ While the master is unreachable the last list stays in force (the workers
 may be fine) and the poll is retried with backoff; after an error the next
 poll asks without ``after``, because a restarted master counts versions from
 scratch and would otherwise hold the request for the whole 30 s.
+
+A standalone worker (``mc worker`` without ``--master``) has no worker list:
+it answers ``404`` on ``/v1/workers``. When the first poll gets that ``404``
+and the same address answers ``/healthz`` the way a worker does (with its
+``worker`` id), the worker itself is the whole list, for good.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import trio
 
 from mc.client.errors import McError
 from mc.client.options import Options
+from mc.protocol.control import http_to_ws
+from mc.protocol.names import is_name
 
 log = logging.getLogger("mc.consumer")
 
@@ -62,6 +69,8 @@ class Discovery:
         self._on_list = on_list
         #: the last failure, for error messages
         self.last_error: Exception | None = None
+        #: the base URL turned out to be a standalone worker's (see the module docstring)
+        self.standalone = False
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Poll forever; ``started`` after the first list (a 4xx then raises McError)."""
@@ -75,6 +84,15 @@ class Discovery:
                 try:
                     version, workers = await self._poll(http, version)
                 except (httpx.HTTPError, ValueError, McError) as exc:
+                    if isinstance(exc, McError) and exc.status == 404 and not started:
+                        alone = await self._standalone(http)
+                        if alone is not None:
+                            self.standalone = True
+                            log.info("%s is a standalone worker (%s): consuming from it alone",
+                                     self._base, alone.id)
+                            self._on_list([alone])
+                            task_status.started()
+                            await trio.sleep_forever()
                     if isinstance(exc, McError) and not exc.temporary and not started:
                         raise
                     self.last_error = exc
@@ -98,3 +116,15 @@ class Discovery:
             raise McError.from_status(resp.status_code, resp.content, resp.headers.items(),
                                       f"GET {self._base}/v1/workers")
         return WorkerEntry.parse_list(resp.json())
+
+    async def _standalone(self, http: httpx.AsyncClient) -> WorkerEntry | None:
+        """This worker, if ``base`` is a worker's address (its ``/healthz`` names it); else None."""
+        try:
+            resp = await http.get(f"{self._base}/healthz")
+            body = resp.json() if resp.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+        wid = body.get("worker") if isinstance(body, dict) else None
+        if not is_name(wid):
+            return None
+        return WorkerEntry(wid, http_to_ws(self._base), "up")

@@ -7,21 +7,27 @@ as JSON objects of at most ``max_body`` bytes; errors are JSON
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources
 from typing import Any
 
 import orjson
+import trio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from mc.protocol import ErrorCode, ProtocolError, Target, is_name
 from mc.protocol.control import Metrics
 from mc.protocol.frames import MAX_ID, Notification
 
 from .entry import error, unavailable
+from .history import History, parse_seconds
 from .registry import WorkerInfo
 from .state import MasterState
+from .store import StoreUnavailable
 
 _notify_ids = itertools.count(1)
 _boot = f"{time.time_ns():x}"
@@ -145,6 +151,15 @@ async def drain(request: Request) -> Response:
     return JSONResponse({"worker": wid, "state": "draining"}, status_code=202)
 
 
+async def reload(request: Request) -> Response:
+    state = _state(request)
+    reloader = state.reloader
+    problem = reloader.reload() if reloader is not None else "this master has no settings to reload"
+    if problem is not None:
+        return error(400, ErrorCode.BAD_REQUEST, problem)
+    return JSONResponse({"reloaded": True})
+
+
 async def rebalance(request: Request) -> Response:
     return JSONResponse({"shedding": await _state(request).rebalance(force=True)}, status_code=202)
 
@@ -201,3 +216,84 @@ def store_unavailable(request: Request, exc: Exception) -> Response:
     _state(request).store_failed(exc)
     return unavailable(f"the registry store is unavailable: {exc}")
 
+
+# ------------------------------------------------------------ for the dashboard and browsers
+
+#: ``GET /v1/sessions`` lists at most this many sessions (``total`` counts them all)
+MAX_SESSIONS_LISTED = 1000
+#: seconds between two ``GET /v1/events`` pushes
+EVENTS_INTERVAL = 1.0
+
+
+async def sessions(request: Request) -> Response:
+    state = _state(request)
+    await state.purge_lapsed()
+    total, listed = await state.store.sessions(MAX_SESSIONS_LISTED)
+    return JSONResponse({
+        "total": total,
+        "truncated": total > len(listed),
+        "sessions": [{"session": s.session, "worker": s.worker_id, "members": s.members} for s in listed],
+    })
+
+
+def _history(request: Request) -> History:
+    return request.app.state.history
+
+
+async def stats_history(request: Request) -> Response:
+    history = _history(request)
+    seconds = parse_seconds(request.query_params.get("seconds"), history.capacity)
+    if seconds is None:
+        return error(400, ErrorCode.BAD_REQUEST, f"seconds must be an integer from 1 to {history.capacity}")
+    return JSONResponse({"interval": 1, "samples": [s.to_json() for s in history.last(seconds)]})
+
+
+async def snapshot(state: MasterState, history: History) -> dict[str, Any]:
+    """What one ``/v1/events`` push carries: stats, the workers with their uptime, the latest sample."""
+    await state.purge_lapsed()
+    now = state.store_now()  # registered_at is on the store's clock
+    latest = history.latest
+    stats = await stats_json(state)
+    uptimes = {w.id: round(now - w.registered_at, 1) for w in state.last_workers}
+    for w in stats["workers"]:
+        w["uptime_s"] = uptimes.get(w["id"], 0.0)
+    return {
+        "version": state.store.version_hint,
+        "keys": bool(state.config.api_keys),  # the dashboard shows its login box when True
+        **stats,
+        "sample": latest.to_json() if latest is not None else None,
+    }
+
+
+async def events(request: Request) -> Response:
+    """Server-sent events: one ``stats`` event a second (PROTOCOL.md "Observability")."""
+    state, history = _state(request), _history(request)
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield b"retry: 1000\n\n"
+        while True:
+            try:
+                snap = await snapshot(state, history)
+            except StoreUnavailable as exc:
+                state.store_failed(exc)
+                snap = {"error": "unavailable"}
+            yield b"event: stats\ndata: " + orjson.dumps(snap) + b"\n\n"
+            await trio.sleep(EVENTS_INTERVAL)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def static_file(name: str, media_type: str) -> Callable[[Request], Awaitable[Response]]:
+    """An endpoint serving a file of mc/master/static with an ETag (``304`` on a matching If-None-Match)."""
+    body = resources.files("mc.master").joinpath(f"static/{name}").read_bytes()
+    etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+
+    async def endpoint(request: Request) -> Response:
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        match = request.headers.get("if-none-match", "")
+        if etag in (t.strip() for t in match.split(",")) or match.strip() == "*":
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type=media_type, headers=headers)
+
+    return endpoint

@@ -12,60 +12,88 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator
-from importlib import resources
 from urllib.parse import urlsplit
 
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 
 from mc.protocol.control import CONTROL_PATH
+from mc.runner import Reloader
 
 from . import api
 from .config import MasterConfig
 from .control import control_endpoint
 from .entry import http_entry, websocket_entry
+from .guard import Guard
+from .history import History
 from .metrics import metrics_endpoint
+from .origins import OriginMiddleware
 from .registry import Registry
 from .state import MasterState
 from .store import MemoryStore, Store, StoreUnavailable
 
 log = logging.getLogger("mc.master")
 
-_DASHBOARD = resources.files("mc.master").joinpath("static/dashboard.html").read_text("utf-8")
+HTTP_READ_TIMEOUT = 10
 _ENTRY_PATHS = ("/v1/app", "/v1/consumer", "/v1/chat/{session}")
+#: the dashboard (plain HTML, JS and CSS: nothing is fetched from elsewhere) and the JS client
+_STATIC = {
+    "/": api.static_file("dashboard.html", "text/html; charset=utf-8"),
+    "/static/dashboard.js": api.static_file("dashboard.js", "text/javascript; charset=utf-8"),
+    "/static/dashboard.css": api.static_file("dashboard.css", "text/css; charset=utf-8"),
+    "/mc.js": api.static_file("mc.js", "text/javascript; charset=utf-8"),
+}
 
 
-async def dashboard(request: Request) -> Response:
-    return HTMLResponse(_DASHBOARD)
-
-
-def build_app(state: MasterState) -> Starlette:
+def build_app(state: MasterState, history: History | None = None) -> Starlette:
     routes = [
-        Route("/", dashboard),
+        *(Route(path, endpoint) for path, endpoint in _STATIC.items()),
         Route("/healthz", api.healthz),
         Route("/metrics", metrics_endpoint(state)),
         Route("/v1/assign", api.assign),
         Route("/v1/workers", api.workers),
         Route("/v1/workers/{worker}/drain", api.drain, methods=["POST", "DELETE"]),
         Route("/v1/rebalance", api.rebalance, methods=["POST"]),
+        Route("/v1/reload", api.reload, methods=["POST"]),
         Route("/v1/sessions/{session}", api.session),
         Route("/v1/clients/{client}", api.client),
         Route("/v1/notify", api.notify, methods=["POST"]),
+        Route("/v1/sessions", api.sessions),
         Route("/v1/stats", api.stats),
+        Route("/v1/stats/history", api.stats_history),
+        Route("/v1/events", api.events),
         WebSocketRoute(CONTROL_PATH, control_endpoint),
     ]
     for path in _ENTRY_PATHS:
         routes.append(WebSocketRoute(path, websocket_entry))
         routes.append(Route(path, http_entry))
-    app = Starlette(routes=routes, exception_handlers={StoreUnavailable: api.store_unavailable})
+    app = Starlette(routes=routes, exception_handlers={StoreUnavailable: api.store_unavailable}, middleware=[
+        # outermost: preflights and 403 for foreign origins first, CORS headers on every answer
+        Middleware(OriginMiddleware, allowed=lambda: state.config.allowed_origins),
+        Middleware(Guard, keys=lambda: state.config.api_keys),
+    ])
     app.state.master = state
+    app.state.history = history if history is not None else History()
     return app
+
+
+async def sample_loop(state: MasterState, history: History) -> None:
+    """Once a second, the cluster's and each live worker's figures into ``history``."""
+    while True:
+        try:
+            await state.purge_lapsed()
+            totals = await state.store.totals(state.store_now())
+            history.add(time.time_ns() // 1_000_000, totals.metrics,
+                        [(w.id, w.metrics) for w in await state.live_workers()])
+        except StoreUnavailable as exc:
+            state.store_failed(exc)
+        await trio.sleep(1.0)
 
 
 def hypercorn_config(config: MasterConfig) -> HypercornConfig:
@@ -74,21 +102,28 @@ def hypercorn_config(config: MasterConfig) -> HypercornConfig:
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.websocket_max_message_size = config.max_body
+    # the same bounds as a worker's handshake: a request head or body that is not
+    # complete within 10 s is cut, and heads are at most 16 KiB
+    hc.read_timeout = HTTP_READ_TIMEOUT
+    hc.h11_max_incomplete_size = 16384
     hc.keep_alive_timeout = 60
     hc.graceful_timeout = 2
     return hc
 
 
 async def serve_master(
-    config: MasterConfig, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    config: MasterConfig, reloader: Reloader | None = None, *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the master until cancelled."""
     async with open_store(config) as store:
-        state = MasterState(config, store)
+        state = MasterState(config, reloader, store)
         async with trio.open_nursery() as nursery:
+            history = History()
             nursery.start_soon(state.expire_loop)
             nursery.start_soon(state.router.run)
-            await nursery.start(hypercorn_serve, build_app(state), hypercorn_config(config))
+            nursery.start_soon(sample_loop, state, history)
+            await nursery.start(hypercorn_serve, build_app(state, history), hypercorn_config(config))
             log.info("master %s listening on http://%s:%d (store: %s)", store.master_id, config.host,
                      config.port, "memory" if not store.shared else _masked(config.store))
             task_status.started()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import attrs
 
-from mc.settings import SettingsError, no_control_chars, non_negative, one_of, port_number, positive, setting
-from mc.worker.config import LOG_LEVELS
+from mc.security import SecuritySettings
+from mc.settings import SettingsError, no_control_chars, non_negative, port_number, positive, setting
 
 
 def store_url(instance: object, attribute: attrs.Attribute, value: object) -> None:
@@ -16,10 +16,14 @@ def store_url(instance: object, attribute: attrs.Attribute, value: object) -> No
 
 
 @attrs.frozen(slots=True)
-class MasterConfig:
+class MasterConfig(SecuritySettings):
     host: str = setting("127.0.0.1", "address to listen on", validator=no_control_chars)
     port: int = setting(7100, "port to listen on", validator=port_number)
     lease: float = setting(5.0, "seconds a worker may stay silent before it is dead", validator=positive)
+    dead_link_grace: float = setting(
+        1.0, "seconds a worker whose control link closed without a leave (a crash) stays listed; "
+             "it is dead then unless it registered again (the lease still covers silent links)",
+        validator=non_negative)
     report_interval: float = setting(0.5, "seconds between a worker's heartbeats (told at registration)",
                                      validator=positive)
     long_poll: float = setting(30.0, "seconds GET /v1/workers?after=V waits at most", validator=positive)
@@ -37,4 +41,3 @@ class MasterConfig:
                          "(several masters share it)", validator=store_url)
     master_id: str = setting("", "this master's id among those sharing a store (default: host-pid-random)",
                              validator=no_control_chars)
-    log_level: str = setting("info", "log level", validator=one_of(*LOG_LEVELS))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 import trio
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from mc.channels import batch_of
@@ -40,6 +41,7 @@ from mc.protocol.control import (
 )
 from mc.protocol.errors import violation
 from mc.protocol.frames import Notification
+from mc.security import bearer, key_matches
 
 from .links import LinkOverflow, WorkerLink
 from .registry import RegistryError, UnknownWorker
@@ -49,11 +51,22 @@ from .store import StoreUnavailable
 log = logging.getLogger("mc.master")
 
 REGISTER_TIMEOUT = 5.0
+#: the store's answer to a lost link's lapse, at most (the lease ends it anyway)
+LAPSE_TIMEOUT = 2.0
 MAX_CONCURRENT_NOTIFIES = 256
 
 
 async def control_endpoint(ws: WebSocket) -> None:
     state: MasterState = ws.app.state.master
+    key = state.config.cluster_key
+    if key and not key_matches(bearer(ws.headers.get("authorization")), (key,)):
+        state.refused_links += 1
+        client = ws.client.host if ws.client else "?"
+        log.warning("refused a control link from %s: no or wrong cluster key (%d refused)",
+                    client, state.refused_links)
+        await ws.send_denial_response(JSONResponse(
+            {"error": "unauthorized", "reason": "the control link needs the cluster key"}, status_code=401))
+        return
     await ws.accept()
     link: WorkerLink | None = None
     try:
@@ -76,8 +89,12 @@ async def control_endpoint(ws: WebSocket) -> None:
              trio.ClosedResourceError):
         pass
     finally:
-        if link is not None:
-            state.links.detach(link)
+        # A link that closed while current, without a leave (a crashed worker:
+        # its kernel closed the socket), makes the worker dead after a short
+        # grace instead of the whole lease, unless it registers again first.
+        if link is not None and state.links.detach(link):
+            with trio.move_on_after(LAPSE_TIMEOUT, shield=True):  # a store call, during teardown
+                await state.link_lost(link.worker_id)
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:

@@ -7,19 +7,27 @@ claims it; ``mode=join`` with no owner is ``404``). The identity is validated
 here first, so a bad handshake gets the same ``400`` as on a worker. Plain
 HTTP GETs of these paths are answered the same way, which lets tools without
 WebSocket support discover where to connect.
+
+A handshake with ``browser=1`` gets the same answer in frames instead
+(PROTOCOL.md "Browsers"; mc.worker.browser): accepted, one ``redirect`` or
+``error`` frame, then close 4307 or 4000 + status. A handshake whose
+``Origin`` is not allowed (mc.master.origins) is ``403``.
 """
 
 from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
+import orjson
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 
-from mc.protocol import ErrorCode, ProtocolError
-from mc.protocol.identity import parse_app, parse_chat, parse_consumer
+from mc.identify import APP, CHAT, CONSUMER, Refusal, identify
+from mc.protocol import ErrorCode, negotiate
+from mc.worker.browser import FRAMED_STATUSES, frame_of, wants_frames
 
+from .origins import refused
 from .state import MasterState
 from .store import StoreUnavailable
 
@@ -39,21 +47,18 @@ async def decide(state: MasterState, conn: HTTPConnection) -> Response:
     path = conn.url.path
     raw_query = conn.url.query
     query = dict(parse_qsl(raw_query, keep_blank_values=True))
+    kind = {"/v1/app": APP, "/v1/consumer": CONSUMER}.get(path, CHAT)
     try:
-        if path == "/v1/app":
-            parse_app(query, conn.headers)
-        elif path == "/v1/consumer":
-            parse_consumer(query, conn.headers)
-        else:
-            chat = parse_chat(conn.path_params["session"], query, conn.headers)
-            found = (await state.store.locate([(chat.session, None)], now=state.store_now()))[0]
-            url = found.url
-            if url is not None:
-                return _redirect(url, path, raw_query)
-            if chat.mode == "join":
-                return error(404, ErrorCode.NOT_FOUND, f"no chat session {chat.session!r}")
-    except ProtocolError as exc:
-        return error(400, exc.code, exc.reason)
+        who = identify(kind, conn.path_params.get("session"), query, conn.headers,
+                       tokens=state.tokens, api_keys=state.config.api_keys)
+    except Refusal as exc:
+        return error(exc.status, exc.code, exc.reason)
+    if who.session is not None:
+        found = (await state.store.locate([(who.session, None)], now=state.store_now()))[0]
+        if found.url is not None:
+            return _redirect(found.url, path, raw_query)
+        if who.mode == "join":
+            return error(404, ErrorCode.NOT_FOUND, f"no chat session {who.session!r}")
     worker = await state.assign()
     if worker is None:
         return unavailable("no live worker can take a connection")
@@ -65,20 +70,56 @@ def _redirect(base: str, path: str, raw_query: str) -> Response:
     return Response(status_code=307, headers={"Location": location})
 
 
-async def websocket_entry(ws: WebSocket) -> None:
-    state: MasterState = ws.app.state.master
-    try:
-        answer = await decide(state, ws)
-    except StoreUnavailable as exc:
-        state.store_failed(exc)
-        answer = unavailable(f"the registry store is unavailable: {exc}")
-    await ws.send_denial_response(answer)
+async def _settle(state: MasterState, conn: HTTPConnection) -> None:
+    """For a chat path: wait while the session's owner is suspect (its link just dropped).
+
+    **Decision:** a member re-opening a session whose owner crashed is held
+    here (at most the dead-link grace) until the master knows whether the
+    owner is back or dead, then sent to the right place, instead of being
+    redirected to a worker that is probably gone.
+    """
+    session = conn.path_params.get("session")
+    if isinstance(session, str):
+        await state.owner_settled(session)
 
 
-async def http_entry(request: HTTPConnection) -> Response:
-    state: MasterState = request.app.state.master
+def origin_refusal(conn: HTTPConnection) -> Response | None:
+    """403 for a handshake whose Origin ``allowed_origins`` does not list."""
+    origin = conn.headers.get("origin")
+    allowed = conn.app.state.master.config.allowed_origins
+    if origin is not None and refused(origin, conn.headers, conn.url.scheme, allowed):
+        return error(403, ErrorCode.FORBIDDEN, f"origin {origin[:200]!r} is not allowed")
+    return None
+
+
+async def _answer(conn: HTTPConnection) -> Response:
+    refusal = origin_refusal(conn)
+    if refusal is not None:
+        return refusal
+    state: MasterState = conn.app.state.master
     try:
-        return await decide(state, request)
+        await _settle(state, conn)
+        return await decide(state, conn)
     except StoreUnavailable as exc:
         state.store_failed(exc)
         return unavailable(f"the registry store is unavailable: {exc}")
+
+
+async def websocket_entry(ws: WebSocket) -> None:
+    answer = await _answer(ws)
+    codec = negotiate(ws.scope.get("subprotocols") or [])
+    if not wants_frames(ws.query_params) or answer.status_code not in FRAMED_STATUSES or codec is None:
+        await ws.send_denial_response(answer)
+        return
+    body = orjson.loads(answer.body) if answer.body else {}
+    frame, code = frame_of(answer.status_code, body, answer.headers)
+    await ws.accept(subprotocol=codec.name if ws.scope.get("subprotocols") else None)
+    if codec.binary:
+        await ws.send_bytes(codec.encode(frame))
+    else:
+        await ws.send_text(codec.encode(frame).decode())
+    await ws.close(code, str(frame.get("code", "redirect"))[:100])
+
+
+async def http_entry(request: HTTPConnection) -> Response:
+    return await _answer(request)

@@ -72,10 +72,13 @@ class Links:
             old.close()
         self._links[link.worker_id] = link
 
-    def detach(self, link: WorkerLink) -> None:
-        if self._links.get(link.worker_id) is link:
+    def detach(self, link: WorkerLink) -> bool:
+        """Close ``link``; True if it was its worker's current link (not replaced by a newer one)."""
+        current = self._links.get(link.worker_id) is link
+        if current:
             del self._links[link.worker_id]
         link.close()
+        return current
 
     def tell(self, worker_id: str, msg: ControlMessage) -> bool:
         """Send a one-way message; False when the worker has no link."""

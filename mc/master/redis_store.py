@@ -544,6 +544,24 @@ class RedisStore(Store):
             return None
         return SessionInfo(session, _s(w), int(m or 0), int(q or 0))
 
+    async def sessions(self, limit: int) -> tuple[int, list[SessionInfo]]:
+        """Every owner's session count, and at most ``limit`` sessions (SCAN; for the dashboard)."""
+        total = 0
+        ids = [_s(w) for w in await self._call(self.client.smembers(f"{P}:members"))]
+        for wid in ids:
+            total += int(await self._call(self.client.scard(f"{P}:ws:{wid}")))
+        listed: list[SessionInfo] = []
+        for wid in ids:
+            if len(listed) >= limit:
+                break
+            for name in await self._call(self.client.smembers(f"{P}:ws:{wid}")):
+                if len(listed) >= limit:
+                    break
+                found = await self.lookup_session(_s(name))
+                if found is not None:
+                    listed.append(found)
+        return total, listed
+
     async def release_session(self, session: str, worker_id: str) -> bool:
         return bool(await self._run("release", session, worker_id))
 

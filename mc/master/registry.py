@@ -34,6 +34,7 @@ learns again what the cluster holds.
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
@@ -320,6 +321,10 @@ class Registry:
         """The session's owner and member count, or None when nobody owns it. O(1)."""
         return self._sessions.get(session)
 
+    def sessions(self, limit: int) -> tuple[int, list[SessionInfo]]:
+        """How many sessions are owned, and at most ``limit`` of them. O(limit)."""
+        return len(self._sessions), list(itertools.islice(self._sessions.values(), max(limit, 0)))
+
     def release_session(self, session: str, worker_id: str) -> bool:
         """Forget a session that ended on its owner; False (and nothing done) for anyone else."""
         current = self._sessions.get(session)
@@ -505,3 +510,26 @@ class Registry:
         del devices[device]
         if not devices:
             del self._devices[client]
+
+    # --------------------------------------------------------------- dead links
+
+    def lapse(self, worker_id: str, at: float) -> bool:
+        """Bring a member's lease expiry forward to ``at`` (never later than it was).
+
+        For a worker whose control link closed without an orderly leave (a
+        crashed process: the kernel closes its socket at once). It stays live
+        until ``at`` and is dead the instant after, exactly as if its last
+        heartbeat had been ``at - lease`` (so ``WorkerInfo.last_seen`` reads
+        that); a :meth:`register` or :meth:`heartbeat` before then renews the
+        lease as usual, which is how a worker that re-registers within the
+        grace keeps its sessions and presence. Nothing is purged here:
+        :meth:`expire` does it after ``at``. False (and nothing done) when
+        the worker is not a member, e.g. because it left in order.
+        """
+        member = self._members.get(worker_id)
+        if member is None:
+            return False
+        last_seen = at - self.lease
+        if last_seen < member.info.last_seen:
+            member.info = attrs.evolve(member.info, last_seen=last_seen)
+        return True

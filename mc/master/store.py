@@ -127,6 +127,9 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def lookup_session(self, session: str) -> SessionInfo | None: ...
     @abc.abstractmethod
+    async def sessions(self, limit: int) -> tuple[int, list[SessionInfo]]:
+        """How many sessions are owned, and at most ``limit`` of them."""
+    @abc.abstractmethod
     async def release_session(self, session: str, worker_id: str) -> bool: ...
     @abc.abstractmethod
     async def report_members(self, session: str, worker_id: str, members: int) -> bool: ...
@@ -164,13 +167,7 @@ class Store(abc.ABC):
         """End ``worker_id``'s lease at ``at`` (store clock) unless it is heard from again;
         False if unknown. Only the master the worker is linked to may do it (with several
         masters, a link that dropped here may already have been replaced by one elsewhere)."""
-        lapse = getattr(self._registry_for_lapse(), "lapse", None)
-        if lapse is None:  # a registry without the fast-failure path: the lease runs out as usual
-            return False
-        return bool(lapse(worker_id, at))
-
-    def _registry_for_lapse(self) -> object:
-        return None
+        return False
 
     # between masters
     async def masters_of(self, worker_ids: Iterable[str]) -> dict[str, str]:
@@ -241,6 +238,9 @@ class MemoryStore(Store):
     async def lookup_session(self, session: str) -> SessionInfo | None:
         return self.registry.lookup_session(session)
 
+    async def sessions(self, limit: int) -> tuple[int, list[SessionInfo]]:
+        return self.registry.sessions(limit)
+
     async def release_session(self, session: str, worker_id: str) -> bool:
         return self.registry.release_session(session, worker_id)
 
@@ -293,8 +293,8 @@ class MemoryStore(Store):
     async def seen_notify_id(self, notify_id: str, *, now: float) -> bool:
         return self.registry.seen_notify_id(notify_id, now=now)
 
-    def _registry_for_lapse(self) -> object:
-        return self.registry
+    async def lapse(self, worker_id: str, at: float) -> bool:
+        return self.registry.lapse(worker_id, at)
 
 
 def _trio_clock() -> float:

@@ -1,8 +1,15 @@
 """The two wire codecs: ``mc.v1.json`` (orjson) and ``mc.v1.msgpack``.
 
 A codec turns one frame map into bytes and back. Decoding failures of any
-kind (bad UTF-8, bad JSON, bad msgpack, trailing bytes, non-string keys)
+kind (bad UTF-8, bad JSON, bad msgpack, trailing bytes, extension types)
 become a ProtocolError with close code 4000 and nothing else escapes.
+
+One exception: a msgpack map whose keys are not strings (``{1: "x"}``, at
+any depth) is well-formed msgpack that the protocol does not allow, and it is
+answered like any other bad request: a ProtocolError ``bad_request`` without
+a close code, carrying the frame's ``id`` when it has a valid one, so the
+connection stays open (docs/protocol.md). Bytes keys remain data (a msgpack
+recipient can carry them).
 
 ``data`` may be raw bytes in msgpack. JSON cannot hold bytes, so a JSON
 connection receives such ``data`` as a base64 string (docs/protocol.md).
@@ -17,6 +24,7 @@ import msgpack
 import orjson
 
 from .errors import ErrorCode, ProtocolError, violation
+from .frames import MAX_ID
 
 JSON_SUBPROTOCOL = "mc.v1.json"
 MSGPACK_SUBPROTOCOL = "mc.v1.msgpack"
@@ -68,7 +76,7 @@ def _has_timestamp(obj: Any) -> bool:
     while stack:
         value = stack.pop()
         if type(value) is dict:
-            stack.extend(value.values())  # keys are str or bytes (strict_map_key)
+            stack.extend(value.values())  # keys are str or bytes (see _key_error)
         elif type(value) is list:
             stack.extend(value)
         elif isinstance(value, msgpack.Timestamp):
@@ -97,12 +105,51 @@ class MsgpackCodec:
         try:
             obj = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_no_ext)
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
-            # ExtraData, FormatError, StackError and bad UTF-8 all land here.
-            raise violation(f"undecodable msgpack frame: {type(exc).__name__}") from None
+            # ExtraData, FormatError, StackError and bad UTF-8 all land here,
+            # and so does a key that is neither str nor bytes (strict_map_key).
+            raise _key_error(data) or violation(
+                f"undecodable msgpack frame: {type(exc).__name__}") from None
         # The byte scan is cheap; the walk only runs when a timestamp may be there.
         if any(head in data for head in _TIMESTAMP_HEADS) and _has_timestamp(obj):
             raise violation("msgpack extension types are not part of the protocol")
         return obj
+
+
+def _key_error(data: bytes) -> ProtocolError | None:
+    """The bad_request for a frame whose only fault is a non-string map key, else None.
+
+    The slow path, taken only after the strict decode failed: decode again
+    with every key allowed (through ``object_pairs_hook``, so unhashable
+    array and map keys are seen too) and drop the offending pairs. If that
+    decode fails as well, or finds an extension type, or the frame is not a
+    map, the frame stays a violation (None).
+    """
+    bad_key = False
+    dropped: list[Any] = []  # searched for timestamps too
+
+    def pairs(items: list[tuple[Any, Any]]) -> dict[Any, Any]:
+        nonlocal bad_key
+        out = {}
+        for key, value in items:
+            if type(key) is str or type(key) is bytes:
+                out[key] = value
+            else:
+                bad_key = True
+                dropped.append([key, value])
+        return out
+
+    try:
+        obj = msgpack.unpackb(
+            data, raw=False, strict_map_key=False, ext_hook=_no_ext, object_pairs_hook=pairs
+        )
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
+    if not bad_key or type(obj) is not dict or _has_timestamp([obj, dropped]):
+        return None
+    rid = obj.get("id")
+    if not (type(rid) is str and 1 <= len(rid) <= MAX_ID):
+        rid = None
+    return ProtocolError(ErrorCode.BAD_REQUEST, "map keys must be strings", request_id=rid)
 
 
 JSON = JsonCodec()

@@ -216,6 +216,7 @@ class Metrics:
     #: frames received from clients and frames queued for them, since the worker started
     messages_in: int = attrs.field(default=0, validator=COUNT)
     messages_out: int = attrs.field(default=0, validator=COUNT)
+    rate_limited: int = attrs.field(default=0, validator=COUNT)
 
     def to_wire(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -293,14 +294,20 @@ class Release(ControlMessage):
 
 
 @attrs.frozen
-class ForwardNotify(ControlMessage):
-    """A consumer's notify, for the matching apps on the other workers."""
+class _Routed(ControlMessage):
+    """A notify on its way to the apps ``to`` selects (its fields, shared by both directions)."""
 
-    TYPE = "notify"
     id: int = attrs.field(validator=ID)
     to: Target = attrs.field(validator=attrs.validators.instance_of(Target), metadata=TARGET_WIRE)
     frame: Notification = attrs.field(validator=attrs.validators.instance_of(Notification),
                                       metadata=FRAME_WIRE)
+
+
+@attrs.frozen
+class ForwardNotify(_Routed):
+    """A consumer's notify, for the matching apps on the other workers."""
+
+    TYPE = "notify"
 
 
 @attrs.frozen
@@ -392,12 +399,10 @@ class Left(ControlMessage):
 
 
 @attrs.frozen
-class Deliver(ControlMessage):
+class Deliver(_Routed):
+    """Write ``frame`` to the matching apps on this worker, and answer ``delivered``."""
+
     TYPE = "deliver"
-    id: int = attrs.field(validator=ID)
-    to: Target = attrs.field(validator=attrs.validators.instance_of(Target), metadata=TARGET_WIRE)
-    frame: Notification = attrs.field(validator=attrs.validators.instance_of(Notification),
-                                      metadata=FRAME_WIRE)
 
 
 @attrs.frozen

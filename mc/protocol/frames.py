@@ -12,7 +12,9 @@ Decisions where PROTOCOL.md is silent (also in docs/protocol.md):
   wrong endpoint (``subscribe`` on ``/v1/app``) is a protocol violation (4000);
 * a frame with no ``type`` (or a non-string one) counts as an unknown type;
 * ``trace`` is a string of at most 128 characters, ``key`` and tags are names;
-* ``data`` is required (``null`` is a value) in publish, notify and send.
+* ``data`` is required (``null`` is a value) in publish, notify and send;
+* ``to`` is strict (PROTOCOL.md): unknown keys and ``device`` without
+  ``client`` are ``bad_request``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from .names import is_name, is_pattern, is_topic
 MAX_ID = 64
 MAX_TRACE = 128
 MAX_TAGS = 32
+MAX_TOKEN = 4096
+#: the only keys a notify's ``to`` may carry
+TARGET_KEYS = frozenset({"client", "device", "tags"})
 
 
 def _bad(reason: str, rid: str | None) -> ProtocolError:
@@ -70,11 +75,22 @@ class Target:
 
     @classmethod
     def parse(cls, value: Any, rid: str | None = None) -> Target:
-        """Validate a ``to`` map (absent/``None``/``{}`` means everyone)."""
+        """Validate a ``to`` map (absent/``None``/``{}`` means everyone).
+
+        Strict (PROTOCOL.md): a key other than ``client``, ``device`` and
+        ``tags`` (a typo such as ``clinet``) or a ``device`` without a
+        ``client`` is ``bad_request``, so a typo can never become a broadcast.
+        A key set to ``null`` counts as absent, but an unknown key is refused
+        whatever its value.
+        """
         if value is None:
             return BROADCAST
         if type(value) is not dict:
             raise _bad("to must be an object", rid)
+        unknown = [k for k in value if k not in TARGET_KEYS]
+        if unknown:
+            names = ", ".join(repr(k)[:40] for k in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+            raise _bad(f"to: unknown key {names} (allowed: client, device, tags)", rid)
         client = value.get("client")
         device = value.get("device")
         tags = value.get("tags")
@@ -90,6 +106,8 @@ class Target:
             ):
                 raise _bad(f"to.tags must be a list of 1 to {MAX_TAGS} names", rid)
             tags = tuple(tags)
+        if device is not None and client is None:
+            raise _bad("to.device needs to.client (a device id means nothing without its client)", rid)
         return cls(client, device, tags)
 
 
@@ -193,6 +211,18 @@ class Notify:
         return _omit_none({"type": "notify", "to": self.to.to_wire(), "id": self.id}) | {
             "data": self.data
         }
+
+
+@attrs.frozen(slots=True)
+class Refresh:
+    """App -> server: a new token for the same ``sub`` before the old one expires."""
+
+    TYPE = "refresh"
+    token: str
+    id: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return _omit_none({"type": "refresh", "token": self.token, "id": self.id})
 
 
 @attrs.frozen(slots=True)
@@ -450,6 +480,13 @@ def _p_notify(o: Mapping[str, Any], rid: str | None) -> Notify:
     return Notify(Target.parse(o.get("to"), rid), _data(o, rid), rid)
 
 
+def _p_refresh(o: Mapping[str, Any], rid: str | None) -> Refresh:
+    token = o.get("token")
+    if type(token) is not str or not 1 <= len(token) <= MAX_TOKEN:
+        raise _bad(f"token must be a string of 1 to {MAX_TOKEN} characters", rid)
+    return Refresh(token, rid)
+
+
 def _p_send(o: Mapping[str, Any], rid: str | None) -> Send:
     return Send(_data(o, rid), rid, _trace(o, rid))
 
@@ -457,7 +494,7 @@ def _p_send(o: Mapping[str, Any], rid: str | None) -> Send:
 Parser = Callable[[Mapping[str, Any], "str | None"], Any]
 
 _COMMON: dict[str, Parser] = {"ping": _p_ping, "pong": _p_pong}
-APP_FRAMES: dict[str, Parser] = {**_COMMON, "publish": _p_publish}
+APP_FRAMES: dict[str, Parser] = {**_COMMON, "publish": _p_publish, "refresh": _p_refresh}
 CONSUMER_FRAMES: dict[str, Parser] = {
     **_COMMON,
     "subscribe": _p_subscribe,
@@ -466,7 +503,7 @@ CONSUMER_FRAMES: dict[str, Parser] = {
     "resume": _p_resume,
     "notify": _p_notify,
 }
-CHAT_FRAMES: dict[str, Parser] = {**_COMMON, "send": _p_send}
+CHAT_FRAMES: dict[str, Parser] = {**_COMMON, "send": _p_send, "refresh": _p_refresh}
 
 _CLIENT_TYPES = frozenset(APP_FRAMES) | frozenset(CONSUMER_FRAMES) | frozenset(CHAT_FRAMES)
 

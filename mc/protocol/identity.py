@@ -12,10 +12,9 @@ from collections.abc import Mapping
 import attrs
 
 from .errors import ErrorCode, ProtocolError
-from .frames import MAX_TAGS
+from .frames import MAX_TAGS, MAX_TOKEN
 from .names import is_name
 
-MAX_TOKEN = 4096
 CHAT_MODES = ("open", "join")
 
 
@@ -42,6 +41,11 @@ class ChatIdentity:
     session: str
     app: AppIdentity
     mode: str = "open"
+
+
+def parse_token(query: Mapping[str, str], headers: Mapping[str, str]) -> str | None:
+    """The handshake's token: ``token`` in the query, else ``Authorization: Bearer``."""
+    return _token(query, headers)
 
 
 def _token(query: Mapping[str, str], headers: Mapping[str, str]) -> str | None:

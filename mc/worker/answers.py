@@ -15,6 +15,7 @@ import attrs
 import orjson
 
 from mc.protocol import Codec
+from mc.tokens import Claims
 from mc.websocket import reject_response
 
 RETRY_AFTER = "1"
@@ -35,6 +36,10 @@ class Accept:
     session: str | None = None
     #: the session's last seq when the master handed it over from a draining owner
     seq: int = 0
+    #: the app's token claims (None: auth off)
+    auth: Claims | None = None
+    #: the consumer's API key (None: keys off)
+    key: str | None = None
 
 
 @attrs.frozen

@@ -10,13 +10,12 @@ import socket
 
 import attrs
 
-from mc.settings import no_control_chars, non_negative, one_of, port_number, positive, setting
-
-LOG_LEVELS = ("debug", "info", "warning", "error")
+from mc.security import SecuritySettings
+from mc.settings import no_control_chars, non_negative, port_number, positive, setting
 
 
 @attrs.frozen(slots=True)
-class WorkerConfig:
+class WorkerConfig(SecuritySettings):
     host: str = setting("127.0.0.1", "address to listen on", validator=no_control_chars)
     port: int = setting(7101, "port to listen on (0: any free port, advertised as bound)",
                         validator=port_number)
@@ -54,7 +53,10 @@ class WorkerConfig:
     exit_when_drained: bool = setting(False, "exit once a drain has closed the last connection")
     presence_wait: float = setting(1.0, "seconds an app's welcome waits for the master to record it",
                                    validator=positive)
-    log_level: str = setting("info", "log level", validator=one_of(*LOG_LEVELS))
+    publish_rate: float = setting(0.0, "publish + send per app connection per second, burst 2x (0: off)",
+                                  validator=non_negative)
+    notify_rate: float = setting(0.0, "notify per consumer connection per second, burst 2x (0: off)",
+                                 validator=non_negative)
 
     def worker_id(self, bound_port: int) -> str:
         """The id this worker registers with: ``id``, else HOSTNAME:PORT (the bound port)."""

@@ -32,6 +32,7 @@ from typing import Any, Protocol, TypeVar
 
 import attrs
 
+from mc.identify import Refusal, identify
 from mc.protocol import (
     APP_FRAMES,
     CHAT_FRAMES,
@@ -49,6 +50,7 @@ from mc.protocol import (
     Pong,
     ProtocolError,
     Publish,
+    Refresh,
     Resume,
     Send,
     Subscribe,
@@ -81,14 +83,27 @@ from mc.protocol.control import (
     Undrain,
 )
 from mc.protocol.frames import Notification, chat_wire, message_wire, notification_wire
-from mc.protocol.identity import parse_app, parse_chat, parse_consumer
+from mc.security import key_matches
+from mc.tokens import TokenError, TokenVerifier
 from mc.websocket import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, WebSocketError, encode_frame
 from mc.websocket.handshake import HandshakeRequest
 
-from .answers import Accept, Answer, Locate, LocateFailed, Owned, Respond, redirect, refuse, unavailable
+from .answers import (
+    RETRY_AFTER,
+    Accept,
+    Answer,
+    Locate,
+    LocateFailed,
+    Owned,
+    Respond,
+    redirect,
+    refuse,
+    unavailable,
+)
 from .chat import Rooms
 from .config import WorkerConfig
 from .hub import Hub, SubscriptionLimit
+from .limits import Bucket, PerAddress
 from .pacing import Pacer
 from .peer import APP, CHAT, CONSUMER, Peer
 from .states import CLOSED, CLOSING, HANDSHAKING, OPEN, Event, advance
@@ -134,6 +149,7 @@ class WorkerCore:
         worker_id: str,
         instance: int,
         wall_ms: Callable[[], int],
+        tokens: TokenVerifier | None = None,
     ) -> None:
         self.config = config
         self.id = worker_id
@@ -147,16 +163,19 @@ class WorkerCore:
         self.clustered = bool(config.masters)
         self.linked = False
         self._wall_ms = wall_ms
+        self._handshakes: PerAddress | None = None
+        self._configure(config, tokens)
         self._write = sink.write
         self._instance = instance
         self._ids = itertools.count(1)
         self._tables: dict[str, tuple[dict, dict[type, Callable[[Any, Any, float], None]]]] = {
-            APP: (APP_FRAMES, {Publish: self._publish, Ping: self._ping, Pong: _ignore}),
+            APP: (APP_FRAMES, {Publish: self._publish, Refresh: self._refresh, Ping: self._ping,
+                               Pong: _ignore}),
             CONSUMER: (CONSUMER_FRAMES, {
                 Subscribe: self._subscribe, Unsubscribe: self._unsubscribe, Pause: self._pause,
                 Resume: self._resume, Notify: self._notify, Ping: self._ping, Pong: _ignore,
             }),
-            CHAT: (CHAT_FRAMES, {Send: self._send, Ping: self._ping, Pong: _ignore}),
+            CHAT: (CHAT_FRAMES, {Send: self._send, Refresh: self._refresh, Ping: self._ping, Pong: _ignore}),
         }
         # (when, tie-breaker, conn): CLOSING connections waiting for the client's reply
         self._closes: list[tuple[float, int, Peer]] = []
@@ -178,11 +197,41 @@ class WorkerCore:
         self._last_report: tuple[float, int, int] | None = None
         self.resync_needed = False
 
+    def _configure(self, config: WorkerConfig, tokens: TokenVerifier | None) -> None:
+        self.config = config
+        self._tokens = tokens
+        self._api_keys = config.api_keys
+        self._publish_rate = config.publish_rate
+        self._notify_rate = config.notify_rate
+        rate = config.handshake_rate
+        if not rate:
+            self._handshakes = None
+        elif self._handshakes is None or self._handshakes.rate != rate:
+            self._handshakes = PerAddress(rate)
+
+    def reload(self, config: WorkerConfig, tokens: TokenVerifier | None, now: float) -> None:
+        """New keys, limits and token settings, without dropping a connection; a
+        consumer whose API key was removed is closed with 4001 (revocation)."""
+        self._configure(config, tokens)
+        revoked = [c for c in self.connections
+                   if c.key is not None and (not config.api_keys or not key_matches(c.key, config.api_keys))]
+        for conn in revoked:
+            self.close(conn, CloseCode.TOKEN_EXPIRED, "API key revoked", now)
+        log.info("settings reloaded; %d consumers closed for a revoked key", len(revoked))
+
     # ============================================================ handshake
 
-    def handshake(self, request: HandshakeRequest, now: float) -> Answer:
-        """Decide a request head: accept, answer in HTTP, or ask who owns a session."""
-        answer = self._admit(request)
+    def handshake(self, request: HandshakeRequest, now: float, remote: str = "") -> Answer:
+        """Decide a request head: accept, answer in HTTP, or ask who owns a session.
+
+        ``remote`` is the client's address, for ``handshake_rate``.
+        """
+        if self._handshakes is not None and not self._handshakes.allow(remote, now):
+            self.stats.rate_limited += 1
+            answer: Answer = refuse(429, ErrorCode.RATE_LIMITED, "too many handshakes from this address",
+                                    (("Retry-After", RETRY_AFTER),))
+        else:
+            answer = self._admit(request)
         if isinstance(answer, Respond) and answer.status >= 300:
             self.stats.rejected += 1
         return answer
@@ -202,6 +251,9 @@ class WorkerCore:
         if req.refusal is not None:
             return refuse(req.refusal.status, ErrorCode.BAD_REQUEST, req.refusal.reason,
                           req.refusal.headers)
+        origin, allowed = req.headers.get("origin"), self.config.allowed_origins
+        if origin is not None and allowed and origin not in allowed and "*" not in allowed:
+            return refuse(403, ErrorCode.FORBIDDEN, f"origin {origin[:200]!r} is not allowed")
         if self.draining:
             return unavailable("worker is draining")
         if len(self.connections) >= self.config.max_connections:
@@ -212,23 +264,23 @@ class WorkerCore:
                           "unsupported subprotocol: offer mc.v1.json or mc.v1.msgpack")
         subprotocol = codec.name if req.subprotocols else None
         try:
-            if kind == APP:
-                app = parse_app(req.query, req.headers)
-                return Accept(APP, codec, subprotocol, app.client, app.device, app.tags)
-            if kind == CONSUMER:
-                return Accept(CONSUMER, codec, subprotocol, name=parse_consumer(req.query, req.headers).name)
-            chat = parse_chat(path[len(CHAT_PREFIX):], req.query, req.headers)
-        except ProtocolError as exc:
-            return refuse(400, exc.code, exc.reason)
-        app = chat.app
-        accept = Accept(CHAT, codec, subprotocol, app.client, app.device, app.tags, session=chat.session)
-        if chat.session in self.rooms:
+            who = identify(kind, path[len(CHAT_PREFIX):] if kind == CHAT else None, req.query, req.headers,
+                           tokens=self._tokens, api_keys=self._api_keys)
+        except Refusal as exc:
+            return refuse(exc.status, exc.code, exc.reason)
+        accept = Accept(kind, codec, subprotocol, who.client, who.device, who.tags, who.name,
+                        session=who.session, auth=who.claims, key=who.key)
+        if kind != CHAT:
+            return accept
+        session = accept.session
+        assert session is not None
+        if session in self.rooms:
             return self._room_admits(accept)
         if not self.clustered:  # standalone: this worker owns every session it is asked to open
-            if chat.mode == "open":
+            if who.mode == "open":
                 return accept
-            return refuse(404, ErrorCode.NOT_FOUND, f"no chat session {chat.session!r}")
-        return Locate(chat.session, chat.mode == "open", req.raw_query, accept)
+            return refuse(404, ErrorCode.NOT_FOUND, f"no chat session {session!r}")
+        return Locate(session, who.mode == "open", req.raw_query, accept)
 
     def located(self, locate: Locate, outcome: Owned | str | LocateFailed, now: float) -> Accept | Respond:
         """Resume a Locate: Owned (this worker owns it), the owner's URL, or a failure."""
@@ -267,6 +319,8 @@ class WorkerCore:
             max_fragments=cfg.max_fragments, now=now, state=HANDSHAKING,
         )
         conn.state = advance(conn.state, Event.ACCEPT)
+        conn.auth = accept.auth
+        conn.key = accept.key
         self.connections.add(conn)
         welcome: dict[str, Any] = {"worker": self.id, "heartbeat": cfg.heartbeat}
         if conn.kind == APP:
@@ -368,9 +422,12 @@ class WorkerCore:
 
     def shed(self, count: int, now: float) -> None:
         """Rebalance: close ``count`` idle app connections (no chat, longest idle first)."""
+        if self.draining:
+            return  # everything goes anyway
         idle = sorted((c for c in self.connections if c.kind == APP and c.state is OPEN),
                       key=lambda c: c.last_seen)[:count]
         log.info("rebalancing: shedding %d app connections", len(idle))
+        self._pacer.clear()  # a newer count replaces what an earlier one left to do
         self._pacer.add(idle, "rebalancing", now)
 
     def _check_drained(self) -> None:
@@ -476,7 +533,34 @@ class WorkerCore:
     def _ping(self, conn: Peer, frame: Ping, now: float) -> None:
         self._reply(conn, Pong(frame.id))
 
+    def _refresh(self, conn: Peer, frame: Refresh, now: float) -> None:
+        """A new token for the same client; a bad one leaves the old expiry in force."""
+        if self._tokens is not None:
+            try:
+                claims = self._tokens.verify(frame.token)
+            except TokenError as exc:
+                raise ProtocolError(ErrorCode.UNAUTHORIZED, exc.reason, request_id=frame.id) from None
+            if claims.sub != conn.client:
+                raise ProtocolError(ErrorCode.UNAUTHORIZED, "the new token is for another client",
+                                    request_id=frame.id)
+            conn.auth = claims
+        self._ack(conn, frame.id)
+
+    def _limit(self, conn: Peer, rate: float, rid: str | None, now: float) -> None:
+        """Spend one of the connection's tokens; ``rate_limited`` (with the id) when none is left."""
+        bucket = conn.bucket
+        if bucket is None:
+            bucket = conn.bucket = Bucket(rate, now)
+        if not bucket.take(rate, now):
+            self.stats.rate_limited += 1
+            raise ProtocolError(ErrorCode.RATE_LIMITED, f"at most {rate:g} per second", request_id=rid)
+
     def _publish(self, conn: Peer, frame: Publish, now: float) -> None:
+        if conn.auth is not None and not conn.auth.may_publish(frame.topic):
+            reason = f"the token does not allow publishing to {frame.topic!r}"
+            raise ProtocolError(ErrorCode.FORBIDDEN, reason, request_id=frame.id)
+        if self._publish_rate:
+            self._limit(conn, self._publish_rate, frame.id, now)
         recipients = self.hub.route_publish(frame.topic, frame.key)
         if recipients:
             self.seq += 1
@@ -508,6 +592,8 @@ class WorkerCore:
         self._ack(conn, frame.id)
 
     def _notify(self, conn: Peer, frame: Notify, now: float) -> None:
+        if self._notify_rate:
+            self._limit(conn, self._notify_rate, frame.id, now)
         note = Notification(frame.data, conn.name, frame.id if frame.id is not None else self._new_id())
         local = self._deliver(frame.to, note)
         if not self.linked:
@@ -529,6 +615,8 @@ class WorkerCore:
         return f"{self.id}-{self._instance:x}-{next(self._ids)}"
 
     def _send(self, conn: Peer, frame: Send, now: float) -> None:
+        if self._publish_rate:
+            self._limit(conn, self._publish_rate, frame.id, now)
         room = conn.room
         assert room is not None  # a chat connection joins its room in open()
         seq = room.next_seq()
@@ -591,12 +679,16 @@ class WorkerCore:
             self._next_ping = now + hb
         deadline = now - 3 * hb
         write = self._write
+        wall = self._wall_ms() / 1000 if self._tokens is not None else 0.0
         for conn in list(self.connections):
             if conn.state is not OPEN:
                 continue
             if conn.last_seen < deadline:
                 self.stats.idle_closes += 1
                 self.close(conn, CloseCode.IDLE, "idle timeout", now)
+            elif conn.auth is not None and conn.auth.exp <= wall:
+                self.stats.token_expiries += 1
+                self.close(conn, CloseCode.TOKEN_EXPIRED, "token expired", now)
             elif ping:
                 write(conn, PING_FRAME)
         for session in self.rooms.expire(now):
@@ -664,7 +756,7 @@ class WorkerCore:
             subscriptions=self.hub.subscription_count, msgs_in_rate=in_rate, msgs_out_rate=out_rate,
             cpu_percent=cpu_percent, rss_bytes=rss_bytes, overflows=s.overflows,
             idle_closes=s.idle_closes, rejected=s.rejected, errors=s.errors,
-            messages_in=s.messages_in, messages_out=s.messages_out,
+            messages_in=s.messages_in, messages_out=s.messages_out, rate_limited=s.rate_limited,
         )
 
     def _announce(self, conn: Peer, now: float) -> None:
@@ -739,3 +831,4 @@ class WorkerCore:
 
 def _ignore(conn: Peer, frame: Any, now: float) -> None:
     return None
+

@@ -74,8 +74,10 @@ class LinkCore(Protocol):
 
 
 class MasterLink:
-    def __init__(self, core: LinkCore, masters: tuple[str, ...], url: str, worker_id: str) -> None:
+    def __init__(self, core: LinkCore, masters: tuple[str, ...], url: str, worker_id: str,
+                 cluster_key: str = "") -> None:
         self.core = core
+        self._headers = [(b"Authorization", f"Bearer {cluster_key}".encode())] if cluster_key else []
         self.masters = masters
         self.url = url
         self.worker_id = worker_id
@@ -95,6 +97,7 @@ class MasterLink:
             try:
                 async with open_websocket_url(
                     http_to_ws(url) + CONTROL_PATH, connect_timeout=CONNECT_TIMEOUT, disconnect_timeout=1,
+                    extra_headers=self._headers,
                 ) as ws:
                     backoff = BACKOFF_MIN
                     await self._session(ws)

@@ -13,14 +13,15 @@ from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Protocol
 
+from mc.identify import APP, CHAT, CONSUMER
 from mc.protocol import JSON, Codec
+from mc.tokens import Claims
 from mc.websocket import FrameParser
 
+from .limits import Bucket
 from .states import OPEN, ConnState
 
-APP = "app"
-CONSUMER = "consumer"
-CHAT = "chat"
+__all__ = ["APP", "CHAT", "CONSUMER", "NO_SUBS", "Peer", "Room"]
 
 #: the subscriptions of a peer that has none (shared, immutable)
 NO_SUBS: Mapping[tuple[str, str | None, str], object] = MappingProxyType({})
@@ -48,7 +49,7 @@ class Peer:
 
     __slots__ = (
         "kind", "client", "device", "tags", "name", "paused", "state", "subs", "queued", "room",
-        "codec", "parser", "last_seen", "close_at", "_sender",
+        "codec", "parser", "last_seen", "close_at", "auth", "key", "bucket", "_sender",
     )
 
     def __init__(
@@ -82,6 +83,11 @@ class Peer:
         self.last_seen = now
         #: when a CLOSING connection stops waiting for the client's close reply
         self.close_at = 0.0
+        #: the app's token claims (None: auth off), and its rate-limit bucket (made on first use)
+        self.auth: Claims | None = None
+        #: the API key a consumer presented (a reload that removes it closes the consumer with 4001)
+        self.key: str | None = None
+        self.bucket: Bucket | None = None
         self._sender: dict[str, str] | None = None
 
     @property

@@ -20,9 +20,11 @@ from typing import cast
 import trio
 
 from mc.protocol import CloseCode
+from mc.tokens import TokenVerifier
 from mc.websocket import HandshakeError, HandshakeReader, HandshakeRequest, accept_response
 
 from .answers import Locate, Respond
+from .browser import browser_answer
 from .config import WorkerConfig
 from .connection import Connection
 from .core import Sink, WorkerCore
@@ -52,14 +54,20 @@ class Worker:
         # The core hands the sink only connections the shell built (``open``'s
         # ``make``), so the Flusher's methods take Connection where Sink says Peer.
         self.core = WorkerCore(config, cast(Sink, self.flusher), worker_id=config.worker_id(self.port),
-                               instance=time.time_ns(), wall_ms=wall_ms)
+                               instance=time.time_ns(), wall_ms=wall_ms,
+                               tokens=TokenVerifier.from_settings(config.jwt_secret, config.jwt_public_key))
         self.flusher.on_overflow = self.core.overflowed
         self.link: MasterLink | None = None
         self._exit = trio.Event()
         if config.masters:
             self.link = MasterLink(self.core, config.masters, config.advertised(self.port),
-                                   self.core.id)
+                                   self.core.id, config.cluster_key)
             self.flusher.control = self.link.send
+
+    def reload(self, config: WorkerConfig) -> None:
+        """SIGHUP: keys, limits and token settings from the new config (the rest needs a restart)."""
+        tokens = TokenVerifier.from_settings(config.jwt_secret, config.jwt_public_key)
+        self.core.reload(config, tokens, trio.current_time())
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; ``task_status`` gets the bound port.
@@ -155,13 +163,17 @@ class Worker:
             request, trailing = await self._read_request(sock)
             if request is None:
                 return
-            answer = core.handshake(request, trio.current_time())
+            answer = core.handshake(request, trio.current_time(), _remote(sock))
             if isinstance(answer, Locate):
                 assert self.link is not None  # the core asks only when clustered
                 outcome = await self.link.locate(answer.session, answer.create)
                 answer = core.located(answer, outcome, trio.current_time())
             if isinstance(answer, Respond):
-                _send_nowait(sock, answer.response())
+                framed = browser_answer(request, answer)
+                _send_nowait(sock, answer.response() if framed is None else framed)
+                if framed is not None:  # let the close frame reach the page before the FIN
+                    with trio.move_on_after(self.config.close_timeout):
+                        await trio.lowlevel.wait_readable(sock)
                 return
             _send_nowait(sock, accept_response(request, answer.subprotocol))
             conn = core.open(answer, trio.current_time(), functools.partial(Connection, sock))
@@ -221,6 +233,13 @@ class Worker:
                 if request is not None:
                     return request, reader.trailing
         return None, b""
+
+
+def _remote(sock: socket.socket) -> str:
+    try:
+        return str(sock.getpeername()[0])
+    except OSError:
+        return ""
 
 
 def _listen(host: str, port: int) -> socket.socket:

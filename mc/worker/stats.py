@@ -13,3 +13,5 @@ class Stats:
     idle_closes: int = 0  # connections closed with 4008
     rejected: int = 0  # handshakes answered with an HTTP error
     errors: int = 0  # error frames sent
+    rate_limited: int = 0  # requests refused by publish_rate / notify_rate, handshakes by handshake_rate
+    token_expiries: int = 0  # connections closed with 4001

@@ -126,7 +126,7 @@ class NsProc:
     def __init__(self, ns: str, args: list[str]) -> None:
         self.ns = ns
         self.args = args
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (outlives any with block; closed by close())
+        self.log = tempfile.TemporaryFile()
         self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> NsProc:

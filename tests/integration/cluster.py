@@ -27,7 +27,7 @@ from trio_websocket import ConnectionRejected, open_websocket_url
 
 from tests.procs import Proc, master_proc, worker_proc
 
-from .wsclient import JSON, TIMEOUT, Client, header, rejected, target
+from .wsclient import JSON, TIMEOUT, Client, header, rejected, target, unique
 
 #: the lease the cluster tests give the master (seconds), to keep liveness tests short
 LEASE = 2.0
@@ -88,10 +88,11 @@ def wait_registered_sync(master: Proc, ids: list[str], timeout: float = SETTLE) 
 
 @contextmanager
 def cluster(
-    workers: int = 2, *, lease: float = LEASE, worker_extra: tuple[str, ...] = ()
+    workers: int = 2, *, lease: float = LEASE, worker_extra: tuple[str, ...] = (),
+    master_extra: tuple[str, ...] = (),
 ) -> Iterator[tuple[Proc, list[Proc]]]:
     """A started master (``--lease``) and ``workers`` registered workers; all stopped afterwards."""
-    master = master_proc(*master_args(lease))
+    master = master_proc(*master_args(lease), *master_extra)
     procs = [worker_for(master, *worker_extra) for _ in range(workers)]
     master.start()
     try:
@@ -180,6 +181,16 @@ async def wait_presence(
         return body if got == want else None
 
     return await wait_for(probe, timeout=timeout, what=f"presence of {client} = {want}")
+
+
+async def wait_master_down(worker: Proc, timeout: float = SETTLE) -> ConnectionRejected:
+    """Until ``worker`` refuses a new chat session with 503 (it knows it cannot
+    reach the master, the only one who can place a session); that refusal."""
+    async def refused() -> ConnectionRejected | None:
+        r = await rejected(worker.url, f"/v1/chat/{unique('probe')}", client=unique("probe"))
+        return r if r.status_code == 503 else None
+
+    return await wait_for(refused, timeout=timeout, what=f"{worker_id(worker)} noticing the master is down")
 
 
 # --------------------------------------------------------------------------

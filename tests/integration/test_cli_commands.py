@@ -18,6 +18,7 @@ import trio
 
 import mc
 from mc.cli import build_parser
+from tests.procs import running, worker_proc
 
 from .test_sdk_support import cluster, nothing_more, online, receive, unique, worker_id
 
@@ -208,3 +209,47 @@ async def test_chat_from_stdin(env):
             assert await receive(bob) == mc.Left("alice")
         finally:
             await stop(proc)
+
+
+@pytest.fixture(scope="module")
+def standalone():
+    """One worker without a master (it answers 404 on /v1/workers)."""
+    with running(worker_proc()) as (worker,):
+        yield worker
+
+
+async def test_sdk_consumer_attaches_to_a_standalone_worker(standalone):
+    topic = unique("solo")
+    for url in (standalone.http, standalone.url):  # http:// or ws:// both name it
+        async with mc.connect_consumer(url, name=unique("solo-c")) as consumer:
+            assert consumer.workers == (worker_id(standalone),)
+            await consumer.subscribe(f"{topic}.>")
+            async with mc.connect_app(standalone.http, client=unique("solo-app")) as app:
+                assert await app.publish(f"{topic}.a", {"n": 1}) == 1
+            msg = await receive(consumer)
+            assert (msg.topic, msg.data, msg.worker) == (f"{topic}.a", {"n": 1}, worker_id(standalone))
+
+
+async def test_consume_against_a_standalone_worker(standalone):
+    topic = unique("solo")
+    proc = await trio.lowlevel.open_process(
+        [*MC, "consume", f"{topic}.>", "--master", standalone.http],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        status = await Lines(proc.stderr).until("subscribed")
+        assert "on 1 worker(s)" in status
+        async with mc.connect_app(standalone.http, client=unique("solo-feeder")) as app:
+            assert await app.publish(f"{topic}.x", "hello") == 1
+        line = json.loads(await Lines(proc.stdout).next())
+        assert (line["topic"], line["data"], line["worker"]) == (f"{topic}.x", "hello", worker_id(standalone))
+    finally:
+        assert await stop(proc) == 0
+
+
+async def test_consumer_against_a_master_less_non_worker_still_fails(standalone):
+    """A 404 on /v1/workers from something that is not a worker stays an error."""
+    with pytest.raises(mc.McError) as exc:
+        async with mc.connect_consumer(f"{standalone.http}/nowhere", name="x", connect_timeout=3):
+            pass
+    assert exc.value.code == "not_found"

@@ -8,8 +8,10 @@ import orjson
 import pytest
 import trio
 
+import mc
+
 from .cluster import get_json, http_client, wait_for, wait_presence, worker_id
-from .wsclient import connect, unique
+from .wsclient import MSGPACK, connect, unique
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,7 +27,8 @@ async def fleet(master, wa, wb):
     driver, rider = unique("driver"), unique("rider")
     async with AsyncExitStack() as stack, http_client() as http:
         apps = {
-            "x": await stack.enter_async_context(connect(wa.url, "/v1/app", client=x, device="d1", tags=driver)),
+            "x": await stack.enter_async_context(
+                connect(wa.url, "/v1/app", client=x, device="d1", tags=driver)),
             "z": await stack.enter_async_context(connect(wa.url, "/v1/app", client=z)),
             "y-phone": await stack.enter_async_context(
                 connect(wb.url, "/v1/app", client=y, device="phone", tags=f"{driver},other")),
@@ -66,7 +69,7 @@ def cases(names):
 
 async def test_consumer_notifies_apps_on_every_worker(two):
     master, (wa, wb) = two
-    async with fleet(master, wa, wb) as (apps, names, http), \
+    async with fleet(master, wa, wb) as (apps, names, _http), \
             connect(wa.url, "/v1/consumer", name=unique("svc")) as consumer:
         for i, (to, selected) in enumerate(cases(names)):
             rid = unique(f"n{i}")
@@ -159,8 +162,50 @@ async def test_http_notify(two):
             for _ in range(80):
                 yield b"x" * 1024
 
-        r = await http.post(url, content=chunks())
+        r = await http.post(url, content=chunks(), headers={"content-type": "application/json"})
         assert r.status_code == 413, r.text
+        assert all(v == [] for v in (await notified(apps)).values())
+
+
+def typos(names):
+    """``to`` maps PROTOCOL.md's strict ``to`` refuses: each would be a broadcast if read leniently."""
+    return [
+        {"clinet": names["x"]},
+        {"client": names["y"], "devcie": "tablet"},
+        {"tag": [names["driver"]]},
+        {"Client": names["x"]},
+        {"device": "phone"},
+        {"device": "tablet", "tags": [names["rider"]]},
+        {"clinet": None},
+    ]
+
+
+async def test_strict_to_reaches_nobody(two):
+    """A typo in ``to`` is bad_request (consumer frame) / 400 (HTTP), and nobody gets anything."""
+    master, (wa, wb) = two
+    async with fleet(master, wa, wb) as (apps, names, http), \
+            connect(wa.url, "/v1/consumer", name=unique("svc")) as consumer, \
+            connect(wb.url, "/v1/consumer", proto=MSGPACK, name=unique("svc")) as packed:
+        for i, to in enumerate(typos(names)):
+            for c in (consumer, packed):
+                err = await c.request({"type": "notify", "to": to, "data": "oops", "id": f"t{i}"})
+                assert err["type"] == "error" and err["code"] == "bad_request", (to, err)
+                assert err["id"] == f"t{i}" and "to" in err["reason"]
+            r = await http.post(f"{master.http}/v1/notify", json={"to": to, "data": "oops"})
+            assert r.status_code == 400, (to, r.text)
+            assert r.json()["error"] == "bad_request" and "to" in r.json()["reason"]
+        # the connections stay open and work; the apps got none of the typos
+        ack = await consumer.ack({"type": "notify", "to": {"client": names["x"]}, "data": "ok", "id": "ok"})
+        assert ack["delivered"] == 1
+        got = await notified(apps)
+        assert [f["data"] for f in got["x"]] == ["ok"]
+        assert all(got[k] == [] for k in ("z", "y-phone", "y-tablet")), got
+        # the SDK refuses the same maps before sending anything
+        async with mc.connect_consumer(master.http, name=unique("sdk")) as sdk:
+            for to in typos(names):
+                with pytest.raises(mc.McError) as exc:
+                    await sdk.notify(to, "oops")
+                assert exc.value.code == "bad_request", to
         assert all(v == [] for v in (await notified(apps)).values())
 
 
@@ -192,22 +237,23 @@ async def test_presence_online_then_offline(two):
 async def test_same_device_on_another_worker_replaces(two):
     master, (wa, wb) = two
     client = unique("twin")
-    async with http_client() as http:
-        async with connect(wa.url, "/v1/app", client=client, device="phone") as old:
-            await wait_presence(http, master, client, [{"worker": worker_id(wa), "device": "phone"}])
-            async with connect(wb.url, "/v1/app", client=client, device="phone") as new, \
-                    connect(wa.url, "/v1/app", client=client, device="other") as other:
-                with trio.fail_after(5):
-                    await old.expect_close(4009)
-                await wait_presence(http, master, client, [
-                    {"worker": worker_id(wb), "device": "phone"},
-                    {"worker": worker_id(wa), "device": "other"},
-                ])
-                # the new connection and the other device are untouched and reachable
-                r = await http.post(f"{master.http}/v1/notify",
-                                    json={"to": {"client": client, "device": "phone"}, "data": "you"})
-                assert r.json() == {"delivered": 1}
-                assert (await new.recv_type("notify"))["data"] == "you"
-                await other.expect_silence(0.2)
-                await new.send({"type": "ping", "id": "alive"})
-                assert (await new.recv_type("pong"))["id"] == "alive"
+    async with http_client() as http, \
+            connect(wa.url, "/v1/app", client=client, device="phone") as old:
+        await wait_presence(http, master, client, [{"worker": worker_id(wa), "device": "phone"}])
+        async with connect(wb.url, "/v1/app", client=client, device="phone") as new, \
+                connect(wa.url, "/v1/app", client=client, device="other") as other:
+            with trio.fail_after(5):
+                await old.expect_close(4009)
+            await wait_presence(http, master, client, [
+                {"worker": worker_id(wb), "device": "phone"},
+                {"worker": worker_id(wa), "device": "other"},
+            ])
+            # the new connection and the other device are untouched and reachable
+            r = await http.post(f"{master.http}/v1/notify",
+                                json={"to": {"client": client, "device": "phone"}, "data": "you"})
+            assert r.json() == {"delivered": 1}
+            assert (await new.recv_type("notify"))["data"] == "you"
+            await other.expect_silence(0.2)
+            await new.send({"type": "ping", "id": "alive"})
+            assert (await new.recv_type("pong"))["id"] == "alive"
+

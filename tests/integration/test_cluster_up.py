@@ -1,4 +1,4 @@
-"""``mc up``: a whole local cluster from one command, stopped by one SIGTERM."""
+"""``mc up``: a whole local cluster from one command, stopped by one SIGTERM; it restarts workers."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 
+import httpx
 import psutil
 import pytest
 import trio
 
-from .cluster import follow, http_client, port_open, wait_for, wait_registered
+from .cluster import follow, get_json, http_client, port_open, wait_for, wait_registered
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -158,6 +160,87 @@ async def test_up_with_two_masters_starts_and_stops_its_own_redis():
                 proc.kill()
                 proc.wait(5)
         for child in children:
+            try:
+                if child.is_running():
+                    child.kill()
+            except psutil.NoSuchProcess:
+                pass
+        out.close()
+        err.close()
+
+
+def _child(proc: subprocess.Popen, *needle: str) -> psutil.Process:
+    """The child of ``mc up`` whose command line contains ``needle`` (e.g. ``--id w2``)."""
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        cmd = child.cmdline()
+        if any(cmd[i:i + len(needle)] == list(needle) for i in range(len(cmd))):
+            return child
+    raise AssertionError(f"no child with {needle}")
+
+
+async def test_up_restarts_a_killed_worker_and_stops_when_the_master_dies():
+    port = free_run(3)
+    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mc.cli", "up", "--workers", "2", "--port", str(port)],
+        stdout=out, stderr=err, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    seen: list[psutil.Process] = []
+    try:
+        master = f"http://127.0.0.1:{port}"
+        w2 = f"ws://127.0.0.1:{port + 2}"
+        async with http_client() as http:
+            await wait_registered(http, master, ["w1", "w2"], timeout=30)
+            await wait_for(lambda: _has(out, "mc is up"), timeout=20, what="the mc up banner")
+            seen = psutil.Process(proc.pid).children(recursive=True)
+            victim = _child(proc, "--id", "w2")
+
+            before = (await get_json(http, f"{master}/v1/workers"))["version"]
+            killed = time.monotonic()
+            victim.kill()  # SIGKILL
+
+            async def back() -> bool:
+                """w2 serves again and the master lists it after two membership changes
+                (its purge, its new registration): the new process registered."""
+                try:
+                    health = await http.get(f"http://127.0.0.1:{port + 2}/healthz", timeout=0.5)
+                    body = await get_json(http, f"{master}/v1/workers")
+                except httpx.HTTPError:
+                    return False
+                ids = {w["id"] for w in body["workers"]}
+                return health.status_code == 200 and body["version"] >= before + 2 and "w2" in ids
+
+            await wait_for(back, timeout=10, interval=0.02, what="w2 restarted and registered")
+            elapsed = time.monotonic() - killed
+            print(f"\n[mc up] worker w2 kill -9'd: back (serving, registered) in {elapsed:.2f}s")
+            assert elapsed < 5.0, elapsed
+            restarted = _child(proc, "--id", "w2")
+            assert restarted.pid != victim.pid
+            seen.append(restarted)
+            line = f"worker w2 (port {port + 2}) exited with -9 (SIGKILL); restarting in 1.0 s"
+            assert line in read(err), read(err)[-3000:]
+            body = await get_json(http, f"{master}/v1/workers")
+            assert {w["id"]: w["url"] for w in body["workers"]} == {
+                "w1": f"ws://127.0.0.1:{port + 1}", "w2": w2}
+
+        # the master dying is fatal: mc up stops its workers and exits 1
+        _child(proc, "master").kill()
+        code = await trio.to_thread.run_sync(lambda: proc.wait(20))
+        assert code == 1, read(err)[-2000:]
+        assert "the master exited with -9 (SIGKILL)" in read(err)
+        for child in seen:
+            assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, child
+        for p in (port, port + 1, port + 2):
+            assert not port_open(p), f"port {p} still open after mc up stopped"
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        for child in seen:
             try:
                 if child.is_running():
                     child.kill()

@@ -9,7 +9,17 @@ import trio
 
 import mc
 
-from .test_sdk_support import cluster, drain, eventually, nothing_more, online, receive, unique, worker_id
+from .test_sdk_support import (
+    cluster,
+    drain,
+    eventually,
+    first,
+    nothing_more,
+    online,
+    receive,
+    unique,
+    worker_id,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -74,9 +84,8 @@ async def test_notify_an_app_by_client_device_and_tags(two):
         assert await consumer.notify({"client": alice}, {"n": 2}) == 2
         assert (await receive(phone)).data == (await receive(web)).data == {"n": 2}
         assert await consumer.notify(mc.Target(tags=("driver",), client=alice), "tagged") == 1
-        async for note in phone.notifications():
-            assert note.data == "tagged"
-            break
+        note = await first(phone.notifications())
+        assert (note.data, note.sender) == ("tagged", "notifier")
         await nothing_more(web)
 
 
@@ -117,9 +126,7 @@ async def test_chat_through_the_master(two):
                 got = [await receive(alice), await receive(bob)]
                 assert all(e.data == {"text": "hello"} and e.sender == "carol" for e in got)
             assert await receive(alice) == mc.Left("carol")
-        async for event in alice:
-            assert event == mc.Left("bob")
-            break
+        assert await first(alice) == mc.Left("bob")
         assert alice.members == ("alice",)
 
 
@@ -153,7 +160,9 @@ async def test_msgpack_notify_with_bytes_crosses_workers():
             assert await consumer.notify({"client": client}, b"\x00\xff") == 2
             assert (await receive(a1)).data == b"\x00\xff"
             assert (await receive(a2)).data == b"\x00\xff"
-            await trio.sleep(0.5)
+            # both workers and their control links are still up: a second one crosses too
+            assert await consumer.notify({"client": client}, [b"\x01"]) == 2
+            assert (await receive(a1)).data == (await receive(a2)).data == [b"\x01"]
             for worker in workers:
                 assert worker.popen.poll() is None, f"a worker died: {worker.output()[-300:]}"
 
@@ -188,15 +197,15 @@ async def test_bad_requests_raise_mcerror(two):
 async def test_replaced_connection_stops_with_4009(two):
     _, workers = two
     client = unique("dup")
-    async with mc.connect_app(workers[0].http, client=client, device="phone") as first:
-        async with mc.connect_app(workers[0].http, client=client, device="phone"):
-            with pytest.raises(mc.McError) as info:
-                await receive(first)
-            assert info.value.close_code == 4009 and not info.value.temporary
-            with pytest.raises(mc.McError) as info:
-                await first.publish("t", 1)
-            assert info.value.close_code == 4009
-            await eventually(lambda: first.worker is None, what="no reconnect")
+    async with mc.connect_app(workers[0].http, client=client, device="phone") as older, \
+            mc.connect_app(workers[0].http, client=client, device="phone"):
+        with pytest.raises(mc.McError) as info:
+            await receive(older)
+        assert info.value.close_code == 4009 and not info.value.temporary
+        with pytest.raises(mc.McError) as info:
+            await older.publish("t", 1)
+        assert info.value.close_code == 4009
+        await eventually(lambda: older.worker is None, what="no reconnect")
 
 
 async def test_unreachable_master_raises_after_connect_timeout():

@@ -8,13 +8,28 @@ frame, no goodbye to the master.
 
 from __future__ import annotations
 
+import functools
+from contextlib import AsyncExitStack
+
 import pytest
 import trio
+from trio_websocket import ConnectionClosed
 
 import mc
+from mc.client.options import Options
+from mc.client.transport import open_following
+from mc.protocol import JSON
 
 from .cluster import worker_for
-from .test_sdk_support import cluster, eventually, online, receive, unique, wait_registered_sync, worker_id
+from .test_sdk_support import (
+    cluster,
+    eventually,
+    online,
+    receive,
+    unique,
+    wait_registered_sync,
+    worker_id,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -40,8 +55,8 @@ async def test_consumer_survives_a_dead_worker_and_attaches_to_a_new_one():
             w3 = worker_for(master).start()
             try:
                 wait_registered_sync(master, [worker_id(w3)])
-                with trio.fail_after(1.0):  # attached within 1 s of the registration
-                    await eventually(lambda: worker_id(w3) in consumer.workers, 1.0, "w3 attached")
+                # the consumer's long poll on /v1/workers sees the new worker and attaches
+                await eventually(lambda: worker_id(w3) in consumer.workers, FAILOVER, "w3 attached")
                 # ...and subscribed there: a message published on w3 arrives
                 async with mc.connect_app(w3.http, client=unique("b")) as app:
                     assert app.worker == worker_id(w3)
@@ -86,3 +101,25 @@ async def test_chat_reopens_its_session_on_a_surviving_worker():
             while not isinstance(event, mc.ChatMessage):  # Left/Joined from the re-open
                 event = await receive(alice)
             assert (event.sender, event.data, event.seq) == ("bob", "still here", seq)
+
+
+async def test_a_server_dying_during_the_handshake_costs_a_retry_not_the_connect_timeout():
+    """A worker killed while answering our handshake closes the socket before the 101:
+    the attempt ends at once (1006), it does not wait out connect_timeout (10 s)."""
+    async def die_after_reading(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        serve = functools.partial(trio.serve_tcp, die_after_reading, 0, host="127.0.0.1")
+        listeners = await nursery.start(serve)
+        port = listeners[0].socket.getsockname()[1]
+        options = Options(connect_timeout=10.0)
+        with trio.fail_after(2):
+            async with AsyncExitStack() as stack:
+                ws = await open_following(stack, f"ws://127.0.0.1:{port}/v1/app?client=a", JSON,
+                                          options)
+                with pytest.raises(ConnectionClosed) as closed:
+                    await ws.get_message()
+                assert closed.value.reason.code == 1006
+        nursery.cancel_scope.cancel()

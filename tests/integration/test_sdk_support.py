@@ -47,6 +47,18 @@ async def receive(source: Any, timeout: float = 5.0) -> Any:
         return await source.receive()
 
 
+async def first(stream: Any, timeout: float = 5.0) -> Any:
+    """The first item of an async iterator, bounded; fails if the stream ends first.
+
+    For checks that would otherwise sit inside ``async for ...: assert ...; break``,
+    whose assertion silently never runs when the stream ends without an item.
+    """
+    with trio.fail_after(timeout):
+        async for item in stream:
+            return item
+    raise AssertionError(f"{stream!r} ended without an item")
+
+
 async def nothing_more(source: Any, duration: float = 0.3) -> None:
     """No further event arrives within ``duration``."""
     with trio.move_on_after(duration):

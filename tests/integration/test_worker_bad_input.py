@@ -10,12 +10,23 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 import msgpack
+import orjson
 import pytest
-import trio
 
-from mc.websocket import OP_BINARY, OP_CLOSE, OP_TEXT, encode_masked_frame
+from mc.websocket import OP_BINARY, OP_CLOSE, OP_CONT, OP_TEXT, encode_masked_frame
 
-from .wsclient import JSON, MSGPACK, PROTOCOLS, Client, connect, raw_connect, unique
+from .cluster import wait_for
+from .wsclient import (
+    JSON,
+    MSGPACK,
+    PROTOCOLS,
+    Client,
+    connect,
+    http_get,
+    masked_fragment,
+    raw_connect,
+    unique,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -74,7 +85,6 @@ UNDECODABLE = {
         "string": msgpack.packb("ping"),
         "truncated": b"\x82\xa4type",
         "trailing": msgpack.packb({"type": "ping"}) + b"\x01",
-        "int-keys": msgpack.packb({1: "ping"}),
         "ext": msgpack.packb(msgpack.ExtType(5, b"x")),
     },
 }
@@ -170,6 +180,59 @@ async def test_bad_request_is_answered_and_connection_stays(worker, proto, kind,
         await b.check()
 
 
+# A msgpack map with a key that is not a string is a request mc can read (a
+# map), just not accept: error bad_request with its id, never a 4000 close.
+INT_KEYS = {
+    "app": {"type": "publish", "topic": "t", "data": {1: "one"}},
+    "consumer": {"type": "notify", "to": {}, "data": {2: "two"}},
+    "chat": {"type": "send", "data": [{3: "three"}]},
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_msgpack_integer_keys_are_bad_request(worker, kind):
+    path, query = endpoint(kind)
+    async with bystander(worker.url) as b:
+        async with connect(worker.url, path, proto=MSGPACK, **query) as c:
+            err = await c.request({**INT_KEYS[kind], "id": "ik"})
+            assert (err["type"], err["code"], err["id"]) == ("error", "bad_request", "ik"), err
+            # a non-string key at the top level too, and without an id
+            await c.send({"type": "ping", 7: "x"})
+            err2 = await c.recv_type("error")
+            assert err2["code"] == "bad_request" and "id" not in err2
+            assert await c.fence() == []  # open, and nothing else was sent
+        await b.check()
+
+
+async def test_integer_keys_publish_reaches_nobody(worker):
+    topic = unique("ik")
+    async with connect(worker.url, "/v1/consumer", proto=MSGPACK, name=unique("c")) as c, \
+            connect(worker.url, "/v1/app", proto=MSGPACK, client=unique("a")) as a:
+        await c.ack({"type": "subscribe", "topic": topic, "id": "s"})
+        err = await a.request({"type": "publish", "topic": topic, "data": {1: 2}, "id": "p"})
+        assert (err["type"], err["code"], err["id"]) == ("error", "bad_request", "p")
+        assert await c.fence() == []
+        assert (await a.ack({"type": "publish", "topic": topic, "data": {"1": 2}, "id": "q"}))[
+            "delivered"] == 1
+        assert (await c.recv_type("message"))["data"] == {"1": 2}
+
+
+async def test_data_a_recipient_cannot_carry_is_refused_with_the_id(worker):
+    """Bytes map keys are msgpack data a JSON consumer cannot receive: the
+    publisher gets error bad_request with its id; the consumer gets nothing."""
+    topic = unique("bk")
+    async with bystander(worker.url) as b:
+        async with connect(worker.url, "/v1/consumer", proto=JSON, name=unique("json")) as c, \
+                connect(worker.url, "/v1/app", proto=MSGPACK, client=unique("bin")) as a:
+            await c.ack({"type": "subscribe", "topic": topic, "id": "s"})
+            await a.send({"type": "publish", "topic": topic, "data": {b"k": 1}, "id": "bk1"})
+            err = await a.recv_until("error")  # fails fast (no wait for the id) while unfixed
+            assert (err["code"], err.get("id")) == ("bad_request", "bk1"), err
+            assert await c.fence() == []
+            assert await a.fence() == []
+        await b.check()
+
+
 @pytest.mark.parametrize("proto", PROTOCOLS)
 @pytest.mark.parametrize("bad_id", ["x" * 65, "", 12, ["a"]], ids=["long", "empty", "int", "list"])
 async def test_invalid_id_is_bad_request_without_id(worker, proto, bad_id):
@@ -213,6 +276,8 @@ RAW_VIOLATIONS = {
     "continuation-first": (bytes((0x80, 0x80)) + b"\0\0\0\0", 1002),
     "fragmented-ping": (bytes((0x09, 0x80)) + b"\0\0\0\0", 1002),
     "invalid-utf8": (bytes((0x81, 0x82)) + b"\0\0\0\0" + b"\xc3\x28", 1007),
+    # a text frame ending in the first byte of a two-byte character
+    "unfinished-utf8": (bytes((0x81, 0x82)) + b"\0\0\0\0" + b"a\xc3", 1007),
 }
 
 
@@ -224,6 +289,22 @@ async def test_framing_violations_close_the_connection(worker, case):
             await raw.send_bytes(data)
             close = await raw.read_close()
             assert close is not None and close[0] == code, close
+            await raw.wait_eof()
+        await b.check()
+
+
+async def test_fragmented_text_ending_in_an_unfinished_character_closes_1007(worker):
+    async with bystander(worker.url) as b:
+        async with raw_connect(worker.url, "/v1/app", client=unique("utf8")) as raw:
+            # a character split across two fragments is fine: "\u00e9" is c3 a9
+            await raw.send_bytes(masked_fragment(OP_TEXT, b'{"type":"ping","id":"\xc3'))
+            await raw.send_bytes(masked_fragment(0x80 | OP_CONT, b'\xa9"}'))
+            assert await raw.recv() == {"type": "pong", "id": "\u00e9"}
+            # every fragment valid so far, but the message ends inside a character
+            await raw.send_bytes(masked_fragment(OP_TEXT, b'{"type":"ping",'))
+            await raw.send_bytes(masked_fragment(0x80 | OP_CONT, b'"id":"x"}\xc3'))
+            close = await raw.read_close()
+            assert close is not None and close[0] == 1007, close
             await raw.wait_eof()
         await b.check()
 
@@ -253,5 +334,17 @@ async def test_connection_dropped_mid_frame_does_not_hurt(worker):
         async with raw_connect(worker.url, "/v1/app", client=unique("drop")) as raw:
             frame = bytes((0x81, 0x80 | 100)) + b"\0\0\0\0" + b"{" * 10  # 90 bytes missing
             await raw.send_bytes(frame)
-        await trio.sleep(0.1)
+            assert await connections(worker) == 3  # the bystander's two and this one
+
+        async def forgotten():
+            return await connections(worker) == 2
+
+        await wait_for(forgotten, what="the worker dropping the half-sent connection")
         await b.check()
+
+
+async def connections(worker) -> int:
+    """The worker's open connections, from its /healthz."""
+    status, _, body = await http_get(worker.url, "/healthz")
+    assert status == 200
+    return orjson.loads(body)["connections"]

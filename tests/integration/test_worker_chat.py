@@ -8,11 +8,12 @@ import time
 import pytest
 import trio
 
+from .cluster import LINGER, http_client, wait_for
 from .wsclient import JSON, MSGPACK, PROTOCOLS, connect, rejected, unique
 
 pytestmark = pytest.mark.timeout(60)
 
-LINGER = 1.0  # the shared worker's --chat-linger
+assert LINGER == 1.0  # the chat linger of the shared worker and of the cluster's workers
 
 
 def data_for(proto):
@@ -118,38 +119,46 @@ async def test_same_client_on_two_devices(worker, proto):
 async def test_same_client_and_device_replaces_chat_connection(worker, proto):
     session, alice, bob = unique("room"), unique("alice"), unique("bob")
     path = f"/v1/chat/{session}"
-    async with connect(worker.url, path, proto=proto, client=bob) as b:
-        async with connect(worker.url, path, proto=proto, client=alice) as first:
-            assert await b.recv_type("joined") == {"type": "joined", "client": alice}
-            async with connect(worker.url, path, proto=proto, client=alice) as second:
-                await first.expect_close(4009)
-                await b.send({"type": "send", "data": "still there?"})
-                assert (await second.recv_type("chat"))["data"] == "still there?"
-                # a replacement is neither a leave nor a join
-                assert await b.fence() == []
+    async with connect(worker.url, path, proto=proto, client=bob) as b, \
+            connect(worker.url, path, proto=proto, client=alice) as first:
+        assert await b.recv_type("joined") == {"type": "joined", "client": alice}
+        async with connect(worker.url, path, proto=proto, client=alice) as second:
+            await first.expect_close(4009)
+            await b.send({"type": "send", "data": "still there?"})
+            assert (await second.recv_type("chat"))["data"] == "still there?"
+            # a replacement is neither a leave nor a join
+            assert await b.fence() == []
 
 
 @pytest.mark.parametrize("proto", PROTOCOLS)
-async def test_linger_then_session_ends(worker, proto):
+async def test_linger_then_session_ends(two, proto):
+    """An empty session lives on for the linger, its seq with it, then ends.
+
+    The end is watched through the master (the owner tells it when a session
+    ends): any probe of the worker itself would re-join the session and start
+    its linger again."""
+    master, (wa, _) = two
     session, alice = unique("room"), unique("alice")
     path = f"/v1/chat/{session}"
-    async with connect(worker.url, path, proto=proto, client=alice) as a:
+    async with connect(wa.url, path, proto=proto, client=alice) as a:
         await a.ack({"type": "send", "data": "x", "id": "1"})
     # within the linger the session still exists: join succeeds
-    async with connect(worker.url, path, proto=proto, client=alice, mode="join") as a:
+    async with connect(wa.url, path, proto=proto, client=alice, mode="join") as a:
         assert a.welcome["members"] == [alice]
         seq = (await a.ack({"type": "send", "data": "y", "id": "2"}))["seq"]
         assert seq == 2  # the session (and its seq) lived on
-    # half the linger later: still there (and this join restarts the linger)
-    await trio.sleep(LINGER / 2)
-    async with connect(worker.url, path, proto=proto, client=alice, mode="join") as a:
-        assert (await a.ack({"type": "send", "data": "w", "id": "3"}))["seq"] == 3
-    # the linger (plus the worker's timer granularity of heartbeat/4) later: gone
-    await trio.sleep(LINGER + 0.9)
-    r = await rejected(worker.url, path, proto=proto, client=alice, mode="join")
+    left = trio.current_time()
+    async with http_client() as http:
+        async def ended():
+            return (await http.get(f"{master.http}/v1/sessions/{session}")).status_code == 404
+
+        await wait_for(ended, timeout=LINGER + 5, what="the session's end")
+    # not before its linger ran out (a lower bound: a busy machine only makes it later)
+    assert trio.current_time() - left >= 0.9 * LINGER
+    r = await rejected(wa.url, path, proto=proto, client=alice, mode="join")
     assert r.status_code == 404
     # open creates it afresh, with a new seq
-    async with connect(worker.url, path, proto=proto, client=alice) as a:
+    async with connect(wa.url, path, proto=proto, client=alice) as a:
         assert (await a.ack({"type": "send", "data": "z", "id": "4"}))["seq"] == 1
 
 

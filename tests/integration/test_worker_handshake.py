@@ -8,6 +8,7 @@ import trio
 
 from tests.procs import running, worker_proc
 
+from .cluster import wait_for
 from .wsclient import (
     JSON,
     MSGPACK,
@@ -149,40 +150,40 @@ async def test_unknown_path_is_404(worker, path):
 async def test_chat_session_full_is_409():
     with running(worker_proc("--chat-max-members", "2")) as (w,):
         session = unique("full")
-        async with connect(w.url, f"/v1/chat/{session}", client="a"):
-            async with connect(w.url, f"/v1/chat/{session}", client="b"):
-                r = await rejected(w.url, f"/v1/chat/{session}", client="c")
-                assert r.status_code == 409
-                error_body(r)
-                # the same (client, device) replacing itself is not an extra member
-                async with connect(w.url, f"/v1/chat/{session}", client="b") as again:
-                    assert sorted(again.welcome["members"]) == ["a", "b"]
+        async with connect(w.url, f"/v1/chat/{session}", client="a"), \
+                connect(w.url, f"/v1/chat/{session}", client="b"):
+            r = await rejected(w.url, f"/v1/chat/{session}", client="c")
+            assert r.status_code == 409
+            error_body(r)
+            # the same (client, device) replacing itself is not an extra member
+            async with connect(w.url, f"/v1/chat/{session}", client="b") as again:
+                assert sorted(again.welcome["members"]) == ["a", "b"]
 
 
 async def test_connection_limit_is_503_with_retry_after():
     with running(worker_proc("--max-connections", "2")) as (w,):
-        async with connect(w.url, "/v1/app", client=unique("a")):
-            async with connect(w.url, "/v1/consumer", name=unique("c")):
-                for path, query in (("/v1/app", {"client": unique("a")}),
-                                    ("/v1/consumer", {"name": unique("c")}),
-                                    ("/v1/chat/" + unique("s"), {"client": unique("a")})):
-                    r = await rejected(w.url, path, **query)
-                    assert r.status_code == 503
-                    retry = header(r, "retry-after")
-                    assert retry is not None and int(retry) >= 0
-                    assert error_body(r)["error"] == "unavailable"
-                # /healthz still answers at the limit
-                status, _, _ = await http_get(w.url, "/healthz")
-                assert status == 200
-        # both closed: there is room again (the worker forgets them promptly)
-        with trio.fail_after(5):
-            while True:
-                try:
-                    async with connect(w.url, "/v1/app", client=unique("a")) as c:
-                        assert c.welcome["type"] == "welcome"
-                        break
-                except Exception:
-                    await trio.sleep(0.05)
+        async with connect(w.url, "/v1/app", client=unique("a")), \
+                connect(w.url, "/v1/consumer", name=unique("c")):
+            for path, query in (("/v1/app", {"client": unique("a")}),
+                                ("/v1/consumer", {"name": unique("c")}),
+                                ("/v1/chat/" + unique("s"), {"client": unique("a")})):
+                r = await rejected(w.url, path, **query)
+                assert r.status_code == 503
+                retry = header(r, "retry-after")
+                assert retry is not None and int(retry) >= 1
+                assert error_body(r)["error"] == "unavailable"
+            # /healthz still answers at the limit
+            status, _, _ = await http_get(w.url, "/healthz")
+            assert status == 200
+
+        # both closed: there is room again once the worker forgot them
+        async def room_again():
+            status, _, body = await http_get(w.url, "/healthz")
+            return status == 200 and orjson.loads(body)["connections"] == 0
+
+        await wait_for(room_again, what="the worker forgetting the closed connections")
+        async with connect(w.url, "/v1/app", client=unique("a")) as c:
+            assert c.welcome["type"] == "welcome"
 
 
 # ---------------------------------------------------------------- plain HTTP

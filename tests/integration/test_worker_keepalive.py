@@ -131,11 +131,10 @@ async def test_active_clients_stay_connected(fast_worker):
 async def test_server_sends_websocket_pings(worker):
     # the shared worker pings every second
     async with raw_connect(worker.url, "/v1/app", client=unique("app")) as raw:
-        start = trio.current_time()
-        op, payload = await raw.read_frame(3)
-        assert op == OP_PING
-        assert trio.current_time() - start <= 2.5
-        await raw.send_frame(OP_PONG, payload)
+        for _ in range(2):  # every heartbeat, not once (bounded: a few heartbeats)
+            op, payload = await raw.read_frame(5)
+            assert op == OP_PING
+            await raw.send_frame(OP_PONG, payload)
 
 
 async def test_client_websocket_ping_gets_pong_with_payload(worker):

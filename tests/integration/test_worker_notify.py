@@ -39,7 +39,6 @@ CASES = [
     ("client", lambda ids: {"client": ids["alice"]}, {"alice/phone", "alice/web"}),
     ("client+device", lambda ids: {"client": ids["alice"], "device": "phone"}, {"alice/phone"}),
     ("client+unknown-device", lambda ids: {"client": ids["alice"], "device": "tv"}, set()),
-    ("device-only", lambda ids: {"device": "phone"}, {"alice/phone"}),  # keys AND: any client
     ("tag", lambda ids: {"tags": ["driver"]}, {"alice/phone", "bob"}),
     ("tags-any-of", lambda ids: {"tags": ["driver", "eu"]}, {"alice/phone", "alice/web", "bob"}),
     ("client+tags", lambda ids: {"client": ids["alice"], "tags": ["eu"]}, {"alice/web"}),
@@ -110,6 +109,10 @@ async def test_notify_bad_target_is_bad_request(worker, proto):
             {"to": {"tags": []}},
             {"to": {"tags": [f"t{i}" for i in range(33)]}},
             {"to": {"device": 5}},
+            # strict `to`: a typo or a device without its client is refused, never a broadcast
+            {"to": {"clinet": "alice"}},
+            {"to": {"device": "phone"}},
+            {"to": {"client": "alice", "tag": ["driver"]}},
         ]
         for i, extra in enumerate(bad):
             err = await c.request({"type": "notify", "data": 1, "id": f"b{i}", **extra})

@@ -37,6 +37,7 @@ from mc.websocket import (
     FrameParser,
     encode_masked_frame,
 )
+from mc.websocket.frames import _header, _mask
 
 JSON = "mc.v1.json"
 MSGPACK = "mc.v1.msgpack"
@@ -242,6 +243,13 @@ async def http_get(base: str, path: str, headers: dict[str, str] | None = None,
         hdrs[k.strip().lower()] = v.strip()
     length = int(hdrs.get("content-length", len(body)))
     return int(status_line.split()[1]), hdrs, body[:length]
+
+
+def masked_fragment(first_byte: int, payload: bytes) -> bytes:
+    """One masked client frame with a hand-set first byte (FIN bit and opcode), e.g.
+    ``OP_TEXT`` (a first fragment) or ``0x80 | OP_CONT`` (the last one)."""
+    key = b"\x01\x02\x03\x04"
+    return _header(first_byte, 0x80, len(payload)) + key + _mask(key, payload)
 
 
 class RawClient:

@@ -217,13 +217,13 @@ class RoomMachine(RuleBasedStateMachine):
         if not self.conns:
             self.emptied_at = self.now
 
-    @precondition(lambda self: self.stale)
+    @precondition(lambda self: self.stale and "s" in self.rooms)
     @rule(data=st.data())
     def stale_leave(self, data: st.DataObject) -> None:
         peer = data.draw(st.sampled_from(self.stale))
         room = self.rooms.get("s")
-        if room is not None:
-            assert room.remove(peer, self.now) is False
+        assert room is not None
+        assert room.remove(peer, self.now) is False  # a replaced connection is no member
 
     @precondition(lambda self: "s" in self.rooms and self.conns)
     @rule()

@@ -109,7 +109,7 @@ targets = st.builds(
     client=st.none() | short_names,
     device=st.none() | short_names,
     tags=st.none() | st.lists(short_names, min_size=1, max_size=MAX_TAGS).map(tuple),
-)
+).filter(lambda t: t.device is None or t.client is not None)  # strict `to`: no device alone
 
 
 def client_frames(data: st.SearchStrategy[Any]) -> st.SearchStrategy[tuple[Any, dict]]:
@@ -183,7 +183,7 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, float):
         return a == b and math.copysign(1, a) == math.copysign(1, b)
     if isinstance(a, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
     return a == b
@@ -278,7 +278,6 @@ def test_target_forms_roundtrip() -> None:
         Target(tags=("driver", "rider")),
         Target(client="alice", tags=("driver",)),
         Target(client="alice", device="phone", tags=("a", "b")),
-        Target(device="phone"),
     ]
     for codec in (JSON, MSGPACK):
         for target in forms:
@@ -333,22 +332,77 @@ def _only_protocol_errors(codec: Any, payload: bytes) -> None:
     try:
         obj = codec.decode(payload)
     except ProtocolError as exc:
-        assert exc.close_code == CloseCode.VIOLATION
+        # undecodable: a violation; a msgpack map with a non-string key: bad_request
+        if exc.close_code is None:
+            assert codec is MSGPACK and exc.code == ErrorCode.BAD_REQUEST, exc
+            assert "key" in exc.reason
+        else:
+            assert exc.close_code == CloseCode.VIOLATION
         return
     _parse_everywhere(obj)
 
 
+FRAME_CLASSES = {"ping": Ping, "pong": Pong, "publish": Publish, "subscribe": Subscribe,
+                 "unsubscribe": Unsubscribe, "pause": Pause, "resume": Resume, "notify": Notify,
+                 "send": Send}
+SERVER_CLASSES = {"welcome": Welcome, "ping": Ping, "pong": Pong, "ack": Ack, "error": Error,
+                  "message": Message, "notify": Notification, "chat": ChatMessage,
+                  "joined": Joined, "left": Left}
+ALL_REQUEST_TYPES = set(APP_FRAMES) | set(CONSUMER_FRAMES) | set(CHAT_FRAMES)
+
+
+def _valid_id(value: Any) -> bool:
+    return type(value) is str and 1 <= len(value) <= MAX_ID
+
+
 def _parse_everywhere(obj: Any) -> None:
-    """Parse ``obj`` as every endpoint's request and as a server frame: only ProtocolError may escape."""
+    """Parse ``obj`` as every endpoint's request and as a server frame, and check
+    each outcome against what the protocol says it must be (not just "no crash")."""
     for table in TABLES.values():
-        try:
-            parse_request(obj, table)
-        except ProtocolError:
-            pass
+        _check_request(obj, table)
+    _check_server_frame(obj)
+
+
+def _check_request(obj: Any, table: dict) -> None:
     try:
-        parse_server_frame(obj)
-    except ProtocolError:
-        pass
+        frame = parse_request(obj, table)
+    except ProtocolError as exc:
+        _check_refusal(obj, table, exc)
+        return
+    # accepted: a map with a valid (or no) id and a type of this endpoint, parsed
+    # into that type's class, which survives its own round trip unchanged
+    assert type(obj) is dict and obj.get("type") in table, obj
+    assert obj.get("id") is None or _valid_id(obj["id"]), obj
+    assert type(frame) is FRAME_CLASSES[obj["type"]] and frame.id == obj.get("id")
+    assert parse_request(frame.to_wire(), table) == frame
+
+
+def _check_refusal(obj: Any, table: dict, exc: ProtocolError) -> None:
+    if type(obj) is not dict:
+        assert exc.close_code == CloseCode.VIOLATION
+        return
+    rid, kind = obj.get("id"), obj.get("type")
+    if rid is not None and not _valid_id(rid):
+        assert (exc.code, exc.close_code, exc.request_id) == (ErrorCode.BAD_REQUEST, None, None)
+    elif type(kind) is str and kind in ALL_REQUEST_TYPES - set(table):
+        assert exc.close_code == CloseCode.VIOLATION, (obj, exc)  # another endpoint's frame
+    else:  # unknown type, or a bad field of a known one: answered, with the id
+        assert (exc.code, exc.close_code, exc.request_id) == (ErrorCode.BAD_REQUEST, None, rid), (obj, exc)
+    assert exc.reason
+
+
+def _check_server_frame(obj: Any) -> None:
+    try:
+        frame = parse_server_frame(obj)
+    except ProtocolError as exc:
+        assert exc.reason
+        kind = obj.get("type") if type(obj) is dict else None
+        if type(obj) is dict and (type(kind) is not str or kind not in SERVER_CLASSES):
+            assert (exc.code, exc.close_code) == (ErrorCode.BAD_REQUEST, None)  # unknown: skipped
+        else:
+            assert exc.close_code == CloseCode.VIOLATION
+        return
+    assert type(frame) is SERVER_CLASSES[obj["type"]], (obj, frame)
 
 
 @BOTH
@@ -396,7 +450,8 @@ TYPES = ["ping", "pong", "publish", "subscribe", "unsubscribe", "pause", "resume
          "send", "welcome", "ack", "error", "message", "chat", "joined", "left", "nope"]
 any_value = st.recursive(
     st.none() | st.booleans() | ints | st.floats() | st.text(max_size=10) | st.binary(max_size=5),
-    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=4), c, max_size=3),
+    lambda c: st.lists(c, max_size=3)
+    | st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=4), c, max_size=3),
     max_leaves=8,
 )
 
@@ -451,7 +506,7 @@ def test_bad_json_is_a_violation(payload: bytes) -> None:
         b"",
         b"\xc1",  # never-used byte
         msgpack.packb({"type": "ping"}) + b"\x00",  # trailing data
-        b"\x81\x01\x02",  # int key
+        b"\x81\x01",  # a map whose int key has no value
         b"\x81\xa1a",  # truncated map
         b"\xa2\xff\xfe",  # bad UTF-8 str
         b"\xdd\xff\xff\xff\xff",  # array of 4 G elements, no bytes
@@ -462,6 +517,67 @@ def test_bad_msgpack_is_a_violation(payload: bytes) -> None:
     with pytest.raises(ProtocolError) as info:
         MSGPACK.decode(payload)
     assert info.value.close_code == CloseCode.VIOLATION
+
+
+# Map keys that are not strings: the frame decodes (it is a map), so it is a
+# request mc can answer: ``bad_request`` with the request's ``id``, not a close.
+NON_STRING_KEYS = [
+    ({"type": "publish", "topic": "t", "data": {1: "x"}, "id": "r1"}, "r1"),
+    ({"type": "send", "data": [{"k": {True: 1}}], "id": "r2"}, "r2"),
+    ({"type": "notify", "to": {}, "data": {None: 1}, "id": "r3"}, "r3"),
+    ({"type": "ping", "id": "r4", 5: 1}, "r4"),
+    ({"type": "publish", "topic": "t", "data": {1.5: 1}}, None),
+    ({1: "ping"}, None),
+    ({"type": "ping", "id": 7, "data": {2: 2}}, None),  # an id that is no id is not echoed
+    ({"type": "ping", "id": "", "data": {2: 2}}, None),
+]
+
+
+@pytest.mark.parametrize(("obj", "rid"), NON_STRING_KEYS, ids=repr)
+def test_msgpack_non_string_keys_are_bad_request_with_the_id(obj: dict, rid: str | None) -> None:
+    with pytest.raises(ProtocolError) as info:
+        MSGPACK.decode(msgpack.packb(obj, use_bin_type=True, strict_types=False))
+    exc = info.value
+    assert (exc.code, exc.close_code, exc.request_id) == (ErrorCode.BAD_REQUEST, None, rid)
+    assert "key" in exc.reason
+
+
+@pytest.mark.parametrize(
+    ("payload", "rid"),
+    [
+        (b"\x82\xa2id\xa2r5\x91\x01\x02", "r5"),  # {"id": "r5", [1]: 2}: an array key
+        (b"\x82\xa2id\xa2r6\x81\xa1a\x01\x02", "r6"),  # {"id": "r6", {"a": 1}: 2}: a map key
+    ],
+    ids=["array-key", "map-key"],
+)
+def test_msgpack_unhashable_keys_are_bad_request_with_the_id(payload: bytes, rid: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        MSGPACK.decode(payload)
+    assert (info.value.code, info.value.close_code, info.value.request_id) == (
+        ErrorCode.BAD_REQUEST, None, rid)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        msgpack.packb([{1: 2}]),  # not a map at the top: still a violation
+        msgpack.packb({1: 2}) + b"\x00",  # trailing bytes win over the key
+        b"\x82\xa2id\xa1x\x01" + msgpack.packb(msgpack.ExtType(5, b"x")),  # an extension type
+        b"\x82\xa2id\xa1x\x01\xd6\xff\x00\x00\x00\x01",  # a timestamp beside an int key
+    ],
+    ids=["array", "trailing", "ext", "timestamp"],
+)
+def test_msgpack_non_string_keys_do_not_hide_violations(payload: bytes) -> None:
+    with pytest.raises(ProtocolError) as info:
+        MSGPACK.decode(payload)
+    assert info.value.close_code == CloseCode.VIOLATION
+
+
+def test_msgpack_bytes_keys_stay_data() -> None:
+    # bytes keys are msgpack data a msgpack recipient can carry (a JSON one cannot: the
+    # worker refuses the publish then, see tests/integration/test_worker_bad_input.py)
+    obj = {"type": "publish", "topic": "t", "data": {b"k": 1}, "id": "r"}
+    assert MSGPACK.decode(msgpack.packb(obj, use_bin_type=True)) == obj
 
 
 def test_unencodable_data_is_bad_request_not_a_crash() -> None:
@@ -520,8 +636,9 @@ def test_publish_missing_topic() -> None:
 
 
 def test_publish_topic_limits() -> None:
-    assert parse_request({"type": "publish", "topic": "x" * 128, "data": 1}, APP_FRAMES)
-    assert parse_request({"type": "publish", "topic": "a:b@c-d_e.F9", "data": 1}, APP_FRAMES)
+    for topic in ("x" * 128, "a:b@c-d_e.F9", "a." * 63 + "b"):
+        assert parse_request({"type": "publish", "topic": topic, "data": 1}, APP_FRAMES) == Publish(topic, 1)
+    bad({"type": "publish", "topic": "a." * 64 + "b", "data": 1}, APP_FRAMES)  # 129 characters
 
 
 BAD_PATTERNS = ["", "a..b", ".a", "a.", "a.>.b", ">.a", "a>", "a.b>", "**", "a*", "*a",
@@ -586,6 +703,44 @@ def test_bad_to(to: Any) -> None:
     bad({"type": "notify", "to": to, "data": 1, "id": "r4"}, CONSUMER_FRAMES, rid="r4")
 
 
+# Strict `to` (PROTOCOL.md): a typo must never turn into a broadcast.
+STRICT_TO = [
+    {"clinet": "alice"}, {"clients": "alice"}, {"Client": "alice"}, {"tag": ["driver"]},
+    {"client": "alice", "devcie": "phone"}, {"client": "alice", "extra": None},
+    {"clinet": None}, {"": 1}, {"device": "phone"}, {"device": "phone", "tags": ["driver"]},
+    {"device": "phone", "client": None},
+]
+
+
+@pytest.mark.parametrize("to", STRICT_TO, ids=repr)
+@pytest.mark.parametrize("codec", [JSON, MSGPACK], ids=["json", "msgpack"])
+def test_strict_to_is_bad_request(to: Any, codec: Any) -> None:
+    wire = codec.encode({"type": "notify", "to": to, "data": 1, "id": "r5"})
+    exc = bad(codec.decode(wire), CONSUMER_FRAMES, rid="r5")
+    assert "to" in exc.reason
+    with pytest.raises(ProtocolError) as direct:
+        Target.parse(to)
+    assert direct.value.code == ErrorCode.BAD_REQUEST
+
+
+def test_strict_to_names_the_unknown_key() -> None:
+    with pytest.raises(ProtocolError) as exc:
+        Target.parse({"clinet": "alice"})
+    assert "'clinet'" in exc.value.reason and "client, device, tags" in exc.value.reason
+    with pytest.raises(ProtocolError) as exc:
+        Target.parse({"device": "phone"})
+    assert "to.client" in exc.value.reason
+    with pytest.raises(ProtocolError) as exc:
+        Target.parse({1: "x"})  # msgpack maps may have non-string keys
+    assert "unknown key 1" in exc.value.reason
+
+
+def test_strict_to_accepts_every_valid_form() -> None:
+    assert Target.parse({"client": "a", "device": "d", "tags": ["t"]}) == Target("a", "d", ("t",))
+    assert Target.parse({"client": "a", "device": None}) == Target("a")
+    assert Target.parse({"client": None, "device": None, "tags": None}) == BROADCAST
+
+
 def test_to_tag_limit() -> None:
     frame = parse_request(
         {"type": "notify", "to": {"tags": ["t"] * MAX_TAGS}, "data": 1}, CONSUMER_FRAMES
@@ -603,7 +758,10 @@ def test_bad_trace(obj: dict, table: dict, trace: Any) -> None:
 
 
 def test_trace_limit() -> None:
-    assert parse_request({"type": "send", "data": 1, "trace": "x" * MAX_TRACE}, CHAT_FRAMES)
+    trace = "x" * MAX_TRACE
+    assert parse_request({"type": "send", "data": 1, "trace": trace}, CHAT_FRAMES) == Send(1, trace=trace)
+    assert parse_request({"type": "publish", "topic": "t", "data": 1, "trace": "é"}, APP_FRAMES) == \
+        Publish("t", 1, trace="é")
 
 
 @pytest.mark.parametrize("key", ["", "a b", "*", "**", 5, ["k"], "x" * 129], ids=repr)
@@ -646,9 +804,9 @@ def test_endpoint_tables(frame: Any, endpoint: str) -> None:
 
 
 def test_endpoint_tables_contents() -> None:
-    assert set(APP_FRAMES) == {"ping", "pong", "publish"}
+    assert set(APP_FRAMES) == {"ping", "pong", "publish", "refresh"}
     assert set(CONSUMER_FRAMES) == {"ping", "pong", "subscribe", "unsubscribe", "pause", "resume", "notify"}
-    assert set(CHAT_FRAMES) == {"ping", "pong", "send"}
+    assert set(CHAT_FRAMES) == {"ping", "pong", "send", "refresh"}
 
 
 @pytest.mark.parametrize("kind", ["nope", "welcome", "ack", "message", "chat", "PING", "", 5, None, ["ping"]],

@@ -789,3 +789,104 @@ def test_adopted_and_handed_over_sessions_keep_their_seq() -> None:
     send(core, b, {"type": "send", "data": "x", "id": "2"})
     assert sink.got(b)[-1] == {"type": "ack", "id": "2", "seq": 8}
     core.tick(100.0)  # an adopted session nobody joins lingers, then is released
+
+
+# ------------------------------------------------------------- security
+
+
+SECRET = "test-secret-long-enough-for-hs256-0123456789"
+
+
+def token(sub: str = "alice", ttl: float = 60, **claims: Any) -> str:
+    import time as _time
+
+    import jwt
+    now = _time.time()
+    return jwt.encode({"sub": sub, "exp": now + ttl, "iat": now, **claims}, SECRET, algorithm="HS256")
+
+
+def auth_core(**cfg: Any) -> tuple[WorkerCore, FakeSink, list[int]]:
+    import time as _time
+
+    from mc.tokens import TokenVerifier
+    sink = FakeSink()
+    wall = [int(_time.time() * 1000)]
+    core = WorkerCore(WorkerConfig(heartbeat=10.0, **cfg), sink, worker_id="w1", instance=1,
+                      wall_ms=lambda: wall[0], tokens=TokenVerifier(SECRET, ("HS256",)))
+    return core, sink, wall
+
+
+def test_app_tokens_at_the_handshake() -> None:
+    core, _sink, _ = auth_core()
+    assert status(core.handshake(request("/v1/app?client=alice"), 0.0)) == 401  # none
+    assert status(core.handshake(request(f"/v1/app?token={token()}x"), 0.0)) == 401  # bad signature
+    assert status(core.handshake(request(f"/v1/app?token={token(ttl=-60)}"), 0.0)) == 401  # expired
+    assert status(core.handshake(request(f"/v1/app?client=bob&token={token()}"), 0.0)) == 401
+    ok = core.handshake(request("/v1/app?tags=x", extra=f"Authorization: Bearer {token(tags=['vip'])}"), 0.0)
+    assert isinstance(ok, Accept) and ok.client == "alice" and ok.tags == ("vip",)  # the claim wins
+    plain = core.handshake(request(f"/v1/app?client=alice&tags=x&token={token()}"), 0.0)
+    assert isinstance(plain, Accept) and plain.tags == ("x",)
+    assert status(core.handshake(request(f"/v1/chat/secret?token={token(chat=['public.*'])}"), 0.0)) == 403
+    assert isinstance(core.handshake(request(f"/v1/chat/public.a?token={token(chat=['public.*'])}"), 0.0),
+                      Accept)
+    body = core.handshake(request(f"/v1/app?token={token(ttl=-60)}"), 0.0).body  # type: ignore[union-attr]
+    assert body == {"error": "unauthorized", "reason": "token expired"}
+
+
+def test_publish_claim_limits_topics() -> None:
+    core, sink, _ = auth_core()
+    app = core.open(core.handshake(request(f"/v1/app?token={token(publish=['orders.>'])}"), 0.0),  # type: ignore[arg-type]
+                    0.0, Peer)
+    send(core, app, {"type": "publish", "topic": "orders.eu", "data": 1, "id": "ok"})
+    send(core, app, {"type": "publish", "topic": "admin.x", "data": 1, "id": "no"})
+    frames = sink.got(app)
+    assert frames[-2] == {"type": "ack", "id": "ok", "delivered": 0}
+    assert frames[-1]["type"] == "error" and frames[-1]["code"] == "forbidden" and frames[-1]["id"] == "no"
+
+
+def test_expiry_closes_4001_unless_refreshed() -> None:
+    core, sink, wall = auth_core()
+    short = core.open(core.handshake(request(f"/v1/app?token={token(ttl=2)}"), 0.0), 0.0, Peer)  # type: ignore[arg-type]
+    kept = core.open(core.handshake(request(f"/v1/app?client=bob&token={token('bob', ttl=2)}"), 0.0),  # type: ignore[arg-type]
+                     0.0, Peer)
+    send(core, kept, {"type": "refresh", "token": token("alice", ttl=60), "id": "r0"})  # another sub
+    assert sink.got(kept)[-1]["code"] == "unauthorized"
+    send(core, kept, {"type": "refresh", "token": "garbage", "id": "r1"})
+    assert sink.got(kept)[-1] == {"type": "error", "code": "unauthorized", "id": "r1",
+                                  "reason": "invalid token: DecodeError"}
+    send(core, kept, {"type": "refresh", "token": token("bob", ttl=60), "id": "r2"})
+    assert sink.got(kept)[-1] == {"type": "ack", "id": "r2"}
+    wall[0] += 1500
+    core.tick(1.5)
+    assert short.state is OPEN
+    wall[0] += 1000
+    core.tick(2.5)
+    assert sink.closes[short] == (CloseCode.TOKEN_EXPIRED, "token expired") and kept.state is OPEN
+    assert core.stats.token_expiries == 1
+
+
+def test_consumer_api_keys() -> None:
+    core, _ = make_core(api_keys=("k1", "k2"))
+    assert status(core.handshake(request("/v1/consumer?name=c"), 0.0)) == 401
+    assert status(core.handshake(request("/v1/consumer?name=c&token=nope"), 0.0)) == 401
+    assert isinstance(core.handshake(request("/v1/consumer?name=c", extra="Authorization: Bearer k2"), 0.0),
+                      Accept)
+    assert isinstance(core.handshake(request("/v1/app?client=a"), 0.0), Accept)  # apps use JWT, not keys
+
+
+def test_rate_limits_answer_rate_limited_with_the_id() -> None:
+    core, sink = make_core(publish_rate=2.0, notify_rate=1.0, handshake_rate=1.0)
+    app = connect(core, now=0.0)
+    for i in range(5):  # burst 2x: 4 pass at once
+        send(core, app, {"type": "publish", "topic": "t", "data": 1, "id": str(i)}, 0.0)
+    frames = [f for f in sink.got(app) if f["type"] in ("ack", "error")]
+    assert [f["type"] for f in frames] == ["ack"] * 4 + ["error"]
+    assert frames[-1]["code"] == "rate_limited" and frames[-1]["id"] == "4"
+    send(core, app, {"type": "publish", "topic": "t", "data": 1, "id": "later"}, 0.5)  # refilled 1
+    assert sink.got(app)[-1]["type"] == "ack"
+    assert core.stats.rate_limited == 1
+    core2, _ = make_core(handshake_rate=1.0)
+    answers = [core2.handshake(request("/v1/app?client=x"), 0.0, "10.0.0.2") for _ in range(3)]
+    assert [isinstance(a, Accept) for a in answers] == [True, True, False]
+    assert status(answers[2]) == 429 and ("Retry-After", "1") in answers[2].headers  # type: ignore[union-attr]
+    assert isinstance(core2.handshake(request("/v1/app?client=x"), 0.0, "10.0.0.3"), Accept)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import string
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from mc.protocol import ErrorCode, ProtocolError
@@ -93,28 +94,58 @@ def test_app_name_limits() -> None:
     assert ident.client == "x" * 128 and ident.device == "y" * 128
 
 
-@settings(max_examples=100, deadline=None)
-@given(
-    client=st.text(min_size=0, max_size=10),
-    device=st.none() | st.text(max_size=10),
-    tags=st.none() | st.text(max_size=20),
-)
+NAME_CHARS = string.ascii_letters + string.digits + "._-:@"
+valid_names = st.text(NAME_CHARS, min_size=1, max_size=12)
+# mostly valid names, else anything (empty, spaces, commas, non-ASCII, too long), so
+# both outcomes are common (about 40% of the examples are accepted)
+some_names = st.one_of(valid_names, valid_names, valid_names, st.text(max_size=10), st.just("x" * 129))
+some_tags = st.one_of(
+    st.lists(valid_names | st.just(""), max_size=MAX_TAGS + 2),  # empty items, too many
+    st.lists(valid_names | st.text(max_size=4), max_size=3),  # bad characters
+).map(",".join)
+
+
+def _name_ok(value: str) -> bool:
+    return 1 <= len(value) <= 128 and all(c in NAME_CHARS for c in value)
+
+
+def expected_app(client: str, device: str | None, tags: str | None) -> AppIdentity | None:
+    """What parse_app must make of the query, from the rules alone (None: refused)."""
+    device = "default" if device is None else device
+    listed = tuple(dict.fromkeys(t for t in (tags or "").split(",") if t))
+    if not (_name_ok(client) and _name_ok(device)):
+        return None
+    if len(listed) > MAX_TAGS or not all(_name_ok(t) for t in listed):
+        return None
+    return AppIdentity(client, device, listed, None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(client=some_names, device=st.none() | some_names, tags=st.none() | some_tags)
 def test_app_parse_is_total(client: str, device: str | None, tags: str | None) -> None:
-    """Any query either parses to valid names or is refused with bad_request."""
+    """Any query parses to exactly what the rules say, or is refused with bad_request."""
     query = {"client": client}
     if device is not None:
         query["device"] = device
     if tags is not None:
         query["tags"] = tags
-    try:
-        ident = parse_app(query, NO_HEADERS)
-    except ProtocolError as exc:
-        assert exc.code == ErrorCode.BAD_REQUEST
-        return
-    assert ident.client == client
-    assert ident.device == (device if device is not None else "default")
-    assert all(t and "," not in t for t in ident.tags)
-    assert len(set(ident.tags)) == len(ident.tags) <= MAX_TAGS
+    want = expected_app(client, device, tags)
+    event("accepted" if want is not None else "refused")
+    if want is None:
+        refused(parse_app, query, NO_HEADERS)
+    else:
+        assert parse_app(query, NO_HEADERS) == want
+
+
+@settings(max_examples=100, deadline=None)
+@given(client=valid_names, device=st.none() | valid_names,
+       tags=st.lists(valid_names, max_size=MAX_TAGS).map(",".join))
+def test_app_parse_accepts_every_valid_query(client: str, device: str | None, tags: str) -> None:
+    """The accepting branch, on every example (valid names only)."""
+    query = {"client": client, "tags": tags, **({"device": device} if device is not None else {})}
+    ident = parse_app(query, NO_HEADERS)
+    assert (ident.client, ident.device) == (client, device or "default")
+    assert ident.tags == tuple(dict.fromkeys(t for t in tags.split(",") if t))
 
 
 # ----------------------------------------------------------------- token

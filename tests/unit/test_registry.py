@@ -204,6 +204,70 @@ def test_metrics_reject_negative_and_wrong_types() -> None:
         Metrics(connections=1.5)  # type: ignore[arg-type]
 
 
+# ---------------------------------------------------------------- dead links
+
+
+def test_lapse_brings_the_expiry_forward_to_at() -> None:
+    reg = make("w1", "w2")
+    reg.claim_session("s", "w1", now=0.0)
+    reg.presence_delta("w1", [("alice", "phone")], [])
+    reg.heartbeat("w1", Metrics(), now=2.0)
+    assert reg.lapse("w1", at=3.0)  # the link closed at 2.0; grace 1 s
+    assert [w.id for w in reg.workers(3.0)] == ["w1", "w2"]  # live up to `at` exactly
+    assert reg.expire(3.0) == []
+    assert [w.id for w in reg.workers(3.001)] == ["w2"]  # dead the instant after
+    assert reg.expire(3.001) == ["w1"]
+    assert reg.lookup_session("s") is None and reg.client_connections("alice") == []
+
+
+def test_lapse_never_extends_a_lease() -> None:
+    reg = make("w1")  # lease ends at 5.0
+    assert reg.lapse("w1", at=9.0)
+    assert reg.expire(5.001) == ["w1"]
+    reg = make("w1")
+    assert reg.lapse("w1", at=1.0) and reg.lapse("w1", at=4.0)  # the earlier one holds
+    assert reg.expire(1.001) == ["w1"]
+
+
+def test_lapsed_worker_that_registers_again_in_the_grace_keeps_its_state() -> None:
+    reg = make("w1")
+    reg.claim_session("s", "w1", now=0.0)
+    reg.presence_delta("w1", [("alice", "phone")], [])
+    assert reg.lapse("w1", at=1.5)
+    version = reg.version
+    info = reg.register("w1", "ws://w1", capacity=100, now=1.2)  # back within the grace
+    assert info.last_seen == 1.2 and info.registered_at == 0.0
+    assert reg.expire(2.0) == []  # the lease runs from the registration again: to 6.2
+    assert reg.expire(6.2) == [] and reg.expire(6.201) == ["w1"]
+    assert reg.version == version + 1  # only the purge moved it, not the lapse nor the re-register
+
+
+def test_lapsed_worker_registering_after_the_grace_starts_afresh() -> None:
+    reg = make("w1")
+    reg.claim_session("s", "w1", now=0.0)
+    assert reg.lapse("w1", at=1.0)
+    info = reg.register("w1", "ws://w1", capacity=100, now=1.5)  # too late, even before expire()
+    assert info.registered_at == 1.5 and reg.lookup_session("s") is None
+
+
+def test_lapse_also_ends_a_lapsed_workers_rights() -> None:
+    reg = make("w1", "w2")
+    reg.claim_session("s", "w1", now=0.0)
+    assert reg.lapse("w1", at=1.0)
+    assert not reg.heartbeat("w1", Metrics(), now=1.1)  # too late: must register again
+    assert reg.claim_session("s", "w2", now=1.1) == "w2"  # the session goes to a live claimer
+    with pytest.raises(UnknownWorker):
+        reg.claim_session("t", "w1", now=1.1)
+
+
+def test_lapse_of_a_non_member_is_false() -> None:
+    reg = make("w1")
+    assert not reg.lapse("ghost", at=1.0)
+    reg.remove("w1")  # it left in order before its link closed
+    assert not reg.lapse("w1", at=1.0)
+    assert reg.version == 2 and reg.workers(0.0) == []
+
+
 # ------------------------------------------------------------ chat sessions
 
 
@@ -486,6 +550,15 @@ class RegistryMachine(RuleBasedStateMachine):
         assert self.reg.heartbeat(wid, Metrics(connections=conns), now=self.now) == ok
         if ok:
             self.members[wid]["last_seen"] = self.now
+        self.check_version(False)
+
+    @rule(wid=st.sampled_from(WORKERS), grace=st.sampled_from([0.0, 1.0, 3.0, 9.0]))
+    def link_lost(self, wid: str, grace: float) -> None:
+        """The worker's control link closed without a leave: dead ``grace`` s from now."""
+        m = self.members.get(wid)
+        assert self.reg.lapse(wid, self.now + grace) == (m is not None)
+        if m is not None:
+            m["last_seen"] = min(m["last_seen"], self.now + grace - LEASE)  # type: ignore[type-var]
         self.check_version(False)
 
     @rule()

@@ -36,14 +36,14 @@ async def test_body_exception_propagates_as_itself():
     toy = Toy()
     with pytest.raises(ZeroDivisionError):
         async with toy:
-            1 / 0
+            _ = 1 / 0
     assert toy.stopped
 
 
 async def test_background_failure_is_raised_bare():
     with pytest.raises(ValueError, match="background"):
         async with Toy(crash=True):
-            await trio.sleep(1)
+            await trio.sleep_forever()  # ended by the background failure
 
 
 async def test_failed_start_raises_and_cleans_up():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 
 from mc.client import McError
 from mc.client.inbox import Inbox
@@ -69,7 +70,7 @@ async def test_inbox_get_waits_for_an_event():
     inbox: Inbox[int] = Inbox(1)
 
     async def later() -> None:
-        await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()  # get() is parked
         inbox.put(7)
 
     async with trio.open_nursery() as nursery:

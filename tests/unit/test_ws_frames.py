@@ -279,7 +279,7 @@ def test_the_size_limit_cuts_the_wsproto_result_short_with_1009(data: st.DataObj
     """wsproto has no size limit: the reference is wsproto's result for the stream
     cut before the frame that takes a message over the limit, then 1009 (unless
     a violation or a close frame came first)."""
-    stream = b"".join(sum(data.draw(st.lists(_valid_items, max_size=4)), []))
+    stream = b"".join(frame for item in data.draw(st.lists(_valid_items, max_size=4)) for frame in item)
     limit = data.draw(st.integers(0, 400))
     cut = first_oversize_frame(stream, limit)
     events, code = run_wsproto([stream if cut is None else stream[:cut]])
@@ -489,6 +489,11 @@ def test_encode_close_truncates_the_reason_on_a_character_boundary() -> None:
     [(opcode, (code, reason))] = FrameParser(expect_masked=False).feed(frame)
     assert (opcode, code, reason) == (OP_CLOSE, 1001, "€" * 41)
     assert len(frame) == 2 + 2 + 123
+    # an ASCII reason is cut at exactly 123 bytes: the payload (code + reason) is the
+    # 125 bytes a control frame may carry, and a peer accepts it
+    frame = encode_close(4000, "x" * 200)
+    assert len(frame) == 2 + 2 + 123
+    assert wsproto_client_parse(frame) == [(OP_CLOSE, (4000, "x" * 123))]
 
 
 @pytest.mark.parametrize(
