@@ -545,7 +545,7 @@ class RedisStore(Store):
         return SessionInfo(session, _s(w), int(m or 0), int(q or 0))
 
     async def sessions(self, limit: int) -> tuple[int, list[SessionInfo]]:
-        """Every owner's session count, and at most ``limit`` sessions (SCAN; for the dashboard)."""
+        """How many sessions are owned (SCARD per worker), and at most ``limit`` of them (the dashboard)."""
         total = 0
         ids = [_s(w) for w in await self._call(self.client.smembers(f"{P}:members"))]
         for wid in ids:
