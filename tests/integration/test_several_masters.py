@@ -75,6 +75,8 @@ async def test_redirect_names_the_same_owner_from_either_master(pair: Pair) -> N
         async with http_client() as http:
             for m in (a, b):
                 assert (await get_json(http, f"{m.http}/v1/sessions/{room}"))["worker"] == worker_id(wb)
+                listed = await get_json(http, f"{m.http}/v1/sessions")  # the dashboard's list
+                assert any(s["session"] == room and s["worker"] == worker_id(wb) for s in listed["sessions"])
 
 
 async def test_claim_race_across_masters_ends_with_one_owner(pair: Pair) -> None:
