@@ -53,7 +53,10 @@ async def main(session: str, me: str) -> None:
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         sys.exit(__doc__)
+    interrupted = False
     try:
         trio.run(main, sys.argv[1], sys.argv[2])
-    except KeyboardInterrupt:
-        pass
+    except* KeyboardInterrupt:  # Ctrl-C, bare or from inside a nursery
+        interrupted = True
+    if interrupted:
+        sys.exit(130)  # quietly, with the status shells give Ctrl-C

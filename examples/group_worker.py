@@ -62,7 +62,10 @@ async def consume(name: str) -> None:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit(__doc__)
+    interrupted = False
     try:
         trio.run(main, sys.argv[1])
-    except KeyboardInterrupt:
-        pass
+    except* KeyboardInterrupt:  # Ctrl-C, bare or from inside a nursery
+        interrupted = True
+    if interrupted:
+        sys.exit(130)  # quietly, with the status shells give Ctrl-C

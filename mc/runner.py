@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from mc import logs
 from mc.security import SecuritySettings
 from mc.settings import SettingsError
 
@@ -38,41 +39,57 @@ class Reloader:
         try:
             config = self._load()
         except SettingsError as exc:
-            log.error("reload failed, keeping the running settings: %s", exc)
+            log.error("reload failed, keeping the running settings: %s", exc, extra={"reason": str(exc)})
             return str(exc)
         if self.apply is not None:
             self.apply(config)
-        log.info("settings reloaded")
+        log.info("settings reloaded", extra={"step": "reload"})
         return None
 
 
-async def until_signalled(service: Callable[[], Awaitable[object]], reloader: Reloader | None = None) -> None:
-    """Run ``service`` until it returns or a SIGINT/SIGTERM arrives; SIGHUP reloads."""
-    async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+#: the exit status after Ctrl-C (128 + SIGINT), as shells report it
+INTERRUPTED = 130
+
+
+async def until_signalled(service: Callable[[], Awaitable[object]],
+                          reloader: Reloader | None = None) -> int | None:
+    """Run ``service`` until it returns or a SIGINT/SIGTERM arrives; SIGHUP reloads.
+
+    Returns the signal that stopped it (``signal.SIGINT``: Ctrl-C), or None.
+    """
+    stopped_by: int | None = None
+    # the receiver outlives the nursery: if the service fails, the watcher is
+    # cancelled before the receiver closes (else it fails too, hiding the cause)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
 
             async def watch() -> None:
+                nonlocal stopped_by
                 async for signum in signals:
                     if signum == signal.SIGHUP:
                         if reloader is not None:
                             reloader.reload()
                         continue
                     log.info("got %s, stopping", signal.Signals(signum).name)
+                    stopped_by = signum
                     nursery.cancel_scope.cancel()
                     return
 
             nursery.start_soon(watch)
             await service()
             nursery.cancel_scope.cancel()
+    return stopped_by
 
 
 def run_service(
-    load: Callable[[], C], service: Callable[[C, Reloader], Callable[[], Awaitable[Any]]]
+    load: Callable[[], C], service: Callable[[C, Reloader], Callable[[], Awaitable[Any]]],
+    process: str = "mc",
 ) -> int:
     """Load the settings, then serve until signalled.
 
     A bad setting or an address already in use is one line on stderr and exit
-    code 2, never a traceback (tracebacks only at log level debug).
+    code 2, never a traceback (tracebacks only at log level debug). Ctrl-C
+    (SIGINT) stops it in order and exits with 130; SIGTERM with 0.
     """
     try:
         config = load()
@@ -85,10 +102,10 @@ def run_service(
         print(f"mc: {problem}", file=sys.stderr)
         return 2
     level = getattr(config, "log_level", "info")
-    setup_logging(level)
+    setup_logging(level, getattr(config, "log_format", "text"), process)
     try:
         reloader = Reloader(load)
-        trio.run(until_signalled, service(config, reloader), reloader)
+        stopped_by = trio.run(until_signalled, service(config, reloader), reloader)
     except (OSError, BaseExceptionGroup) as exc:
         cause = _os_error(exc)
         if cause is None or level.lower() == "debug":
@@ -96,7 +113,7 @@ def run_service(
         print(f"mc: {cause.strerror or cause}: {getattr(config, 'host', '')}:{getattr(config, 'port', '')}",
               file=sys.stderr)
         return 2
-    return 0
+    return INTERRUPTED if stopped_by == signal.SIGINT else 0
 
 
 def _os_error(exc: BaseException) -> OSError | None:
@@ -106,8 +123,6 @@ def _os_error(exc: BaseException) -> OSError | None:
     return exc if isinstance(exc, OSError) else None
 
 
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def setup_logging(level: str = "INFO", fmt: str = "text", process: str | None = None) -> None:
+    """Text or JSON lines naming the process (mc/logs.py)."""
+    logs.setup(level, fmt, process)

@@ -234,6 +234,7 @@ def _from_toml(fields: Mapping[str, attrs.Attribute], path: str) -> dict[str, An
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 
 @attrs.frozen(slots=True)
@@ -241,6 +242,8 @@ class ProcessSettings:
     """What every mc process has, whatever its role."""
 
     log_level: str = setting("info", "log level", validator=one_of(*LOG_LEVELS))
+    log_format: str = setting("text", "log lines as text or as one JSON object per line",
+                              validator=one_of(*LOG_FORMATS))
 
 
 def shown(config: Any) -> dict[str, Any]:

@@ -5,8 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import Phase, settings
 
 from tests.procs import Proc, running, worker_proc
+
+# tools/mutate.py runs with --hypothesis-profile=mutate: a failing example is
+# enough to kill a mutant, so it is not shrunk (shrinking a stateful test's
+# failure took 100+ s per mutant); no example database in the throwaway copy.
+settings.register_profile(
+    "mutate", phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target], database=None
+)
 
 
 @pytest.fixture(scope="module")

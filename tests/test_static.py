@@ -18,13 +18,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Only on the lint branch: files being rewritten elsewhere (mc/worker/, mc/master/,
-# mc/commands/up.py, tests/) still have findings. Remove once they are fixed.
-_PENDING = pytest.mark.xfail(
-    strict=False, reason="findings left in files edited on other branches (see the lint branch's report)"
-)
-
-
 def _check(module: str, *args: str) -> None:
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} is not installed: pip install -e '.[test]'")
@@ -35,12 +28,10 @@ def _check(module: str, *args: str) -> None:
     assert proc.returncode == 0, f"{command} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}"
 
 
-@_PENDING
 def test_mypy() -> None:
     _check("mypy")
 
 
-@_PENDING
 def test_ruff() -> None:
     _check("ruff", "check", ".")
 

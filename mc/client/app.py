@@ -11,6 +11,7 @@ from mc.protocol.identity import parse_app
 from .backoff import Backoff
 from .endpoint import Endpoint, identity, tags_query
 from .options import Options
+from .tokens import TokenProvider, TokenSource
 
 
 class App(Endpoint[Notification]):
@@ -23,7 +24,7 @@ class App(Endpoint[Notification]):
     """
 
     def __init__(self, url: str, *, client: str, device: str, tags: Iterable[str],
-                 token: str | None, codec: str, options: Options) -> None:
+                 token: TokenSource, codec: str, options: Options) -> None:
         query = {"client": client, "device": device, "tags": tags_query(tags)}
         identity(parse_app, query)
         super().__init__(
@@ -70,6 +71,7 @@ def connect_app(
     device: str = "default",
     tags: Iterable[str] = (),
     token: str | None = None,
+    token_provider: TokenProvider | None = None,
     codec: str = "json",
     timeout: float = 10.0,
     connect_timeout: float = 10.0,
@@ -98,5 +100,6 @@ def connect_app(
     """
     options = Options(timeout=timeout, connect_timeout=connect_timeout, buffer=buffer,
                       max_pending=max_pending, backoff=backoff or Backoff())
-    return App(url, client=client, device=device, tags=tags, token=token, codec=codec,
+    return App(url, client=client, device=device, tags=tags, token=TokenSource(token, token_provider),
+               codec=codec,
                options=options)

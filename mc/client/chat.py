@@ -19,6 +19,7 @@ from mc.protocol.identity import parse_chat
 from .backoff import Backoff
 from .endpoint import Endpoint, identity, tags_query
 from .options import Options
+from .tokens import TokenProvider, TokenSource
 from .transport import Conn
 from .urls import endpoint, split_masters
 
@@ -37,7 +38,7 @@ class Chat(Endpoint[ChatEvent]):
     """
 
     def __init__(self, url: str, session: str, *, client: str, device: str,
-                 tags: Iterable[str], mode: str, token: str | None, codec: str,
+                 tags: Iterable[str], mode: str, token: TokenSource, codec: str,
                  options: Options) -> None:
         query = {"client": client, "device": device, "tags": tags_query(tags), "mode": mode}
         identity(parse_chat, session, query)
@@ -101,6 +102,7 @@ def open_chat(
     tags: Iterable[str] = (),
     mode: str = "open",
     token: str | None = None,
+    token_provider: TokenProvider | None = None,
     codec: str = "json",
     timeout: float = 10.0,
     connect_timeout: float = 10.0,
@@ -126,5 +128,6 @@ def open_chat(
     """
     options = Options(timeout=timeout, connect_timeout=connect_timeout, buffer=buffer,
                       max_pending=max_pending, backoff=backoff or Backoff())
-    return Chat(url, session, client=client, device=device, tags=tags, mode=mode, token=token,
+    return Chat(url, session, client=client, device=device, tags=tags, mode=mode,
+                token=TokenSource(token, token_provider),
                 codec=codec, options=options)

@@ -1,17 +1,18 @@
 """What the SDK-based CLI commands share (``mc publish|consume|chat|notify|status``).
 
 Each command runs one trio function through :func:`mc.runner.until_signalled`
-(Ctrl-C or SIGTERM ends it cleanly, closing its connections with 1000) and
-turns an :class:`McError` into one line on stderr and exit status 1, instead
-of a traceback. Output meant for programs is one JSON object per line,
+(Ctrl-C or SIGTERM ends it cleanly, closing its connections with 1000; Ctrl-C
+exits with 130) and turns an :class:`McError` into one line on stderr instead
+of a traceback: exit status 2 when nothing answered (``unavailable``: a dead
+master URL, a refused connection), else 1. Output meant for programs is one JSON object per line,
 flushed at once, so ``| jq`` sees each line as it happens.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,7 +20,9 @@ from typing import Any
 import orjson
 import trio
 
-from mc.runner import until_signalled
+from mc import logs
+from mc.protocol import ErrorCode
+from mc.runner import INTERRUPTED, until_signalled
 
 from .errors import McError
 from .urls import MASTER_ENV, default_master
@@ -66,8 +69,7 @@ async def read_line() -> str | None:
 
 def run(main: Callable[[], Awaitable[int | None]], prog: str, log_level: str = "WARNING") -> int:
     """Run ``main`` until it returns or a signal arrives; its exit status."""
-    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.WARNING),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(log_level, "text", prog)
     status = 0
 
     async def service() -> None:
@@ -76,10 +78,10 @@ def run(main: Callable[[], Awaitable[int | None]], prog: str, log_level: str = "
             status = await main() or 0
         except McError as exc:
             say(f"{prog}: {exc}", sys.stderr)
-            status = 1
+            status = 2 if exc.code == ErrorCode.UNAVAILABLE else 1
         except BrokenPipeError:  # e.g. `mc consume ... | head -1`: the reader is gone
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             status = 0
 
-    trio.run(until_signalled, service)
-    return status
+    stopped_by = trio.run(until_signalled, service)
+    return INTERRUPTED if stopped_by == signal.SIGINT else status

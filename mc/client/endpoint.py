@@ -8,20 +8,28 @@ survivor without knowing any worker address.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Generic, TypeVar
 
-from mc.protocol import Ack, ProtocolError, Welcome
+import trio
+
+from mc.protocol import Ack, ProtocolError, Refresh, Welcome
 
 from .errors import McError
 from .inbox import Inbox
 from .link import Link
 from .options import Options
 from .owner import Owner
-from .transport import Conn, auth_headers, checked, codec_named
+from .tokens import TokenSource
+from .transport import Conn, checked, codec_named
 from .urls import endpoint, split_masters
 
 E = TypeVar("E")
+
+log = logging.getLogger("mc.client")
+#: never renew more often than this (a provider that hands out expired tokens)
+MIN_RENEW = 0.5
 
 
 def identity(parse: Any, *args: Any) -> Any:
@@ -42,7 +50,7 @@ class Endpoint(Owner, Generic[E]):
     """An SDK object on one master-routed endpoint: a Link and an Inbox of ``E``."""
 
     def __init__(
-        self, url: str, path: str, query: Mapping[str, str | None], *, token: str | None,
+        self, url: str, path: str, query: Mapping[str, str | None], *, token: TokenSource,
         codec: str, options: Options, what: str, name: str, table: Mapping[str, Any],
     ) -> None:
         self._options = options
@@ -56,8 +64,9 @@ class Endpoint(Owner, Generic[E]):
         self._inbox: Inbox[E] = Inbox(options.buffer, what)
         self._link = Link(
             self._entry_url, codec_named(codec), options, on_frame=self._on_frame,
-            on_open=self._welcomed_then, headers=auth_headers(token), name=name,
+            on_open=self._welcomed_then, headers=token.headers, name=name,
         )
+        self._token = token
 
     # ------------------------------------------------------------- hooks
 
@@ -86,7 +95,25 @@ class Endpoint(Owner, Generic[E]):
 
     async def _start(self) -> None:
         self._nursery.start_soon(self._run)
+        if self._token.renews:
+            self._nursery.start_soon(self._renew)
         await self._link.ready()
+
+    async def _renew(self) -> None:
+        """Before the token expires, get a new one and hand it to the open connection
+        (``refresh``); while disconnected the next connection simply uses it."""
+        while True:
+            delay = self._token.renew_in()
+            if delay == float("inf"):  # no token yet (still connecting), or one without exp
+                await trio.sleep(MIN_RENEW)
+                continue
+            await trio.sleep(max(MIN_RENEW, delay))
+            token = await self._token.renew()
+            if self._link.live:
+                try:
+                    await self._request(Refresh(token))
+                except McError as exc:
+                    log.warning("%s: token refresh refused: %s", self._link.name, exc)
 
     async def _run(self) -> None:
         try:

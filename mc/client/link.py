@@ -76,7 +76,7 @@ class Link:
         on_open: OnOpen | None = None,
         on_state: Callable[[], None] = _nothing,
         keep_trying: Callable[[], bool] = _always,
-        headers: list[tuple[bytes, bytes]] | None = None,
+        headers: Callable[[], Awaitable[list[tuple[bytes, bytes]] | None]] | None = None,
         name: str = "connection",
     ) -> None:
         self.options = options
@@ -208,7 +208,8 @@ class Link:
         """One connection from handshake to close; returns why it ended."""
         try:
             async with AsyncExitStack() as stack:
-                ws = await open_following(stack, self._url(), self._codec, self.options, self._headers)
+                headers = None if self._headers is None else await self._headers()
+                ws = await open_following(stack, self._url(), self._codec, self.options, headers)
                 return await self._serve(Conn(ws, self._codec, self.options))
         except McError as exc:
             return exc

@@ -154,6 +154,3 @@ class Conn:
         raise McError.unavailable(f"no reply to {frame.TYPE} within {self.options.timeout} s")
 
 
-def auth_headers(token: str | None) -> list[tuple[bytes, bytes]] | None:
-    """The token as ``Authorization: Bearer`` (kept out of URLs and their logs)."""
-    return None if token is None else [(b"authorization", f"Bearer {token}".encode())]

@@ -7,6 +7,8 @@ import functools
 import os
 import sys
 
+import trio
+
 import mc
 from mc.client.console import add_master, emit, run, say
 
@@ -31,13 +33,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 async def consume(args: argparse.Namespace) -> int:
-    async with mc.connect_consumer(args.master, name=args.name) as consumer:
-        for pattern in args.patterns:
-            await consumer.subscribe(pattern, group=args.group, key=args.key)
-        say(f"mc consume: subscribed to {' '.join(args.patterns)} on "
-            f"{len(consumer.workers)} worker(s)", sys.stderr)
-        async for msg in consumer:
-            wire = msg.to_wire()
-            del wire["type"]
-            emit(wire)
+    received = 0
+    topics: set[str] = set()
+    started: float | None = None  # once subscribed: a run that never started has nothing to sum up
+    try:
+        async with mc.connect_consumer(args.master, name=args.name) as consumer:
+            for pattern in args.patterns:
+                await consumer.subscribe(pattern, group=args.group, key=args.key)
+            say(f"mc consume: subscribed to {' '.join(args.patterns)} on "
+                f"{len(consumer.workers)} worker(s)", sys.stderr)
+            started = trio.current_time()
+            async for msg in consumer:
+                wire = msg.to_wire()
+                del wire["type"]
+                emit(wire)
+                received += 1
+                if len(topics) < 1000:
+                    topics.add(msg.topic)
+    finally:
+        if started is not None:
+            elapsed = trio.current_time() - started
+            rate = received / elapsed if elapsed > 0 else 0.0
+            say(f"mc consume: received {received} messages on {len(topics)} topic(s) in {elapsed:.1f} s "
+                f"({rate:.0f} msg/s)", sys.stderr)
     return 0

@@ -19,4 +19,4 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     return run_service(lambda: load(MasterConfig, args),
-                       lambda cfg, reloader: functools.partial(serve_master, cfg, reloader))
+                       lambda cfg, reloader: functools.partial(serve_master, cfg, reloader), "master")

@@ -34,8 +34,8 @@ import attrs
 import httpx
 import trio
 
-from mc.runner import setup_logging, until_signalled
-from mc.settings import LOG_LEVELS, ProcessSettings
+from mc.runner import INTERRUPTED, setup_logging, until_signalled
+from mc.settings import LOG_FORMATS, LOG_LEVELS, ProcessSettings
 
 log = logging.getLogger("mc.up")
 
@@ -58,9 +58,10 @@ class MasterDied(Exception):
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="run a local cluster: a master and N workers (restarted if they die)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="number of workers (default: CPUs)")
+                   help="number of workers (default: CPUs, here %(default)s)")
     p.add_argument("--port", type=int, default=7100,
-                   help="first master's port; further masters, then workers, use the next ports")
+                   help="first master's port; further masters, then workers, use the next ports "
+                        "(default: %(default)s)")
     p.add_argument("--masters", type=int, default=1,
                    help="number of masters (default 1); more than one share a Redis store")
     p.add_argument("--store", default=None, metavar="URL",
@@ -68,10 +69,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "for several, a local redis-server started for the cluster)")
     p.add_argument("--redis-port", type=int, default=6379 + 100,
                    help="port of the redis-server mc up starts (default: %(default)s)")
-    p.add_argument("--host", default="127.0.0.1", help="address every process listens on")
-    p.add_argument("--heartbeat", type=float, default=25.0, help="worker ping interval, seconds")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address every process listens on (default: %(default)s)")
+    p.add_argument("--heartbeat", type=float, default=25.0,
+                   help="worker ping interval, seconds (default: %(default)s)")
     p.add_argument("--log-level", default=ProcessSettings().log_level, type=str.lower, choices=LOG_LEVELS,
                    help="log level of every process (default: %(default)s)")
+    p.add_argument("--log-format", default=ProcessSettings().log_format, type=str.lower, choices=LOG_FORMATS,
+                   help="log lines of every process: text or one JSON object per line (default: %(default)s)")
     p.set_defaults(run=run)
 
 
@@ -207,7 +212,7 @@ async def _start_redis(args: argparse.Namespace) -> tuple[trio.Process, str]:
 
 async def up(args: argparse.Namespace) -> None:
     base = [sys.executable, "-m", "mc.cli"]
-    common = ["--host", args.host, "--log-level", args.log_level]
+    common = ["--host", args.host, "--log-level", args.log_level, "--log-format", args.log_format]
     n_masters = max(1, args.masters)
     master_urls = [f"http://{args.host}:{args.port + i}" for i in range(n_masters)]
     first_worker = args.port + n_masters
@@ -259,10 +264,10 @@ async def up(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format, "up")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per health poll
     try:
-        trio.run(until_signalled, functools.partial(up, args))
+        stopped_by = trio.run(until_signalled, functools.partial(up, args))
     except BaseExceptionGroup as group:
         died = group.subgroup(MasterDied)
         if died is None:
@@ -272,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
     except MasterDied as exc:
         print(f"mc up: the master exited with {exc}; the cluster was stopped", file=sys.stderr)
         return 1
-    return 0
+    return INTERRUPTED if stopped_by == signal.SIGINT else 0
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:

@@ -7,6 +7,7 @@ import functools
 
 import trio
 
+from mc.logs import set_process
 from mc.runner import Reloader, run_service
 from mc.settings import add_arguments, load
 from mc.worker.config import WorkerConfig
@@ -25,10 +26,12 @@ async def serve(
 ) -> None:
     """Serve one worker, attached to its masters when there are any."""
     worker = Worker(config)
+    set_process(worker.core.id)
     if reloader is not None:
         reloader.apply = worker.reload
     await worker.serve(task_status=task_status)
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_service(lambda: load(WorkerConfig, args), lambda cfg, r: functools.partial(serve, cfg, r))
+    return run_service(lambda: load(WorkerConfig, args), lambda cfg, r: functools.partial(serve, cfg, r),
+                       "worker")

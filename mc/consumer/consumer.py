@@ -25,7 +25,8 @@ from mc.client.inbox import Inbox
 from mc.client.link import Link
 from mc.client.options import Options
 from mc.client.owner import Owner
-from mc.client.transport import Conn, auth_headers, checked, codec_named
+from mc.client.tokens import TokenSource
+from mc.client.transport import Conn, checked, codec_named
 from mc.client.urls import endpoint, http_urls
 from mc.protocol import (
     CONSUMER_FRAMES,
@@ -64,7 +65,7 @@ class Consumer(Owner):
         self._masters = http_urls(url)
         self._master = ", ".join(self._masters)
         self._codec = codec_named(codec)
-        self._headers = auth_headers(token)
+        self._auth = TokenSource(token, None)
         self._inbox: Inbox[Message] = Inbox(options.buffer, "message")
         self._discovery = Discovery(self._masters, options, self._on_list)
         self._links: dict[tuple[str, str], Link] = {}  # (worker id, url) -> its connection
@@ -114,7 +115,7 @@ class Consumer(Owner):
         target = endpoint(url, "/v1/consumer", {"name": self.name})
         link = Link(
             lambda: target, self._codec, self._options, on_frame=self._on_frame,
-            on_open=self._restore, on_state=self._poke, headers=self._headers,
+            on_open=self._restore, on_state=self._poke, headers=self._auth.headers,
             keep_trying=lambda: self._up.get(wid) == url,
             name=f"consumer {self.name} @ {wid}",
         )
@@ -283,6 +284,7 @@ def connect_consumer(
     *,
     name: str,
     token: str | None = None,
+    api_key: str | None = None,
     codec: str = "json",
     timeout: float = 10.0,
     connect_timeout: float = 10.0,
@@ -292,8 +294,8 @@ def connect_consumer(
 ) -> Consumer:
     """Connect a consumer named ``name`` to every worker of the master at ``url``.
 
-    Use with ``async with``. ``token`` is the API key when the cluster has
-    one; ``codec`` is ``"json"`` or ``"msgpack"`` (then ``data`` may be
+    Use with ``async with``. ``api_key`` (or ``token``, the same) is the
+    API key when the cluster has keys; ``codec`` is ``"json"`` or ``"msgpack"`` (then ``data`` may be
     bytes); ``timeout`` bounds each request, ``connect_timeout`` the first
     worker list; ``buffer`` is how many messages wait for the reader.
     ``url`` may also be a standalone worker's (``mc worker --port P``, no
@@ -309,4 +311,5 @@ def connect_consumer(
     """
     options = Options(timeout=timeout, connect_timeout=connect_timeout, buffer=buffer,
                       max_pending=max_pending, backoff=backoff or Backoff())
-    return Consumer(url, name=name, token=token, codec=codec, options=options)
+    return Consumer(url, name=name, token=api_key if api_key is not None else token, codec=codec,
+                    options=options)

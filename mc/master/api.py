@@ -173,14 +173,19 @@ def _counters(m: Metrics) -> dict[str, int]:
 async def stats_json(state: MasterState) -> dict[str, Any]:
     totals = await state.store.totals(state.store_now())
     per_worker = []
+    total_in = total_out = 0.0
     for w in await state.live_workers():
         m = w.metrics
+        # rates over a window of the heartbeats' cumulative counters (mc/master/observe.py)
+        rate_in, rate_out = state.rates.of(w.id, m)
+        total_in += rate_in
+        total_out += rate_out
         per_worker.append({
             **worker_json(w),
             "sessions": m.sessions,
             "subscriptions": m.subscriptions,
-            "msgs_in_per_s": m.msgs_in_rate,
-            "msgs_out_per_s": m.msgs_out_rate,
+            "msgs_in_per_s": rate_in,
+            "msgs_out_per_s": rate_out,
             "cpu_percent": m.cpu_percent,
             "rss_bytes": m.rss_bytes,
             **_counters(m),
@@ -193,8 +198,8 @@ async def stats_json(state: MasterState) -> dict[str, Any]:
             "connections": t.connections,
             "sessions": t.sessions,
             "subscriptions": t.subscriptions,
-            "msgs_in_per_s": t.msgs_in_rate,
-            "msgs_out_per_s": t.msgs_out_rate,
+            "msgs_in_per_s": total_in,
+            "msgs_out_per_s": total_out,
             "cpu_percent": t.cpu_percent,
             "rss_bytes": t.rss_bytes,
             **_counters(t),

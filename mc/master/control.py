@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from mc.channels import batch_of
+from mc.logs import Limited
 from mc.protocol import JSON, MSGPACK, CloseCode, Codec, ProtocolError, Target
 from mc.protocol.control import (
     TO_MASTER,
@@ -49,6 +50,7 @@ from .state import MasterState
 from .store import StoreUnavailable
 
 log = logging.getLogger("mc.master")
+refusals = Limited(log, rate=1.0, burst=10.0)
 
 REGISTER_TIMEOUT = 5.0
 #: the store's answer to a lost link's lapse, at most (the lease ends it anyway)
@@ -62,8 +64,9 @@ async def control_endpoint(ws: WebSocket) -> None:
     if key and not key_matches(bearer(ws.headers.get("authorization")), (key,)):
         state.refused_links += 1
         client = ws.client.host if ws.client else "?"
-        log.warning("refused a control link from %s: no or wrong cluster key (%d refused)",
-                    client, state.refused_links)
+        refusals.log(logging.WARNING, "link-refused",
+                     "refused a control link from %s: no or wrong cluster key (%d refused)",
+                     client, state.refused_links, remote=client, status=401)
         await ws.send_denial_response(JSONResponse(
             {"error": "unauthorized", "reason": "the control link needs the cluster key"}, status_code=401))
         return
@@ -81,7 +84,8 @@ async def control_endpoint(ws: WebSocket) -> None:
             nursery.cancel_scope.cancel()
     except* ProtocolError as group:
         reason = _first(group).reason  # type: ignore[attr-defined]
-        log.warning("control link closed: %s", reason)
+        log.warning("control link closed: %s", reason, extra={"code": int(CloseCode.VIOLATION),
+                                                              "reason": reason})
         await _close(ws, CloseCode.VIOLATION, reason)
     except* RegistryError as group:
         await _close(ws, CloseCode.DRAINING, str(_first(group)))
@@ -147,9 +151,10 @@ async def _register(state: MasterState, msg: ControlMessage, codec: Codec) -> Wo
         state.links.detach(link)
         raise
     state.touched()
+    state.counters.registrations += 1
     link.send(Registered(state.config.lease, state.config.report_interval, tuple(conflicts)))
     log.info("worker %s registered at %s (%d sessions, %d apps)",
-             wid, msg.url, len(msg.sessions), len(msg.presence))
+             wid, msg.url, len(msg.sessions), len(msg.presence), extra={"worker": wid, "url": msg.url})
     return link
 
 
@@ -191,6 +196,11 @@ async def _locate(state: MasterState, link: WorkerLink, run: list[Claim | Lookup
     """Answer claims and lookups, in order. With the store unreachable, claims get "no owner"
     (the worker answers 503) and lookups no answer (503 after the worker's request timeout)."""
     wid = link.worker_id
+    for m in run:
+        if isinstance(m, Claim):
+            state.counters.claims += 1
+        else:
+            state.counters.lookups += 1
     try:
         found = await state.store.locate(
             [(m.session, wid if isinstance(m, Claim) else None) for m in run], now=state.store_now())
@@ -209,9 +219,12 @@ async def _handle(state: MasterState, link: WorkerLink, msg: ControlMessage,
     store = state.store
     wid = link.worker_id
     if isinstance(msg, Heartbeat):
+        state.counters.heartbeats += 1
         if not await store.heartbeat(wid, msg.metrics, now=state.store_now()) or link.resync:
             link.resync = False
             link.send(Reregister())
+        else:
+            state.rates.observe(wid, msg.metrics, state.now())
     elif isinstance(msg, Presence):
         try:
             state.kick(await store.presence_delta(wid, msg.added, msg.removed))

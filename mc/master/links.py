@@ -63,6 +63,9 @@ class Links:
         self._links: dict[str, WorkerLink] = {}
         self._ids = itertools.count(1)
 
+    def __len__(self) -> int:
+        return len(self._links)
+
     def __contains__(self, worker_id: str) -> bool:
         return worker_id in self._links
 

@@ -249,11 +249,16 @@ class Registry:
         return True
 
     def set_drained(self, worker_id: str) -> bool:
-        """A draining member closed its last connection. False if unknown or not draining."""
+        """A draining member closed its last connection. False if unknown or not draining.
+
+        Its connection count is 0 from now on, whatever its last heartbeat said
+        (taken while it was still closing them), so an undrain balances at once.
+        """
         member = self._members.get(worker_id)
         if member is None or member.info.state == UP:
             return False
         self._set_state(member, DRAINED)
+        member.info = attrs.evolve(member.info, metrics=attrs.evolve(member.info.metrics, connections=0))
         return True
 
     def set_up(self, worker_id: str) -> bool:
@@ -291,7 +296,8 @@ class Registry:
             draining=sum(w.state != UP for w in live),
             metrics=Metrics(**{
                 f.name: sum(getattr(m, f.name) for m in ms) for f in attrs.fields(Metrics)
-            }),
+                if f.name != "counters"
+            }, counters=_sum_counters(m.counters for m in ms)),
         )
 
     # ------------------------------------------------------------ chat sessions
@@ -457,6 +463,16 @@ class Registry:
         wid = devices.get(device)
         return set() if wid is None else {wid}
 
+    def sizes(self) -> dict[str, int]:
+        """How much the registry holds (``mc_master_registry_entries``)."""
+        return {
+            "workers": len(self._members),
+            "sessions": len(self._sessions),
+            "clients": len(self._devices),
+            "devices": sum(len(d) for d in self._devices.values()),
+            "notify_ids": len(self._notify_ids),
+        }
+
     # ------------------------------------------------------------ notify dedup
 
     def seen_notify_id(self, notify_id: str, *, now: float) -> bool:
@@ -533,3 +549,10 @@ class Registry:
         if last_seen < member.info.last_seen:
             member.info = attrs.evolve(member.info, last_seen=last_seen)
         return True
+
+def _sum_counters(maps: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for m in maps:
+        for k, n in m.items():
+            out[k] = out.get(k, 0) + n
+    return out

@@ -24,6 +24,7 @@ from mc.tokens import TokenVerifier
 from .balancer import Balancer
 from .config import MasterConfig
 from .links import Links
+from .observe import MasterCounters, Rates
 from .registry import UP, Kick, Registry, WorkerInfo
 from .routing import Router
 from .store import MemoryStore, Store, StoreUnavailable
@@ -72,6 +73,10 @@ class MasterState:
         # (see link_lost); dropped once that time has passed
         self._lapsed: dict[str, float] = {}
         self._wake = trio.Event()  # a new lapse: the expiry loop recomputes its deadline
+        #: per-worker message rates from the heartbeats' counters (/v1/stats)
+        self.rates = Rates()
+        #: the master's own figures for /metrics
+        self.counters = MasterCounters()
 
     @property
     def registry(self) -> Registry:
@@ -206,13 +211,16 @@ class MasterState:
         and presence entries must not outlive it until the next tick.
         """
         now = self.now()
-        for wid in await self.store.expire(self.store_now()):
+        gone = await self.store.expire(self.store_now())
+        for wid in gone:
             lost = self._lapsed.pop(wid, None)
             if lost is None:
-                log.warning("worker %s missed its lease; purged", wid)
+                log.warning("worker %s missed its lease; purged", wid, extra={"worker": wid})
             else:
                 log.warning("worker %s: control link lost %.2f s ago and it did not register "
                             "again; purged", wid, now - lost + self.config.dead_link_grace)
+        if gone:
+            self.rates.forget({w.id for w in await self.live_workers()})
         if self._lapsed:  # past its deadline (and the slack) a lapse has done its work
             self._lapsed = {wid: at for wid, at in self._lapsed.items() if at + LAPSE_SLACK > now}
         self.touched()
@@ -336,4 +344,6 @@ class MasterState:
             workers.discard(exclude)
         if not workers:
             return 0
-        return await self.router.deliver(workers, target, frame)
+        self.counters.notifies_routed += 1
+        with self.counters.notify_latency.time():
+            return await self.router.deliver(workers, target, frame)

@@ -109,6 +109,11 @@ def _is_names(v: Any) -> bool:
 NAME = _check(is_name, "a name")
 ID = _check(_is_int, "an integer request id")
 COUNT = _check(_is_count, "a non-negative integer")
+#: labelled counters in a heartbeat: "family.label" -> count, e.g. "closed.4009"
+MAX_COUNTERS = 256
+COUNTERS = _check(lambda v: type(v) is dict and len(v) <= MAX_COUNTERS and all(
+    type(k) is str and 0 < len(k) <= 64 and _is_count(n) for k, n in v.items()),
+    f"a map of at most {MAX_COUNTERS} counter names -> non-negative integers")
 RATE = _check(_is_rate, "a non-negative number")
 URL = _check(_is_url, "a ws:// or wss:// URL without control characters")
 SESSIONS = _check(_is_sessions, "a map of session name -> member count")
@@ -161,11 +166,11 @@ class ControlMessage:
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> ControlMessage:
         kwargs: dict[str, Any] = {}
-        for f in attrs.fields(cls):  # type: ignore[arg-type]
-            if f.name in obj:
-                convert = f.metadata.get("wire_in")
-                kwargs[f.name] = convert(obj[f.name]) if convert else obj[f.name]
-        try:
+        try:  # a field's converter validates too (e.g. the heartbeat's metrics): same error
+            for f in attrs.fields(cls):  # type: ignore[arg-type]
+                if f.name in obj:
+                    convert = f.metadata.get("wire_in")
+                    kwargs[f.name] = convert(obj[f.name]) if convert else obj[f.name]
             return cls(**kwargs)
         except (TypeError, ValueError, ProtocolError) as exc:
             reason = exc.reason if isinstance(exc, ProtocolError) else str(exc)
@@ -217,6 +222,9 @@ class Metrics:
     messages_in: int = attrs.field(default=0, validator=COUNT)
     messages_out: int = attrs.field(default=0, validator=COUNT)
     rate_limited: int = attrs.field(default=0, validator=COUNT)
+    #: labelled counters since the worker started ("received.publish", "closed.4009",
+    #: "refused.503", "opened.app", "delivered.chat", ...); a newer worker may send more
+    counters: dict[str, int] = attrs.field(factory=dict, validator=COUNTERS)
 
     def to_wire(self) -> dict[str, Any]:
         return attrs.asdict(self)

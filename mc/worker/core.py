@@ -234,11 +234,15 @@ class WorkerCore:
             answer = self._admit(request)
         if isinstance(answer, Respond) and answer.status >= 300:
             self.stats.rejected += 1
+            refused = self.stats.refused
+            refused[answer.status] = refused.get(answer.status, 0) + 1
         return answer
 
     def malformed(self, status: int, reason: str) -> Respond:
         """A request head that could not be parsed (HandshakeReader): the answer."""
         self.stats.rejected += 1
+        refused = self.stats.refused
+        refused[status] = refused.get(status, 0) + 1
         return refuse(status, ErrorCode.BAD_REQUEST, reason)
 
     def _admit(self, req: HandshakeRequest) -> Answer:
@@ -295,6 +299,8 @@ class WorkerCore:
             answer = self._room_admits(attrs.evolve(locate.accept, seq=outcome.seq))
         if isinstance(answer, Respond):
             self.stats.rejected += 1
+            refused = self.stats.refused
+            refused[answer.status] = refused.get(answer.status, 0) + 1
         return answer
 
     def _room_admits(self, accept: Accept) -> Accept | Respond:
@@ -322,6 +328,8 @@ class WorkerCore:
         conn.auth = accept.auth
         conn.key = accept.key
         self.connections.add(conn)
+        opened = self.stats.opened
+        opened[conn.kind] = opened.get(conn.kind, 0) + 1
         welcome: dict[str, Any] = {"worker": self.id, "heartbeat": cfg.heartbeat}
         if conn.kind == APP:
             old = self.hub.attach_app(conn)
@@ -344,6 +352,9 @@ class WorkerCore:
 
     def closed(self, conn: Peer, now: float) -> None:
         """The connection's socket is gone: forget it everywhere."""
+        if conn.state is OPEN:  # gone without a close frame either way
+            closes = self.stats.closes
+            closes[1006] = closes.get(1006, 0) + 1
         conn.state = advance(conn.state, Event.LOST)
         if conn not in self.connections:
             return
@@ -360,6 +371,8 @@ class WorkerCore:
         """Start the close handshake; the client has ``close_timeout`` to answer."""
         if conn.state is not OPEN:
             return
+        closes = self.stats.closes
+        closes[code] = closes.get(code, 0) + 1
         self.sink.close(conn, code, reason)
         conn.state = advance(conn.state, Event.SEND_CLOSE)
         conn.close_at = now + self.config.close_timeout
@@ -370,6 +383,8 @@ class WorkerCore:
     def _fail(self, conn: Peer, code: int, reason: str, now: float) -> None:
         """Close and stop reading at once (RFC 6455 7.1.7: fail the connection)."""
         if conn.state is OPEN:
+            closes = self.stats.closes
+            closes[code] = closes.get(code, 0) + 1
             self.sink.close(conn, code, reason)
         conn.state = advance(conn.state, Event.ABORT)
         self.sink.drop(conn)
@@ -470,6 +485,8 @@ class WorkerCore:
             elif op == OP_CLOSE:
                 if conn.state is OPEN:  # the client closes first: echo its code, then go
                     code = payload[0] or CloseCode.NORMAL
+                    closes = self.stats.closes
+                    closes[code] = closes.get(code, 0) + 1
                     self.sink.close(conn, code if code >= 3000 or code in (1000, 1001) else 1000, "")
                 conn.state = advance(conn.state, Event.CLOSE_RECEIVED)
                 self.sink.drop(conn)
@@ -559,10 +576,12 @@ class WorkerCore:
         if conn.auth is not None and not conn.auth.may_publish(frame.topic):
             reason = f"the token does not allow publishing to {frame.topic!r}"
             raise ProtocolError(ErrorCode.FORBIDDEN, reason, request_id=frame.id)
+        self.stats.received_publish += 1
         if self._publish_rate:
             self._limit(conn, self._publish_rate, frame.id, now)
         recipients = self.hub.route_publish(frame.topic, frame.key)
         if recipients:
+            self.stats.delivered_publish += len(recipients)
             self.seq += 1
             self._fan_out(message_wire(frame.topic, frame.data, conn.sender, self.id, self.seq,
                                        self._wall_ms(), frame.key, frame.trace), recipients)
@@ -592,6 +611,7 @@ class WorkerCore:
         self._ack(conn, frame.id)
 
     def _notify(self, conn: Peer, frame: Notify, now: float) -> None:
+        self.stats.received_notify += 1
         if self._notify_rate:
             self._limit(conn, self._notify_rate, frame.id, now)
         note = Notification(frame.data, conn.name, frame.id if frame.id is not None else self._new_id())
@@ -607,21 +627,24 @@ class WorkerCore:
 
     def _deliver(self, target: Target, note: Notification) -> int:
         """Write a notify frame to the matching apps on this worker; the count."""
-        return self._fan_out(notification_wire(note.data, note.sender, note.id, note.trace),
-                             self.hub.route_notify(target))
+        count = self._fan_out(notification_wire(note.data, note.sender, note.id, note.trace),
+                              self.hub.route_notify(target))
+        self.stats.delivered_notify += count
+        return count
 
     def _new_id(self) -> str:
         """A notify id for senders that gave none: unique per worker run."""
         return f"{self.id}-{self._instance:x}-{next(self._ids)}"
 
     def _send(self, conn: Peer, frame: Send, now: float) -> None:
+        self.stats.received_chat += 1
         if self._publish_rate:
             self._limit(conn, self._publish_rate, frame.id, now)
         room = conn.room
         assert room is not None  # a chat connection joins its room in open()
         seq = room.next_seq()
-        self._fan_out(chat_wire(conn.client, frame.data, seq, self._wall_ms(), frame.trace),
-                      room.others(conn))
+        self.stats.delivered_chat += self._fan_out(
+            chat_wire(conn.client, frame.data, seq, self._wall_ms(), frame.trace), room.others(conn))
         if frame.id is not None:
             self._reply(conn, Ack(frame.id, seq=seq))
 

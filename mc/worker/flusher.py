@@ -28,6 +28,7 @@ from mc.protocol.control import ControlMessage
 from mc.websocket import encode_close
 
 from .connection import Connection
+from .events import closing
 from .states import OPEN
 
 #: at most this many dirty connections are written by the reader that made them
@@ -80,6 +81,8 @@ class Flusher:
 
     def close(self, conn: Connection, code: int, reason: str) -> None:
         """Queue the close frame after whatever is queued."""
+        if code != 1000:
+            closing(conn, code, reason)
         conn.out.append(encode_close(code, reason[:120]))
         conn.queued += 1
         if not conn.dirty:

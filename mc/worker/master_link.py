@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import psutil
@@ -27,15 +28,18 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from mc.channels import batch_of
+from mc.logs import Limited
 from mc.protocol import MSGPACK, ProtocolError
 from mc.protocol.control import (
     CONTROL_PATH,
     TO_WORKER,
     Claim,
     ControlMessage,
+    Heartbeat,
     Leave,
     Left,
     Lookup,
+    Metrics,
     Owner,
     Register,
     Registered,
@@ -47,6 +51,7 @@ from mc.protocol.control import (
 from .answers import LocateFailed, Owned
 
 log = logging.getLogger("mc.worker.link")
+retries = Limited(log, rate=0.5, burst=5.0)
 
 QUEUE = 10_000
 MAX_PENDING = 10_000
@@ -87,6 +92,10 @@ class MasterLink:
         self._process = psutil.Process()
         self.leaving = False
         self.bad_messages = 0
+        #: observes each request's round trip in seconds (the worker's mc_control_rtt_seconds)
+        self.on_rtt: Callable[[float], None] = _ignore_rtt
+        #: adds the shell's figures to each heartbeat's metrics (the worker's labelled counters)
+        self.extend: Callable[[Metrics], Metrics] | None = None
 
     # ------------------------------------------------------------ the loop
 
@@ -103,14 +112,18 @@ class MasterLink:
                     await self._session(ws)
             except* (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError, Resync,
                      ProtocolError) as group:
-                log.info("control link to %s: %s", url, _describe(group.exceptions[0]))
+                reason = _describe(group.exceptions[0])
+                retries.log(logging.WARNING, "link-retry", "control link to %s: %s; retrying", url, reason,
+                            url=url, reason=reason)
             await trio.sleep(min(BACKOFF_MAX, backoff * (0.5 + random.random())))
             backoff = min(backoff * 2, BACKOFF_MAX)
 
     async def _session(self, ws: Any) -> None:
         await ws.send_message(MSGPACK.encode(self.core.registration(self.url).to_wire()))
+        sent = trio.current_time()
         with trio.fail_after(REQUEST_TIMEOUT):
             messages = self._parse(await ws.get_message())
+        self.on_rtt(trio.current_time() - sent)
         # "registered" comes first; a batch may carry commands queued right after it
         if not messages or not isinstance(messages[0], Registered):
             raise Resync()
@@ -171,6 +184,8 @@ class MasterLink:
         while not self.leaving:  # after ``leave`` the master must not hear from us again
             rss = self._process.memory_info().rss
             for msg in self.core.report(trio.current_time(), self._process.cpu_percent(None), rss):
+                if self.extend is not None and isinstance(msg, Heartbeat):
+                    msg = Heartbeat(self.extend(msg.metrics))
                 self.send(msg)
             if self.core.resync_needed:
                 raise Resync()
@@ -213,8 +228,10 @@ class MasterLink:
         if not self.send(msg):
             self._pending.pop(rid, None)
             return "master unreachable"
+        sent = trio.current_time()
         with trio.move_on_after(REQUEST_TIMEOUT):
             reply = await receive.receive()
+            self.on_rtt(trio.current_time() - sent)
             return "control link dropped" if reply is None else reply
         self._pending.pop(rid, None)
         return "master did not answer"
@@ -240,3 +257,7 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, trio.TooSlowError):
         return "the master did not answer in time"
     return f"{type(exc).__name__}: {exc}"
+
+
+def _ignore_rtt(seconds: float) -> None:
+    return None

@@ -28,8 +28,10 @@ from .browser import browser_answer
 from .config import WorkerConfig
 from .connection import Connection
 from .core import Sink, WorkerCore
+from .events import refused
 from .flusher import Flusher
 from .master_link import MasterLink
+from .metrics import SAMPLE_EVERY, WorkerMetrics, send_all, wants_metrics
 from .states import CLOSED
 
 log = logging.getLogger("mc.worker")
@@ -57,12 +59,15 @@ class Worker:
                                instance=time.time_ns(), wall_ms=wall_ms,
                                tokens=TokenVerifier.from_settings(config.jwt_secret, config.jwt_public_key))
         self.flusher.on_overflow = self.core.overflowed
+        self.metrics = WorkerMetrics(self.core)
         self.link: MasterLink | None = None
         self._exit = trio.Event()
         if config.masters:
             self.link = MasterLink(self.core, config.masters, config.advertised(self.port),
                                    self.core.id, config.cluster_key)
             self.flusher.control = self.link.send
+            self.link.on_rtt = self.metrics.control_rtt.observe
+            self.link.extend = self.metrics.heartbeat
 
     def reload(self, config: WorkerConfig) -> None:
         """SIGHUP: keys, limits and token settings from the new config (the rest needs a restart)."""
@@ -163,12 +168,16 @@ class Worker:
             request, trailing = await self._read_request(sock)
             if request is None:
                 return
+            if wants_metrics(request.method, request.path, request.is_websocket):
+                await send_all(sock, self.metrics.response())
+                return
             answer = core.handshake(request, trio.current_time(), _remote(sock))
             if isinstance(answer, Locate):
                 assert self.link is not None  # the core asks only when clustered
                 outcome = await self.link.locate(answer.session, answer.create)
                 answer = core.located(answer, outcome, trio.current_time())
             if isinstance(answer, Respond):
+                refused(answer.status, answer.body, request.path, _remote(sock))
                 framed = browser_answer(request, answer)
                 _send_nowait(sock, answer.response() if framed is None else framed)
                 if framed is not None:  # let the close frame reach the page before the FIN
@@ -193,6 +202,7 @@ class Worker:
         received = self.core.received
         flusher = self.flusher
         sock = conn.sock
+        reads = 0  # one read in SAMPLE_EVERY is timed (mc_delivery_latency_seconds)
         if trailing:
             received(conn, trailing, trio.current_time())
         try:
@@ -206,9 +216,13 @@ class Worker:
                     break
                 if not data:
                     break
+                reads += 1
+                t0 = time.perf_counter() if not reads % SAMPLE_EVERY else 0.0
                 received(conn, data, trio.current_time())
                 if flusher.pending_few():
                     flusher.flush_now()
+                if t0:
+                    self.metrics.delivery_latency.observe(time.perf_counter() - t0)
         except trio.ClosedResourceError:  # Sink.drop: the core is done, or the socket failed
             pass
 

@@ -90,7 +90,7 @@ async def test_claim_race_has_one_owner(two):
             await done.wait()
 
     async with trio.open_nursery() as nursery:
-        for base, name in zip(bases, names):
+        for base, name in zip(bases, names, strict=True):
             nursery.start_soon(one, base, name)
         with trio.fail_after(10):
             await ready.wait()
@@ -170,7 +170,7 @@ async def test_session_registry_and_linger(two):
 
 
 async def test_rejoin_within_linger_keeps_the_owner(two):
-    master, (wa, wb) = two
+    _master, (wa, wb) = two
     session, alice = unique("keep"), unique("alice")
     path = f"/v1/chat/{session}"
     async with follow(wa.url, path, client=alice):

@@ -30,7 +30,7 @@ async def test_idle_connections_are_kept_alive():
             welcomes = [link.welcome for link in links]
             await trio.sleep(5 * HEARTBEAT)  # well past the 3-heartbeat idle limit
             # the same connections (a reconnect would bring a new welcome)
-            assert all(a is b for a, b in zip((link.welcome for link in links), welcomes))
+            assert all(a is b for a, b in zip((link.welcome for link in links), welcomes, strict=True))
             assert await app.publish(topic, "still here") == 1
             assert (await receive(consumer)).data == "still here"
             assert await chat.send("me too") == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import time
 
 import pytest
@@ -79,7 +80,7 @@ async def test_seq_increases_and_ack_counts_consumers(worker, proto):
                 assert [m["data"] for m in got] == list(range(10))
                 seqs.append([m["seq"] for m in got])
             assert seqs[0] == seqs[1] == seqs[2]  # one seq per message, the same for everyone
-            assert all(x < y for x, y in zip(seqs[0], seqs[0][1:]))
+            assert all(x < y for x, y in itertools.pairwise(seqs[0]))
             # a publish without an id is not acknowledged
             await a.send({"type": "publish", "topic": topic, "data": "quiet"})
             assert (await c1.recv_type("message"))["data"] == "quiet"
@@ -130,7 +131,8 @@ async def test_overlapping_subscriptions_deliver_once(worker, proto):
             await c.ack({"type": "subscribe", "topic": pattern, "id": f"s{i}"})
         # subscribing twice to the same thing is harmless
         await c.ack({"type": "subscribe", "topic": f"{root}.a", "id": "again"})
-        assert (await a.ack({"type": "publish", "topic": f"{root}.a", "data": 1, "id": "p"}))["delivered"] == 1
+        ack = await a.ack({"type": "publish", "topic": f"{root}.a", "data": 1, "id": "p"})
+        assert ack["delivered"] == 1
         assert [f["data"] for f in await c.fence() if f["type"] == "message"] == [1]
 
 
@@ -230,15 +232,15 @@ async def test_consumers_do_not_receive_from_apps_of_other_topics_or_each_other(
 async def test_same_client_and_device_replaces_older_connection(worker, proto):
     client = unique("dup")
     async with connect(worker.url, "/v1/app", proto=proto, client=client, device="phone") as first, \
-            connect(worker.url, "/v1/app", proto=proto, client=client, device="web") as web:
-        async with connect(worker.url, "/v1/app", proto=proto, client=client, device="phone") as second:
-            await first.expect_close(4009)
-            # the newer connection and the other device both keep working
-            assert await second.fence() == []
-            assert await web.fence() == []
-            # and notifications go to the new one only
-            async with connect(worker.url, "/v1/consumer", proto=proto, name=unique("n")) as c:
-                ack = await c.ack({"type": "notify", "to": {"client": client, "device": "phone"},
-                                   "data": "hi", "id": "n1"})
-                assert ack["delivered"] == 1
-                assert (await second.recv_type("notify"))["data"] == "hi"
+            connect(worker.url, "/v1/app", proto=proto, client=client, device="web") as web, \
+            connect(worker.url, "/v1/app", proto=proto, client=client, device="phone") as second:
+        await first.expect_close(4009)
+        # the newer connection and the other device both keep working
+        assert await second.fence() == []
+        assert await web.fence() == []
+        # and notifications go to the new one only
+        async with connect(worker.url, "/v1/consumer", proto=proto, name=unique("n")) as c:
+            ack = await c.ack({"type": "notify", "to": {"client": client, "device": "phone"},
+                               "data": "hi", "id": "n1"})
+            assert ack["delivered"] == 1
+            assert (await second.recv_type("notify"))["data"] == "hi"

@@ -81,3 +81,35 @@ async def test_consumer_api_key(secured: Proc) -> None:
     assert (await rejected(secured.url, "/v1/consumer", name="c", token="wrong")).status_code == 401
     async with connect(secured.url, "/v1/consumer", name="c", token=KEY) as consumer:
         assert consumer.welcome["name"] == "c"
+
+
+async def test_sdk_token_provider_renews_before_expiry(secured: Proc) -> None:
+    """A 3 s token renewed by the SDK itself (refresh frame): still connected after 7 s;
+    the provider is also what a reconnect uses."""
+    import mc
+
+    calls: list[float] = []
+
+    async def provider() -> str:
+        calls.append(time.monotonic())
+        return await trio.to_thread.run_sync(mint, "renewed", 3)
+
+    http_url = secured.url.replace("ws://", "http://", 1)
+    async with mc.connect_app(http_url, client="renewed", token_provider=provider) as app:
+        first = app.worker
+        await trio.sleep(7)
+        assert app.worker == first  # the same connection: never closed with 4001
+        assert await app.publish("orders.eu", 1) == 0
+    assert len(calls) >= 3  # connect, then a renewal every ~1.5 s (half of a 3 s lifetime)
+
+
+async def test_consumer_sdk_api_key(secured: Proc) -> None:
+    import mc
+
+    http_url = secured.url.replace("ws://", "http://", 1)
+    async with mc.connect_consumer(http_url, name="keyed", api_key=KEY) as consumer:
+        await consumer.subscribe("orders.>")
+    with pytest.raises(mc.McError) as refused:
+        async with mc.connect_consumer(http_url, name="keyless", connect_timeout=3):
+            pass
+    assert refused.value.code == "unauthorized"

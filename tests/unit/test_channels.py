@@ -9,7 +9,7 @@ from mc.protocol.control import MAX_BATCH
 
 
 async def test_a_lone_message_stays_a_map():
-    send, receive = trio.open_memory_channel(10)
+    _send, receive = trio.open_memory_channel(10)
     assert batch_of({"a": 1}, receive) == {"a": 1}
 
 

@@ -885,8 +885,42 @@ def test_rate_limits_answer_rate_limited_with_the_id() -> None:
     send(core, app, {"type": "publish", "topic": "t", "data": 1, "id": "later"}, 0.5)  # refilled 1
     assert sink.got(app)[-1]["type"] == "ack"
     assert core.stats.rate_limited == 1
+    for i in range(5):  # idle for long: the bucket is full again, but holds only the burst
+        send(core, app, {"type": "publish", "topic": "t", "data": 1, "id": f"b{i}"}, 60.0)
+    assert [f["type"] for f in sink.got(app)] == ["ack"] * 4 + ["error"]
+    assert core.stats.rate_limited == 2
     core2, _ = make_core(handshake_rate=1.0)
     answers = [core2.handshake(request("/v1/app?client=x"), 0.0, "10.0.0.2") for _ in range(3)]
     assert [isinstance(a, Accept) for a in answers] == [True, True, False]
     assert status(answers[2]) == 429 and ("Retry-After", "1") in answers[2].headers  # type: ignore[union-attr]
     assert isinstance(core2.handshake(request("/v1/app?client=x"), 0.0, "10.0.0.3"), Accept)
+
+
+def test_notify_rate_answers_rate_limited_with_the_id_and_delivers_nothing() -> None:
+    core, sink = make_core(notify_rate=1.0)
+    app = connect(core, "/v1/app?client=alice")
+    sink.got(app)
+    consumer = connect(core, "/v1/consumer?name=billing")
+    sink.got(consumer)
+    for i in range(3):  # burst 2x: 2 pass at once
+        send(core, consumer, {"type": "notify", "to": {"client": "alice"}, "data": i, "id": f"n{i}"}, 0.0)
+    assert sink.got(consumer) == [
+        {"type": "ack", "id": "n0", "delivered": 1}, {"type": "ack", "id": "n1", "delivered": 1},
+        {"type": "error", "code": "rate_limited", "reason": "at most 1 per second", "id": "n2"},
+    ]
+    assert [f["data"] for f in sink.got(app)] == [0, 1]
+    send(core, consumer, {"type": "notify", "to": {"client": "alice"}, "data": 3, "id": "n3"}, 1.0)
+    assert sink.got(consumer) == [{"type": "ack", "id": "n3", "delivered": 1}]
+    assert core.stats.rate_limited == 1
+
+
+def test_connections_gone_before_their_turn_cost_no_drain_budget() -> None:
+    core, sink = make_core(drain_rate=10.0)
+    apps = [connect(core, f"/v1/app?client=a{i}") for i in range(50)]
+    core.drain(0.0)
+    kept, gone = apps[:5], apps[5:]
+    for conn in gone:  # their clients left on their own while queued
+        core.closed(conn, 0.5)
+    core.tick(1.0)  # one second's budget: 10, and only 5 are left to close
+    assert all(sink.closes.get(c) == (CloseCode.DRAINING, "worker draining") for c in kept)
+    assert not any(c in sink.closes for c in gone)

@@ -214,7 +214,7 @@ class HubMachine(RuleBasedStateMachine):
     def shuffle_load(self, data: st.DataObject) -> None:
         """Every consumer gets a different load, so 'least busy' is one member."""
         loads = data.draw(st.permutations(range(len(self.consumers))))
-        for peer, load in zip(self.consumers, loads):
+        for peer, load in zip(self.consumers, loads, strict=True):
             peer.queued = load
 
     @precondition(lambda self: self.consumers or self.apps)

@@ -67,7 +67,7 @@ def test_app_tag_limit() -> None:
     assert parse_app({"client": "c", "tags": ",".join(tags)}, NO_HEADERS).tags == tuple(tags)
     # duplicates do not count against the limit
     assert len(parse_app({"client": "c", "tags": ",".join(tags + tags)}, NO_HEADERS).tags) == MAX_TAGS
-    refused(parse_app, {"client": "c", "tags": ",".join(tags + ["one-more"])}, NO_HEADERS)
+    refused(parse_app, {"client": "c", "tags": ",".join([*tags, "one-more"])}, NO_HEADERS)
 
 
 @pytest.mark.parametrize("raw", ["a b", "a,b c", "é", "a;b", "x" * 129], ids=repr)

@@ -701,3 +701,32 @@ RegistryMachine.TestCase.settings = settings(
     max_examples=300, stateful_step_count=40, deadline=None
 )
 test_registry_matches_model = RegistryMachine.TestCase
+
+
+def test_drain_states_and_a_drained_worker_holds_nothing() -> None:
+    reg = make("w1")
+    reg.heartbeat("w1", Metrics(connections=40), now=0.5)
+    assert not reg.set_drained("w1")  # not draining
+    assert reg.set_draining("w1") and reg.worker("w1").state == "draining"  # type: ignore[union-attr]
+    version = reg.version
+    assert reg.set_drained("w1")
+    info = reg.worker("w1")
+    assert info is not None and info.state == "drained" and info.metrics.connections == 0
+    assert reg.version == version + 1
+    assert reg.set_draining("w1") and reg.worker("w1").state == "drained"  # type: ignore[union-attr]
+    assert reg.set_up("w1") and reg.worker("w1").state == "up"  # type: ignore[union-attr]
+    assert not reg.set_up("nobody") and not reg.set_drained("nobody")
+
+
+def test_move_session_carries_seq_to_the_new_owner() -> None:
+    reg = make("w1", "w2")
+    reg.claim_session("room", "w1", now=1.0)
+    reg.report_members("room", "w1", 3)
+    assert reg.move_session("room", "w2", 41)
+    assert reg.lookup_session("room") == SessionInfo("room", "w2", 3, 41)
+    assert not reg.release_session("room", "w1")  # no longer the owner's to release
+    reg.report_members("room", "w2", 2)
+    assert reg.lookup_session("room") == SessionInfo("room", "w2", 2, 41)  # the seq stays
+    assert not reg.move_session("nothing", "w2", 1) and not reg.move_session("room", "nobody", 1)
+    reg.remove("w2")
+    assert reg.lookup_session("room") is None

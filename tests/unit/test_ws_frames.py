@@ -136,7 +136,7 @@ def messages(draw: st.DrawFn) -> list[bytes]:
         at = draw(st.integers(0, len(data)))
         data = data[:at] + draw(st.sampled_from(INVALID_UTF8)) + data[at:]
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=4)))
-    pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+    pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
     frames = []
     for i, piece in enumerate(pieces):
         if i and draw(st.booleans()):
@@ -234,7 +234,7 @@ streams = st.tuples(
 @st.composite
 def chunked(draw: st.DrawFn, data: bytes) -> list[bytes]:
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=8)))
-    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
 
 
 # --- differential -----------------------------------------------------------
@@ -397,7 +397,7 @@ def test_reusable_buffers_are_copied() -> None:
     assert parser.feed(bytearray(frame[5:])) == [(OP_BINARY, b"abcdef")]
 
 
-@pytest.mark.parametrize("n", LENGTHS + [1024, 1025, 4099])
+@pytest.mark.parametrize("n", [*LENGTHS, 1024, 1025, 4099])
 def test_unmasking_every_length_class(n: int) -> None:
     payload = os.urandom(n)
     frame = raw_frame(OP_BINARY, payload, mask=os.urandom(4))

@@ -94,7 +94,7 @@ def test_accept_refuses_non_upgrades_and_unoffered_subprotocols() -> None:
 
 
 def test_byte_by_byte_feeding_and_trailing_frames() -> None:
-    client, data = client_request()
+    _client, data = client_request()
     frames = FrameProtocol(client=True, extensions=[]).send_data("early")
     reader = HandshakeReader()
     stream = data + bytes(frames)

@@ -1,0 +1,150 @@
+"""A lean pipelined app connection for ``mc publish``: many publishes in flight, cheap per message.
+
+The SDK (mc/client/app.py) awaits each ack in its own request and pays
+trio-websocket's per-message costs, which caps one connection at a few
+thousand publishes per second. This client opens the app WebSocket itself
+(following the master's ``307`` to a worker, keeping the query), writes the
+frames of a whole batch with one ``send_all`` (encoded with mc's own
+``encode_masked_frame``) and parses acks with mc's ``FrameParser``.
+Nothing is retried: a lost connection ends the run with an McError.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+import trio
+
+from mc.websocket import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, WebSocketError, encode_masked_frame
+
+from .errors import McError
+from .urls import endpoint, follow
+
+MAX_HOPS = 4
+HEAD_LIMIT = 16 * 1024
+
+
+def _request(url: str) -> tuple[str, int, bytes]:
+    parts = urlsplit(url)
+    if parts.scheme != "ws":
+        raise McError("bad_request", f"mc publish speaks ws:// only, not {parts.scheme}://")
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or 80
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    key = base64.b64encode(os.urandom(16)).decode()
+    head = (f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Protocol: mc.v1.json\r\n\r\n")
+    return host, port, head.encode()
+
+
+async def _upgrade(url: str) -> tuple[trio.SocketStream, bytes, str | None]:
+    """Connect and send the upgrade: (stream, bytes after the head, redirect location or None)."""
+    host, port, head = _request(url)
+    try:
+        stream = await trio.open_tcp_stream(host, port)
+    except OSError as exc:
+        raise McError.unavailable(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        await stream.send_all(head)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = await stream.receive_some(65536)
+            if not chunk or len(buf) > HEAD_LIMIT:
+                raise McError.unavailable(f"{url}: the server closed during the handshake")
+            buf += chunk
+    except BaseException:
+        await stream.aclose()
+        raise
+    raw, _, rest = buf.partition(b"\r\n\r\n")
+    lines = raw.decode("latin-1").split("\r\n")
+    status = lines[0].split(" ", 2)
+    code = int(status[1]) if len(status) > 1 and status[1].isdigit() else 0
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    if code == 101:
+        return stream, rest, None
+    await stream.aclose()
+    if code in (301, 302, 303, 307, 308) and "location" in headers:
+        return stream, b"", headers["location"]
+    try:
+        body = orjson.loads(rest)
+        error, reason = str(body.get("error", "refused")), str(body.get("reason", ""))
+    except (orjson.JSONDecodeError, AttributeError):
+        error, reason = "unavailable" if code >= 500 else "refused", rest.decode(errors="replace")[:200]
+    raise McError(error, f"handshake refused with {code}: {reason}")
+
+
+class Publisher:
+    """One app connection: ``send`` batches of publishes, ``acks`` reads what comes back."""
+
+    def __init__(self, stream: trio.SocketStream, trailing: bytes) -> None:
+        self.stream = stream
+        self.parser = FrameParser(1 << 24, expect_masked=False)
+        self._trailing = trailing
+        self._lock = trio.Lock()
+
+    @classmethod
+    async def connect(cls, master: str, *, client: str, device: str, timeout: float = 10.0) -> Publisher:
+        url = endpoint(master, "/v1/app", {"client": client, "device": device})
+        with trio.move_on_after(timeout):
+            for _ in range(MAX_HOPS + 1):
+                stream, trailing, location = await _upgrade(url)
+                if location is None:
+                    return cls(stream, trailing)
+                url = follow(url, location)
+            raise McError.unavailable(f"more than {MAX_HOPS} redirects")
+        raise McError.unavailable(f"no connection to {master} within {timeout} s")
+
+    async def send(self, frames: Iterable[dict[str, Any]]) -> None:
+        data = b"".join(encode_masked_frame(OP_TEXT, orjson.dumps(f)) for f in frames)
+        async with self._lock:
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise McError.unavailable(f"connection lost: {exc}") from None
+
+    async def frames(self) -> list[dict[str, Any]]:
+        """The next JSON frames from the server (answers pings itself); McError when it closes."""
+        while True:
+            if self._trailing:
+                data, self._trailing = self._trailing, b""
+            else:
+                try:
+                    data = await self.stream.receive_some(65536)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+                if not data:
+                    raise McError.unavailable("the worker closed the connection")
+            out = []
+            try:
+                events = self.parser.feed(data)
+            except WebSocketError as exc:
+                raise McError.unavailable(f"the worker sent a bad frame: {exc.reason}") from None
+            for op, payload in events:
+                if op == OP_TEXT:
+                    try:
+                        out.append(orjson.loads(payload))
+                    except orjson.JSONDecodeError:
+                        raise McError.unavailable("the worker sent a frame that is not JSON") from None
+                elif op == OP_PING:
+                    async with self._lock:
+                        await self.stream.send_all(encode_masked_frame(OP_PONG, payload))
+                elif op == OP_CLOSE:
+                    code, reason = payload
+                    raise McError.unavailable(f"the worker closed the connection ({code}: {reason})")
+            if out:
+                return out
+
+    async def aclose(self) -> None:
+        try:
+            with trio.move_on_after(1):
+                async with self._lock:
+                    await self.stream.send_all(encode_masked_frame(OP_CLOSE, (1000).to_bytes(2, "big")))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        await self.stream.aclose()
