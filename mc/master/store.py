@@ -35,7 +35,16 @@ import trio
 
 from mc.protocol.control import Metrics
 
-from .registry import Kick, Registry, RegistryError, SessionInfo, Totals, UnknownWorker, WorkerInfo
+from .registry import (
+    Kick,
+    Registry,
+    RegistryError,
+    SessionInfo,
+    Totals,
+    UnknownWorker,
+    WorkerInfo,
+    _sum_counters,  # one summing rule for both stores
+)
 
 __all__ = ["Located", "MemoryStore", "Store", "StoreUnavailable"]
 
@@ -67,7 +76,9 @@ def totals_of(live: Sequence[WorkerInfo]) -> Totals:
     return Totals(
         workers=len(live),
         draining=sum(w.state != "up" for w in live),
-        metrics=Metrics(**{f.name: sum(getattr(m, f.name) for m in ms) for f in attrs.fields(Metrics)}),
+        metrics=Metrics(**{
+            f.name: sum(getattr(m, f.name) for m in ms) for f in attrs.fields(Metrics) if f.name != "counters"
+        }, counters=_sum_counters(m.counters for m in ms)),
     )
 
 

@@ -59,6 +59,9 @@ async def test_both_masters_list_the_same_workers_and_version(pair: Pair) -> Non
     _, a, b, wa, wb = pair
     async with http_client() as http:
         la, lb = await get_json(http, f"{a.http}/v1/workers"), await get_json(http, f"{b.http}/v1/workers")
+        for m in (a, b):  # the figures pages read the shared store too
+            assert (await http.get(f"{m.http}/metrics")).status_code == 200
+            assert (await http.get(f"{m.http}/v1/stats")).status_code == 200
     assert la["version"] == lb["version"]
     assert {w["id"] for w in la["workers"]} == {w["id"] for w in lb["workers"]} == {
         worker_id(wa), worker_id(wb)}
