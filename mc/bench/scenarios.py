@@ -468,26 +468,83 @@ def _busy(port: int) -> bool:
 # ------------------------------------------------------------------ master
 
 
+class _Servers:
+    """Several server processes measured as one (two masters and their Redis)."""
+
+    def __init__(self, children: list[Child]) -> None:
+        self.children = children
+        self.name = " + ".join(c.name for c in children)
+        self.popen = children[0].popen
+
+    def cpu_seconds(self) -> float:
+        return sum(c.cpu_seconds() for c in self.children)
+
+    def alive(self) -> bool:
+        return all(c.alive() for c in self.children)
+
+    def tail(self) -> str:
+        return "; ".join(f"{c.name}: {c.tail()}" for c in self.children if not c.alive())
+
+
+#: (result key prefix, label, masters, store): the memory store, then Redis with one and two masters
+MASTER_SETUPS = [
+    ("mc", "mc master (memory store)", 1, "memory"),
+    ("redis1", "mc master (Redis store)", 1, "redis"),
+    ("redis2", "2 mc masters (one Redis)", 2, "redis"),
+]
+
+
 def master(opts: Any, say: Say) -> dict[str, Any]:
+    """Claims + lookups through /v1/control: the memory store, then Redis with one and two masters.
+
+    The fake worker links are spread over the masters (link i to master i mod
+    N); with Redis every claim is decided by the one store, so two masters
+    share the sessions' names and owners exactly as one does.
+    """
+    import shutil
+
     out: dict[str, Any] = {
         "scenario": "master", "links": opts.links, "window": opts.window, "seconds": opts.seconds,
         "codec": opts.codec,
         "target_ops_per_s": 20_000,
     }
-    for key, name, argv in [("mc", "mc master", ["-m", "mc.cli", "master", "--log-level", "WARNING"])]:
+    redis_server = shutil.which("redis-server")
+    for key, name, n_masters, store in MASTER_SETUPS:
+        if store == "redis" and not redis_server:
+            say(f"{name}: skipped (no redis-server; apt-get install redis-server)")
+            continue
         group = Group(pin=not opts.no_pin)
         try:
-            port = free_port()
-            server = group.server(name, [*argv, "--port", str(port)])
-            wait_port(port, server, STARTUP)
-            say(f"{name}: pid {server.pid} on port {port}; {opts.links} fake worker link(s), "
+            servers: list[Child] = []
+            store_args: list[str] = []
+            if store == "redis" and redis_server:
+                rport = free_port()
+                redis = Child("redis-server", [redis_server, "--port", str(rport), "--bind", "127.0.0.1",
+                                               "--save", "", "--appendonly", "no"],
+                              cpus=group.server_cpus, stdin=False)
+                group.children.append(redis)
+                servers.append(redis)
+                store_args = ["--store", f"redis://127.0.0.1:{rport}/0"]
+            ports = []
+            for i in range(n_masters):
+                port = free_port()
+                m = group.server(f"master{i + 1}", ["-m", "mc.cli", "master", "--log-level", "WARNING",
+                                                    "--port", str(port), *store_args,
+                                                    *(["--master-id", f"m{i + 1}"] if store_args else [])])
+                wait_port(port, m, STARTUP)
+                servers.append(m)
+                ports.append(port)
+            server = _Servers(servers)
+            links = max(opts.links, n_masters)
+            say(f"{name}: {links} fake worker link(s) over {n_masters} master(s), "
                 f"window {opts.window} requests each, {opts.codec}")
             gens = [group.generator(f"control{i}", [
-                "control", "--port", str(port), "--slot", str(i), "--window", str(opts.window),
+                "control", "--port", str(ports[i % n_masters]), "--slot", str(i),
+                "--window", str(opts.window),
                 "--batch", str(max(1, opts.window // 4)), "--warmup", str(opts.warmup),
                 "--seconds", str(opts.seconds), "--duration", str(opts.warmup + opts.seconds + 1.5),
                 "--codec", opts.codec,
-            ]) for i in range(opts.links)]
+            ]) for i in range(links)]
             for g in gens:
                 g.wait_event("ready", SETUP)
             for g in gens:
@@ -497,7 +554,7 @@ def master(opts: Any, say: Say) -> dict[str, Any]:
                 return (f"  {name}: {w.rate('replies'):>10,.0f} claims+lookups/s  "
                         f"server cpu {w.server_cpu():3.0f}%  generators cpu {w.gen_cpu():3.0f}%")
 
-            w = _measure(server, gens, opts.warmup, opts.seconds, show, say)
+            w = _measure(server, gens, opts.warmup, opts.seconds, show, say)  # type: ignore[arg-type]
             for g in gens:
                 g.go("stop")
             dones = [g.wait_event("done", opts.warmup + opts.seconds + 20) for g in gens]
@@ -514,6 +571,10 @@ def master(opts: Any, say: Say) -> dict[str, Any]:
             group.stop_all()
     out["registry_ops_per_s"] = _registry_rate()
     out["met_rate"] = out["mc_ops_per_s"] >= out["target_ops_per_s"]
+    if "redis2_ops_per_s" in out:
+        out["met_redis_rate"] = out["redis2_ops_per_s"] >= out["target_ops_per_s"]
+        for k in ("redis1", "redis2"):
+            out[f"{k}_vs_memory"] = round(out[f"{k}_ops_per_s"] / max(1, out["mc_ops_per_s"]), 2)
     return out
 
 

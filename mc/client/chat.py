@@ -21,7 +21,7 @@ from .endpoint import Endpoint, identity, tags_query
 from .options import Options
 from .tokens import TokenProvider, TokenSource
 from .transport import Conn
-from .urls import endpoint
+from .urls import endpoint, split_masters
 
 ChatEvent: TypeAlias = ChatMessage | Joined | Left
 
@@ -52,10 +52,11 @@ class Chat(Endpoint[ChatEvent]):
         self._opened = False
         # Once in, come back with mode=open: if the owner died the session is
         # forgotten, and the first member back must be able to re-create it.
-        self._reopen = endpoint(url, f"/v1/chat/{session}", {**query, "mode": "open"})
+        self._reopen = [endpoint(u, f"/v1/chat/{session}", {**query, "mode": "open"})
+                        for u in split_masters(url)]
 
     def _entry_url(self) -> str:
-        return self._reopen if self._opened else self._entry
+        return self._pick(self._reopen if self._opened else self._entries)
 
     @property
     def members(self) -> tuple[str, ...]:

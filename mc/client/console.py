@@ -31,7 +31,8 @@ from .urls import MASTER_ENV, default_master
 def add_master(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--master", default=default_master(), metavar="URL",
-        help=f"the master's URL (default: ${MASTER_ENV} or %(default)s)",
+        help=f"the master's URL, or several (a comma list, tried in turn) sharing one store "
+             f"(default: ${MASTER_ENV} or %(default)s)",
     )
 
 

@@ -23,7 +23,7 @@ from .options import Options
 from .owner import Owner
 from .tokens import TokenSource
 from .transport import Conn, checked, codec_named
-from .urls import endpoint
+from .urls import endpoint, split_masters
 
 E = TypeVar("E")
 
@@ -55,11 +55,16 @@ class Endpoint(Owner, Generic[E]):
     ) -> None:
         self._options = options
         self._table = table
-        self._entry = endpoint(url, path, query)
+        # several masters (a comma list): stay on one while it works, the next after a failed attempt
+        self._entries = [endpoint(u, path, query) for u in split_masters(url)]
+        self._entry = self._entries[0]
+        self._at = 0
+        self._tried = False
+        self._welcomed = False
         self._inbox: Inbox[E] = Inbox(options.buffer, what)
         self._link = Link(
             self._entry_url, codec_named(codec), options, on_frame=self._on_frame,
-            on_open=self._on_open, headers=token.headers, name=name,
+            on_open=self._welcomed_then, headers=token.headers, name=name,
         )
         self._token = token
 
@@ -67,7 +72,18 @@ class Endpoint(Owner, Generic[E]):
 
     def _entry_url(self) -> str:
         """Where the next (re)connection starts: the master's entry point."""
-        return self._entry
+        return self._pick(self._entries)
+
+    def _pick(self, entries: list[str]) -> str:
+        """The same master as last time, unless that attempt never got a welcome: then the next."""
+        if self._tried and not self._welcomed:
+            self._at += 1
+        self._tried, self._welcomed = True, False
+        return entries[self._at % len(entries)]
+
+    async def _welcomed_then(self, conn: Conn, welcome: Welcome) -> None:
+        self._welcomed = True
+        await self._on_open(conn, welcome)
 
     def _on_frame(self, frame: Any) -> None:
         raise NotImplementedError

@@ -35,6 +35,19 @@ def base_url(url: str) -> str:
     return url.rstrip("/")
 
 
+def split_masters(url: str) -> list[str]:
+    """Several master URLs as one comma list (``http://a:7100,http://b:7100``): each checked."""
+    urls = [base_url(u.strip()) for u in url.split(",") if u.strip()]
+    if not urls:
+        raise McError("bad_request", f"no master URL in {url!r}")
+    return urls
+
+
+def http_urls(url: str) -> list[str]:
+    """The HTTP form of each master in a comma list."""
+    return [http_url(u) for u in split_masters(url)]
+
+
 def http_url(url: str) -> str:
     """The HTTP form of a base URL (for the master's HTTP API)."""
     url = base_url(url)

@@ -176,21 +176,28 @@ def render(out: dict[str, Any]) -> str:
             row("  whole cluster KiB per connection", "cluster_kib_per_conn")
         row("connections opened/s", "connect_per_s")
     elif s == "master":
-        def mrow(label: str, key: str, target: Any = None, met: str | None = None) -> None:
-            rows.append((label, out.get(f"mc_{key}"), None, None, target, out.get(met) if met else None))
+        from mc.bench.scenarios import MASTER_SETUPS
 
-        reg = out.get("registry_ops_per_s")
-        mc_ops = out.get("mc_ops_per_s")
-        ratio = f"{mc_ops / reg:.2f}x" if isinstance(mc_ops, (int, float)) and reg else None
-        rows.append(("claims+lookups/s", mc_ops, reg, ratio, out["target_ops_per_s"], out.get("met_rate")))
+        setups = [(k, label) for k, label, _, _ in MASTER_SETUPS if out.get(f"{k}_ops_per_s") is not None]
+
+        def mrow(label: str, key: str, target: Any = None, met: str | None = None) -> None:
+            rows.append((label, *[out.get(f"{k}_{key}") for k, _ in setups], target,
+                         out.get(met) if met else None))
+
+        rows.append(("claims+lookups/s", *[out.get(f"{k}_ops_per_s") for k, _ in setups],
+                     out["target_ops_per_s"], out.get("met_redis_rate", out.get("met_rate"))))
+        rows.append(("  vs the memory store", *[
+            "1.00x" if k == "mc" else f"{out.get(f'{k}_vs_memory', 0):.2f}x" for k, _ in setups], None, None))
         mrow("  of which won claims/s", "claims_per_s")
         mrow("  p50 ms (pipelined)", "p50_ms")
         mrow("  p99 ms (pipelined)", "p99_ms")
-        mrow("server CPU %", "server_cpu_pct")
+        mrow("server CPU % (masters + Redis)", "server_cpu_pct")
         mrow("generators CPU %", "gen_cpu_pct")
         mrow("limited by", "limited_by")
         mrow("other processes CPU %", "other_cpu_pct")
         mrow("errors", "errors")
-        header = ("figure", "mc master", "bare registry (in-process)", "mc/registry", "target", "met")
+        rows.append(("bare registry in-process (context)", out.get("registry_ops_per_s"),
+                     *[None] * (len(setups) - 1), None, None))
+        header = ("figure", *[label for _, label in setups], "target", "met")
         return f"mc bench {s}\n" + table(rows, header)
     return f"mc bench {s}\n" + table(rows, ("figure", "mc", "baseline", "ratio", "target", "met"))

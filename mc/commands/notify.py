@@ -17,7 +17,7 @@ import httpx
 
 from mc.client.console import add_master, emit, parse_data, run, say
 from mc.client.errors import McError
-from mc.client.urls import http_url
+from mc.client.urls import http_urls
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -57,14 +57,20 @@ def _error_of(resp: httpx.Response) -> object:
 
 
 async def notify(args: argparse.Namespace) -> int:
-    url = f"{http_url(args.master)}/v1/notify"
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     body = {"to": target(args), "data": parse_data(args.data)}
+    masters = http_urls(args.master)
     async with httpx.AsyncClient(timeout=10.0) as http:
-        try:
-            resp = await http.post(url, json=body, headers=headers)
-        except httpx.HTTPError as exc:
-            raise McError.unavailable(f"POST {url}: {exc}") from None
+        for i, base in enumerate(masters):  # several masters: the next when one cannot answer
+            url = f"{base}/v1/notify"
+            try:
+                resp = await http.post(url, json=body, headers=headers)
+            except httpx.HTTPError as exc:
+                if i + 1 == len(masters):
+                    raise McError.unavailable(f"POST {url}: {exc}") from None
+                continue
+            if resp.status_code != 503 or i + 1 == len(masters):
+                break
     if resp.status_code == 404 and _error_of(resp) == "offline":
         say(f"mc notify: {args.client} is offline", sys.stderr)
         emit({"delivered": 0})

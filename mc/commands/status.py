@@ -12,7 +12,7 @@ import trio
 
 from mc.client.console import add_master, run, say
 from mc.client.errors import McError
-from mc.client.urls import http_url
+from mc.client.urls import http_urls
 
 COLUMNS = (
     ("ID", "id", "{}"),
@@ -70,7 +70,7 @@ async def fetch(http: httpx.AsyncClient, url: str) -> dict[str, Any]:
 
 
 async def status(args: argparse.Namespace) -> int:
-    url = f"{http_url(args.master)}/v1/stats"
+    url = f"{http_urls(args.master)[0]}/v1/stats"
     clear = args.watch and sys.stdout.isatty()
     async with httpx.AsyncClient(timeout=5.0) as http:
         while True:

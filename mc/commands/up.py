@@ -12,6 +12,12 @@ exit is logged with the worker's id, port and exit status. The master dying
 is fatal: ``mc up`` stops the workers and exits with status 1, because a
 master that crashed is a bug to look at, not something to hide behind
 restarts (and workers without a master cannot route chat or presence).
+
+``--masters 2`` runs several masters sharing a Redis store (``--store
+redis://...``); without ``--store`` it starts a local ``redis-server`` (no
+persistence) if one is installed, says so, and stops it (by PID) after the
+masters. Each worker gets every master URL, rotated so the workers spread
+over the masters.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import argparse
 import functools
 import logging
 import os
+import shutil
 import signal
 import sys
 
@@ -53,7 +60,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="number of workers (default: CPUs, here %(default)s)")
     p.add_argument("--port", type=int, default=7100,
-                   help="master port; workers use the next N ports (default: %(default)s)")
+                   help="first master's port; further masters, then workers, use the next ports "
+                        "(default: %(default)s)")
+    p.add_argument("--masters", type=int, default=1,
+                   help="number of masters (default 1); more than one share a Redis store")
+    p.add_argument("--store", default=None, metavar="URL",
+                   help="redis://HOST:PORT/DB for the masters (default: memory for one master; "
+                        "for several, a local redis-server started for the cluster)")
+    p.add_argument("--redis-port", type=int, default=6379 + 100,
+                   help="port of the redis-server mc up starts (default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address every process listens on (default: %(default)s)")
     p.add_argument("--heartbeat", type=float, default=25.0,
@@ -118,10 +133,10 @@ class Child:
         raise RuntimeError(f"{self.name} did not answer {self.health} within {STARTUP_TIMEOUT} s")
 
 
-async def _stop(children: list[Child]) -> None:
-    """Workers first (they close their clients with 4503), then the master."""
-    for group in (children[1:], children[:1]):
-        procs = [c.proc for c in group if c.proc is not None]
+async def _stop(groups: list[list[trio.Process | None]]) -> None:
+    """Workers first (they close their clients with 4503), then the masters, then Redis."""
+    for group in groups:
+        procs = [p for p in group if p is not None]
         for proc in procs:
             if proc.returncode is None:
                 proc.terminate()
@@ -170,37 +185,82 @@ async def _watch_master(master: Child) -> None:
     raise MasterDied(exit_status(code))
 
 
+async def _start_redis(args: argparse.Namespace) -> tuple[trio.Process, str]:
+    """A local redis-server for the masters (persistence off); its process and URL."""
+    server = shutil.which("redis-server")
+    if server is None:
+        raise SystemExit("mc up: --masters > 1 needs --store redis://HOST:PORT/DB, or redis-server "
+                         "installed (apt-get install redis-server) for mc up to start one")
+    proc = await trio.lowlevel.open_process([
+        server, "--port", str(args.redis_port), "--bind", args.host, "--save", "", "--appendonly", "no",
+        "--loglevel", "warning"])
+    with trio.fail_after(STARTUP_TIMEOUT):
+        while True:
+            if proc.returncode is not None:
+                raise SystemExit(f"mc up: redis-server exited with {proc.returncode}")
+            try:
+                stream = await trio.open_tcp_stream(args.host, args.redis_port)
+                await stream.aclose()
+                break
+            except OSError:
+                await trio.sleep(0.05)
+    url = f"redis://{args.host}:{args.redis_port}/0"
+    print(f"mc up: started redis-server (pid {proc.pid}, persistence off) at {url} for the masters",
+          flush=True)
+    return proc, url
+
+
 async def up(args: argparse.Namespace) -> None:
     base = [sys.executable, "-m", "mc.cli"]
     common = ["--host", args.host, "--log-level", args.log_level, "--log-format", args.log_format]
-    master_url = f"http://{args.host}:{args.port}"
-    master = Child("master", [*base, "master", "--port", str(args.port), *common], f"{master_url}/healthz")
-    workers = [
-        Child(f"worker w{i}", [
-            *base, "worker", "--port", str(args.port + i), "--id", f"w{i}", "--master", master_url,
+    n_masters = max(1, args.masters)
+    master_urls = [f"http://{args.host}:{args.port + i}" for i in range(n_masters)]
+    first_worker = args.port + n_masters
+    infra: list[trio.Process | None] = []
+    masters: list[Child] = []
+    workers = []
+    for i in range(1, args.workers + 1):
+        k = (i - 1) % n_masters  # rotated: the workers spread over the masters
+        mine = ",".join(master_urls[k:] + master_urls[:k])
+        port = first_worker + i - 1
+        workers.append(Child(f"worker w{i}", [
+            *base, "worker", "--port", str(port), "--id", f"w{i}", "--master", mine,
             "--heartbeat", str(args.heartbeat), *common,
-        ], f"http://{args.host}:{args.port + i}/healthz")
-        for i in range(1, args.workers + 1)
-    ]
-    children = [master, *workers]
+        ], f"http://{args.host}:{port}/healthz"))
     try:
-        await master.start()
-        await master.wait_healthy()
+        store = args.store
+        if store is None and n_masters > 1:
+            redis, store = await _start_redis(args)
+            infra.append(redis)
+        store_args = ["--store", store] if store else []
+        for i, url in enumerate(master_urls):
+            name = "master" if n_masters == 1 else f"master m{i + 1}"
+            masters.append(Child(name, [
+                *base, "master", "--port", str(args.port + i), *store_args,
+                *(["--master-id", f"m{i + 1}"] if n_masters > 1 else []), *common], f"{url}/healthz"))
+        for master in masters:
+            await master.start()
+        for master in masters:
+            await master.wait_healthy()
         for worker in workers:
             await worker.start()
         for worker in workers:
             await worker.wait_healthy()
-        print(f"mc is up: master {master_url}  (dashboard {master_url}/)", flush=True)
+        if n_masters == 1:
+            print(f"mc is up: master {master_urls[0]}  (dashboard {master_urls[0]}/)", flush=True)
+        else:
+            print(f"mc is up: {n_masters} masters sharing {store}: {','.join(master_urls)}", flush=True)
         for i in range(1, args.workers + 1):
-            print(f"  worker w{i}: ws://{args.host}:{args.port + i}", flush=True)
+            print(f"  worker w{i}: ws://{args.host}:{first_worker + i - 1}", flush=True)
         print("Workers that die are restarted; Ctrl-C stops the cluster.", flush=True)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_watch_master, master)
-            for i, worker in enumerate(workers, start=1):
-                nursery.start_soon(_supervise, worker, args.port + i)
+            for master in masters:
+                nursery.start_soon(_watch_master, master)
+            for i, worker in enumerate(workers):
+                nursery.start_soon(_supervise, worker, first_worker + i)
     finally:
         with trio.CancelScope(shield=True):
-            await _stop(children)
+            await _stop([[w.proc for w in workers], [m.proc for m in masters], infra])
 
 
 def run(args: argparse.Namespace) -> int:

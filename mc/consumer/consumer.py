@@ -27,7 +27,7 @@ from mc.client.options import Options
 from mc.client.owner import Owner
 from mc.client.tokens import TokenSource
 from mc.client.transport import Conn, checked, codec_named
-from mc.client.urls import endpoint, http_url
+from mc.client.urls import endpoint, http_urls
 from mc.protocol import (
     CONSUMER_FRAMES,
     Message,
@@ -62,11 +62,12 @@ class Consumer(Owner):
         identity(parse_consumer, {"name": name})
         self.name = name
         self._options = options
-        self._master = http_url(url)
+        self._masters = http_urls(url)
+        self._master = ", ".join(self._masters)
         self._codec = codec_named(codec)
         self._auth = TokenSource(token, None)
         self._inbox: Inbox[Message] = Inbox(options.buffer, "message")
-        self._discovery = Discovery(self._master, options, self._on_list)
+        self._discovery = Discovery(self._masters, options, self._on_list)
         self._links: dict[tuple[str, str], Link] = {}  # (worker id, url) -> its connection
         self._up: dict[str, str] = {}  # worker id -> url, for workers listed as "up"
         self._subs: dict[SubKey, Subscribe] = {}

@@ -56,10 +56,15 @@ class WorkerEntry:
 
 
 class Discovery:
-    """Polls the master at ``base`` and hands every new list to ``on_list``."""
+    """Polls the master at ``base`` and hands every new list to ``on_list``.
 
-    def __init__(self, base: str, options: Options, on_list: Callable[[list[WorkerEntry]], None]) -> None:
-        self._base = base
+    ``base`` may list several masters sharing one store: a failed poll moves to the next.
+    """
+
+    def __init__(self, base: str | list[str], options: Options,
+                 on_list: Callable[[list[WorkerEntry]], None]) -> None:
+        self._bases = [base] if isinstance(base, str) else list(base)
+        self._base = self._bases[0]
         self._options = options
         self._on_list = on_list
         #: the last failure, for error messages
@@ -92,6 +97,7 @@ class Discovery:
                         raise
                     self.last_error = exc
                     version = None
+                    self._base = self._bases[(self._bases.index(self._base) + 1) % len(self._bases)]
                     delay = backoff.delay(attempt)
                     attempt += 1
                     log.info("worker list from %s: %s; retrying in %.2f s", self._base, exc, delay)

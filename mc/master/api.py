@@ -27,6 +27,7 @@ from .entry import error, unavailable
 from .history import History, parse_seconds
 from .registry import WorkerInfo
 from .state import MasterState
+from .store import StoreUnavailable
 
 _notify_ids = itertools.count(1)
 _boot = f"{time.time_ns():x}"
@@ -50,7 +51,7 @@ async def assign(request: Request) -> Response:
     client = request.query_params.get("client")
     if not is_name(client):
         return error(400, ErrorCode.BAD_REQUEST, "client is required: 1-128 of A-Za-z0-9._-:@")
-    worker = _state(request).assign()
+    worker = await _state(request).assign()
     if worker is None:
         return unavailable("no live worker can take a connection")
     return JSONResponse({"worker": worker.id, "url": worker.url})
@@ -63,19 +64,20 @@ async def workers(request: Request) -> Response:
         if not after.isdigit() or len(after) > 18:
             return error(400, ErrorCode.BAD_REQUEST, "after must be a non-negative integer")
         await state.wait_version(int(after), state.config.long_poll)
-    state.purge_lapsed()  # the version moves with the listing
+    await state.purge_lapsed()  # the version moves with the listing
+    listed = await state.live_workers()
     return JSONResponse({
-        "version": state.registry.version,
-        "workers": [worker_json(w) for w in state.live_workers()],
+        "version": await state.store.version(),
+        "workers": [worker_json(w) for w in listed],
     })
 
 
 async def session(request: Request) -> Response:
     state = _state(request)
-    state.purge_lapsed()
+    await state.purge_lapsed()
     name = request.path_params["session"]
-    info = state.registry.lookup_session(name) if is_name(name) else None
-    url = state.url_of(info.worker_id) if info is not None else None
+    info = await state.store.lookup_session(name) if is_name(name) else None
+    url = await state.url_of(info.worker_id) if info is not None else None
     if info is None or url is None:
         return error(404, ErrorCode.NOT_FOUND, f"no chat session {name!r}")
     return JSONResponse({"session": name, "worker": info.worker_id, "url": url, "members": info.members})
@@ -86,8 +88,8 @@ async def client(request: Request) -> Response:
     if not is_name(name):
         return error(400, ErrorCode.BAD_REQUEST, "client must be 1-128 of A-Za-z0-9._-:@")
     state = _state(request)
-    state.purge_lapsed()
-    conns = state.registry.client_connections(name)
+    await state.purge_lapsed()
+    conns = await state.store.client_connections(name)
     return JSONResponse({
         "client": name,
         "online": bool(conns),
@@ -126,11 +128,11 @@ async def notify(request: Request) -> Response:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"id must be a string of 1 to {MAX_ID} characters")
     except ProtocolError as exc:
         return error(413 if exc.code == ErrorCode.TOO_LARGE else 400, exc.code, exc.reason)
-    state.purge_lapsed()
-    reg = state.registry
-    if target.client is not None and not reg.workers_for(target.client, target.device):
+    await state.purge_lapsed()
+    store = state.store
+    if target.client is not None and not await store.workers_for(target.client, target.device):
         return error(404, "offline", f"client {target.client!r} has no matching connection")
-    if nid is not None and reg.seen_notify_id(nid, now=state.now()):
+    if nid is not None and await store.seen_notify_id(nid, now=state.store_now()):
         return error(409, "duplicate", f"notify id {nid!r} was used in the last 10 minutes")
     trace = body.get("trace")
     if trace is not None and not (type(trace) is str and 1 <= len(trace) <= MAX_TRACE):
@@ -145,10 +147,10 @@ async def drain(request: Request) -> Response:
     state = _state(request)
     wid = request.path_params["worker"]
     if request.method == "DELETE":
-        if not state.undrain(wid):
+        if not await state.undrain(wid):
             return error(404, ErrorCode.NOT_FOUND, f"no worker {wid!r}")
         return JSONResponse({"worker": wid, "state": "up"})
-    if not state.drain(wid):
+    if not await state.drain(wid):
         return error(404, ErrorCode.NOT_FOUND, f"no worker {wid!r}")
     return JSONResponse({"worker": wid, "state": "draining"}, status_code=202)
 
@@ -163,7 +165,7 @@ async def reload(request: Request) -> Response:
 
 
 async def rebalance(request: Request) -> Response:
-    return JSONResponse({"shedding": _state(request).rebalance(force=True)}, status_code=202)
+    return JSONResponse({"shedding": await _state(request).rebalance(force=True)}, status_code=202)
 
 
 def _counters(m: Metrics) -> dict[str, int]:
@@ -172,11 +174,11 @@ def _counters(m: Metrics) -> dict[str, int]:
             "handshakes_refused": m.rejected, "errors": m.errors}
 
 
-def stats_json(state: MasterState) -> dict[str, Any]:
-    totals = state.registry.totals(state.now())
+async def stats_json(state: MasterState) -> dict[str, Any]:
+    totals = await state.store.totals(state.store_now())
     per_worker = []
     total_in = total_out = 0.0
-    for w in state.live_workers():
+    for w in await state.live_workers():
         m = w.metrics
         # rates over a window of the heartbeats' cumulative counters (mc/master/observe.py)
         rate_in, rate_out = state.rates.of(w.id, m)
@@ -211,11 +213,17 @@ def stats_json(state: MasterState) -> dict[str, Any]:
 
 
 async def stats(request: Request) -> Response:
-    return JSONResponse(stats_json(_state(request)))
+    return JSONResponse(await stats_json(_state(request)))
 
 
 async def healthz(request: Request) -> Response:
     return Response(orjson.dumps({"ok": True}), media_type="application/json")
+
+
+def store_unavailable(request: Request, exc: Exception) -> Response:
+    """Any route whose store call failed (Redis unreachable): 503, retry shortly."""
+    _state(request).store_failed(exc)
+    return unavailable(f"the registry store is unavailable: {exc}")
 
 
 # ------------------------------------------------------------ for the dashboard and browsers
@@ -228,8 +236,8 @@ EVENTS_INTERVAL = 1.0
 
 async def sessions(request: Request) -> Response:
     state = _state(request)
-    state.purge_lapsed()
-    total, listed = state.registry.sessions(MAX_SESSIONS_LISTED)
+    await state.purge_lapsed()
+    total, listed = await state.store.sessions(MAX_SESSIONS_LISTED)
     return JSONResponse({
         "total": total,
         "truncated": total > len(listed),
@@ -249,17 +257,17 @@ async def stats_history(request: Request) -> Response:
     return JSONResponse({"interval": 1, "samples": [s.to_json() for s in history.last(seconds)]})
 
 
-def snapshot(state: MasterState, history: History) -> dict[str, Any]:
+async def snapshot(state: MasterState, history: History) -> dict[str, Any]:
     """What one ``/v1/events`` push carries: stats, the workers with their uptime, the latest sample."""
-    state.purge_lapsed()
-    now = state.now()
+    await state.purge_lapsed()
+    now = state.store_now()  # registered_at is on the store's clock
     latest = history.latest
-    stats = stats_json(state)
-    uptimes = {w.id: round(now - w.registered_at, 1) for w in state.live_workers()}
+    stats = await stats_json(state)
+    uptimes = {w.id: round(now - w.registered_at, 1) for w in state.last_workers}
     for w in stats["workers"]:
         w["uptime_s"] = uptimes.get(w["id"], 0.0)
     return {
-        "version": state.registry.version,
+        "version": state.store.version_hint,
         "keys": bool(state.config.api_keys),  # the dashboard shows its login box when True
         **stats,
         "sample": latest.to_json() if latest is not None else None,
@@ -273,7 +281,12 @@ async def events(request: Request) -> Response:
     async def stream() -> AsyncIterator[bytes]:
         yield b"retry: 1000\n\n"
         while True:
-            yield b"event: stats\ndata: " + orjson.dumps(snapshot(state, history)) + b"\n\n"
+            try:
+                snap = await snapshot(state, history)
+            except StoreUnavailable as exc:
+                state.store_failed(exc)
+                snap = {"error": "unavailable"}
+            yield b"event: stats\ndata: " + orjson.dumps(snap) + b"\n\n"
             await trio.sleep(EVENTS_INTERVAL)
 
     return StreamingResponse(stream(), media_type="text/event-stream",

@@ -7,8 +7,14 @@ runs in the same nursery as Hypercorn, so a signal stops everything in order.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import secrets
+import socket
 import time
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -28,7 +34,9 @@ from .guard import Guard
 from .history import History
 from .metrics import metrics_endpoint
 from .origins import OriginMiddleware
+from .registry import Registry
 from .state import MasterState
+from .store import MemoryStore, Store, StoreUnavailable
 
 log = logging.getLogger("mc.master")
 
@@ -65,7 +73,7 @@ def build_app(state: MasterState, history: History | None = None) -> Starlette:
     for path in _ENTRY_PATHS:
         routes.append(WebSocketRoute(path, websocket_entry))
         routes.append(Route(path, http_entry))
-    app = Starlette(routes=routes, middleware=[
+    app = Starlette(routes=routes, exception_handlers={StoreUnavailable: api.store_unavailable}, middleware=[
         # outermost: preflights and 403 for foreign origins first, CORS headers on every answer
         Middleware(OriginMiddleware, allowed=lambda: state.config.allowed_origins),
         Middleware(Guard, keys=lambda: state.config.api_keys),
@@ -78,10 +86,13 @@ def build_app(state: MasterState, history: History | None = None) -> Starlette:
 async def sample_loop(state: MasterState, history: History) -> None:
     """Once a second, the cluster's and each live worker's figures into ``history``."""
     while True:
-        state.purge_lapsed()
-        totals = state.registry.totals(state.now())
-        history.add(time.time_ns() // 1_000_000, totals.metrics,
-                    [(w.id, w.metrics) for w in state.live_workers()])
+        try:
+            await state.purge_lapsed()
+            totals = await state.store.totals(state.store_now())
+            history.add(time.time_ns() // 1_000_000, totals.metrics,
+                        [(w.id, w.metrics) for w in await state.live_workers()])
+        except StoreUnavailable as exc:
+            state.store_failed(exc)
         await trio.sleep(1.0)
 
 
@@ -105,11 +116,35 @@ async def serve_master(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the master until cancelled."""
-    state = MasterState(config, reloader)
-    async with trio.open_nursery() as nursery:
-        history = History()
-        nursery.start_soon(state.expire_loop)
-        nursery.start_soon(sample_loop, state, history)
-        await nursery.start(hypercorn_serve, build_app(state, history), hypercorn_config(config))
-        log.info("master listening on http://%s:%d", config.host, config.port)
-        task_status.started()
+    async with open_store(config) as store:
+        state = MasterState(config, reloader, store)
+        async with trio.open_nursery() as nursery:
+            history = History()
+            nursery.start_soon(state.expire_loop)
+            nursery.start_soon(state.router.run)
+            nursery.start_soon(sample_loop, state, history)
+            await nursery.start(hypercorn_serve, build_app(state, history), hypercorn_config(config))
+            log.info("master %s listening on http://%s:%d (store: %s)", store.master_id, config.host,
+                     config.port, "memory" if not store.shared else _masked(config.store))
+            task_status.started()
+
+
+@contextlib.asynccontextmanager
+async def open_store(config: MasterConfig) -> AsyncIterator[Store]:
+    """The store ``config.store`` names: ``memory`` (the default) or ``redis://HOST:PORT/DB``."""
+    if config.store == "memory":
+        yield MemoryStore(Registry(lease=config.lease, dedup_max=config.dedup_max))
+        return
+    from .redis_store import open_redis_store  # only masters that use Redis import coredis
+
+    master_id = config.master_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    async with open_redis_store(config.store, master_id=master_id, lease=config.lease) as store:
+        yield store
+
+
+def _masked(url: str) -> str:
+    """A store URL without its password."""
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url

@@ -5,7 +5,14 @@ from __future__ import annotations
 import attrs
 
 from mc.security import SecuritySettings
-from mc.settings import no_control_chars, non_negative, port_number, positive, setting
+from mc.settings import SettingsError, no_control_chars, non_negative, port_number, positive, setting
+
+
+def store_url(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if not isinstance(value, str) or not (
+        value == "memory" or value.startswith(("redis://", "rediss://", "unix://"))
+    ):
+        raise SettingsError(f"{attribute.name} must be memory or redis://HOST:PORT/DB, not {value!r}")
 
 
 @attrs.frozen(slots=True)
@@ -30,3 +37,7 @@ class MasterConfig(SecuritySettings):
                                          validator=non_negative)
     rebalance_after: float = setting(10.0, "seconds an imbalance must last before a worker sheds",
                                      validator=positive)
+    store: str = setting("memory", "where the registry lives: memory (one master) or redis://HOST:PORT/DB "
+                         "(several masters share it)", validator=store_url)
+    master_id: str = setting("", "this master's id among those sharing a store (default: host-pid-random)",
+                             validator=no_control_chars)

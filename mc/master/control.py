@@ -47,11 +47,14 @@ from mc.security import bearer, key_matches
 from .links import LinkOverflow, WorkerLink
 from .registry import RegistryError, UnknownWorker
 from .state import MasterState
+from .store import StoreUnavailable
 
 log = logging.getLogger("mc.master")
 refusals = Limited(log, rate=1.0, burst=10.0)
 
 REGISTER_TIMEOUT = 5.0
+#: the store's answer to a lost link's lapse, at most (the lease ends it anyway)
+LAPSE_TIMEOUT = 2.0
 MAX_CONCURRENT_NOTIFIES = 256
 
 
@@ -74,7 +77,7 @@ async def control_endpoint(ws: WebSocket) -> None:
             batch, codec = await _receive(state, ws)
         if len(batch) != 1:
             raise violation("the first control frame must hold one valid register, alone")
-        link = _register(state, batch[0], codec)
+        link = await _register(state, batch[0], codec)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_writer, ws, link, nursery.cancel_scope)
             await _reader(state, ws, link, nursery)
@@ -94,7 +97,8 @@ async def control_endpoint(ws: WebSocket) -> None:
         # its kernel closed the socket), makes the worker dead after a short
         # grace instead of the whole lease, unless it registers again first.
         if link is not None and state.links.detach(link):
-            state.link_lost(link.worker_id)
+            with trio.move_on_after(LAPSE_TIMEOUT, shield=True):  # a store call, during teardown
+                await state.link_lost(link.worker_id)
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:
@@ -129,21 +133,25 @@ async def _receive(state: MasterState, ws: WebSocket) -> tuple[list[ControlMessa
     return messages, codec
 
 
-def _register(state: MasterState, msg: ControlMessage, codec: Codec) -> WorkerLink:
+async def _register(state: MasterState, msg: ControlMessage, codec: Codec) -> WorkerLink:
     if not isinstance(msg, Register):
         raise violation("the first control message must be a valid register")
-    reg = state.registry
-    now = state.now()
+    store = state.store
+    now = state.store_now()
     wid = msg.worker
-    reg.register(wid, msg.url, capacity=msg.capacity, now=now)
-    if msg.draining:  # it was drained before this link (a master restart)
-        reg.set_draining(wid)
-    conflicts = reg.announce_sessions(wid, msg.sessions, now=now)
-    state.kick(reg.presence_replace(wid, msg.presence))
+    link = WorkerLink(wid, state.config.link_queue, codec)
+    state.links.attach(link)  # before the store names this master as its own (routing)
+    try:
+        await store.register(wid, msg.url, capacity=msg.capacity, now=now)
+        if msg.draining:  # it was drained before this link (a master restart)
+            await store.set_draining(wid)
+        conflicts = await store.announce_sessions(wid, msg.sessions, now=now)
+        state.kick(await store.presence_replace(wid, msg.presence))
+    except BaseException:
+        state.links.detach(link)
+        raise
     state.touched()
     state.counters.registrations += 1
-    link = WorkerLink(wid, state.config.link_queue, codec)
-    state.links.attach(link)
     link.send(Registered(state.config.lease, state.config.report_interval, tuple(conflicts)))
     log.info("worker %s registered at %s (%d sessions, %d apps)",
              wid, msg.url, len(msg.sessions), len(msg.presence), extra={"worker": wid, "url": msg.url})
@@ -167,55 +175,81 @@ async def _reader(state: MasterState, ws: WebSocket, link: WorkerLink, nursery: 
     limiter = trio.CapacityLimiter(MAX_CONCURRENT_NOTIFIES)
     while True:
         batch, _ = await _receive(state, ws)
+        run: list[Claim | Lookup] = []  # consecutive claims and lookups: one store round trip
         for msg in batch:
-            await _handle(state, link, msg, nursery, limiter)
+            if isinstance(msg, (Claim, Lookup)):
+                run.append(msg)
+                continue
+            if run:
+                await _locate(state, link, run)
+                run = []
+            try:
+                await _handle(state, link, msg, nursery, limiter)
+            except StoreUnavailable as exc:
+                state.store_failed(exc)
+                link.resync = True  # what it told us is lost: its full state, once the store is back
+        if run:
+            await _locate(state, link, run)
+
+
+async def _locate(state: MasterState, link: WorkerLink, run: list[Claim | Lookup]) -> None:
+    """Answer claims and lookups, in order. With the store unreachable, claims get "no owner"
+    (the worker answers 503) and lookups no answer (503 after the worker's request timeout)."""
+    wid = link.worker_id
+    for m in run:
+        if isinstance(m, Claim):
+            state.counters.claims += 1
+        else:
+            state.counters.lookups += 1
+    try:
+        found = await state.store.locate(
+            [(m.session, wid if isinstance(m, Claim) else None) for m in run], now=state.store_now())
+    except StoreUnavailable as exc:
+        state.store_failed(exc)
+        for m in run:
+            if isinstance(m, Claim):
+                link.send(Owner(m.id, None, None, 0))
+        return
+    for m, where in zip(run, found, strict=True):
+        link.send(Owner(m.id, where.owner, where.url, where.seq))
 
 
 async def _handle(state: MasterState, link: WorkerLink, msg: ControlMessage,
                   nursery: trio.Nursery, limiter: trio.CapacityLimiter) -> None:
-    reg = state.registry
+    store = state.store
     wid = link.worker_id
-    now = state.now()
     if isinstance(msg, Heartbeat):
         state.counters.heartbeats += 1
-        if not reg.heartbeat(wid, msg.metrics, now=now):
+        if not await store.heartbeat(wid, msg.metrics, now=state.store_now()) or link.resync:
+            link.resync = False
             link.send(Reregister())
         else:
-            state.rates.observe(wid, msg.metrics, now)
+            state.rates.observe(wid, msg.metrics, state.now())
     elif isinstance(msg, Presence):
         try:
-            state.kick(reg.presence_delta(wid, msg.added, msg.removed))
+            state.kick(await store.presence_delta(wid, msg.added, msg.removed))
             for session, n in msg.members.items():
-                reg.report_members(session, wid, n)
+                await store.report_members(session, wid, n)
         except UnknownWorker:
             link.send(Reregister())
             return
         if msg.id is not None:  # the app's welcome waits for this
             link.send(Recorded(msg.id))
-    elif isinstance(msg, (Claim, Lookup)):
-        if isinstance(msg, Claim):
-            state.counters.claims += 1
-        else:
-            state.counters.lookups += 1
-        owner = _owner(state, msg, wid, now)
-        info = reg.lookup_session(msg.session) if owner else None
-        link.send(Owner(msg.id, owner, state.url_of(owner) if owner else None,
-                        info.seq if info is not None and info.worker_id == owner else 0))
     elif isinstance(msg, HandOff):
-        state.hand_off(wid, msg.sessions)
+        await state.hand_off(wid, msg.sessions)
         link.send(HandedOff())
     elif isinstance(msg, Drained):
-        if reg.set_drained(wid):
+        if await store.set_drained(wid):
             state.touched()
             log.info("worker %s drained", wid)
     elif isinstance(msg, Release):
-        reg.release_session(msg.session, wid)
+        await store.release_session(msg.session, wid)
     elif isinstance(msg, ForwardNotify):
         token = object()
         await limiter.acquire_on_behalf_of(token)
         nursery.start_soon(_notify, state, link, limiter, token, msg.id, msg.to, msg.frame)
     elif isinstance(msg, Leave):
-        reg.remove(wid)
+        await store.remove(wid)
         state.touched()
         log.info("worker %s left", wid)
         link.send(Left(msg.id))
@@ -223,18 +257,6 @@ async def _handle(state: MasterState, link: WorkerLink, msg: ControlMessage,
         state.links.replied(link, msg.id, msg.count)
     else:  # a second register
         state.bad_control(f"unexpected {msg.TYPE!r} on a registered link")
-
-
-def _owner(state: MasterState, msg: Claim | Lookup, wid: str, now: float) -> str | None:
-    reg = state.registry
-    if isinstance(msg, Claim):
-        try:
-            return reg.claim_session(msg.session, wid, now=now)
-        except UnknownWorker:
-            return None
-    state.purge_lapsed()
-    info = reg.lookup_session(msg.session)
-    return None if info is None else info.worker_id
 
 
 async def _notify(state: MasterState, link: WorkerLink, limiter: trio.CapacityLimiter,

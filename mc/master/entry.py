@@ -29,6 +29,7 @@ from mc.worker.browser import FRAMED_STATUSES, frame_of, wants_frames
 
 from .origins import refused
 from .state import MasterState
+from .store import StoreUnavailable
 
 RETRY_AFTER = "1"
 
@@ -41,7 +42,7 @@ def unavailable(reason: str) -> JSONResponse:
     return error(503, ErrorCode.UNAVAILABLE, reason, {"Retry-After": RETRY_AFTER})
 
 
-def decide(state: MasterState, conn: HTTPConnection) -> Response:
+async def decide(state: MasterState, conn: HTTPConnection) -> Response:
     """The HTTP answer to a handshake at the master: 307, or an error."""
     path = conn.url.path
     raw_query = conn.url.query
@@ -53,14 +54,12 @@ def decide(state: MasterState, conn: HTTPConnection) -> Response:
     except Refusal as exc:
         return error(exc.status, exc.code, exc.reason)
     if who.session is not None:
-        state.purge_lapsed()
-        info = state.registry.lookup_session(who.session)
-        url = state.url_of(info.worker_id) if info is not None else None
-        if url is not None:
-            return _redirect(url, path, raw_query)
+        found = (await state.store.locate([(who.session, None)], now=state.store_now()))[0]
+        if found.url is not None:
+            return _redirect(found.url, path, raw_query)
         if who.mode == "join":
             return error(404, ErrorCode.NOT_FOUND, f"no chat session {who.session!r}")
-    worker = state.assign()
+    worker = await state.assign()
     if worker is None:
         return unavailable("no live worker can take a connection")
     return _redirect(worker.url, path, raw_query)
@@ -97,9 +96,13 @@ async def _answer(conn: HTTPConnection) -> Response:
     refusal = origin_refusal(conn)
     if refusal is not None:
         return refusal
-    state = conn.app.state.master
-    await _settle(state, conn)
-    return decide(state, conn)
+    state: MasterState = conn.app.state.master
+    try:
+        await _settle(state, conn)
+        return await decide(state, conn)
+    except StoreUnavailable as exc:
+        state.store_failed(exc)
+        return unavailable(f"the registry store is unavailable: {exc}")
 
 
 async def websocket_entry(ws: WebSocket) -> None:

@@ -33,6 +33,9 @@ class WorkerLink:
         self.send_channel, self.receive_channel = trio.open_memory_channel[ControlMessage](queue)
         self.pending: dict[int, Callable[[int], None]] = {}
         self.closed = trio.Event()
+        #: a message from this worker could not be applied (the store was unreachable): at its
+        #: next heartbeat that the store takes, it is told to register again, in full
+        self.resync = False
 
     def send(self, msg: ControlMessage) -> None:
         """Queue a message without waiting; raises LinkOverflow when the queue is full."""

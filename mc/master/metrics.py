@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .state import MasterState
+from .store import MemoryStore, StoreUnavailable
 
 _PER_WORKER = (
     ("mc_worker_connections", "open client connections", lambda w: w.metrics.connections),
@@ -51,7 +52,7 @@ class RegistryCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         state = self.state
-        workers = state.live_workers()
+        workers = state.last_workers  # listed by the endpoint just before
         yield GaugeMetricFamily("mc_workers", "live workers", value=len(workers))
         families: list[tuple[type[GaugeMetricFamily] | type[CounterMetricFamily], tuple]] = [
             (GaugeMetricFamily, _PER_WORKER), (CounterMetricFamily, _COUNTERS)]
@@ -90,7 +91,9 @@ class RegistryCollector(Collector):
         yield GaugeMetricFamily("mc_master_control_links", "control links open", value=len(state.links))
         entries = GaugeMetricFamily("mc_master_registry_entries", "what the registry holds, by kind",
                                     labels=["kind"])
-        for kind_name, n in state.registry.sizes().items():
+        # in memory only: a shared store's sizes would cost a scrape a round trip per kind
+        sizes = state.store.registry.sizes() if isinstance(state.store, MemoryStore) else {}
+        for kind_name, n in sizes.items():
             entries.add_metric([kind_name], n)
         yield entries
 
@@ -134,6 +137,10 @@ def metrics_endpoint(state: MasterState):
     ProcessCollector(registry=registry)
 
     async def metrics(request: Request) -> Response:
+        try:
+            await state.live_workers()
+        except StoreUnavailable:
+            pass  # the last listing, then
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
     return metrics

@@ -1,8 +1,10 @@
 """The master's live state: the pure registry and balancer, plus the trio parts.
 
-The registry decides; this shell supplies the clock, wakes long-polls when the
-worker set changes, expires leases on a tick and carries decisions (kicks,
-deliveries) over the control links.
+The registry decides, behind the async :class:`~.store.Store` seam (in memory,
+or Redis shared by several masters); this shell supplies the clock, wakes
+long-polls when the worker set changes, expires leases on a tick and carries
+decisions (kicks, deliveries) over the control links, or through the
+:class:`~.routing.Router` to workers linked to another master.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from .config import MasterConfig
 from .links import Links
 from .observe import MasterCounters, Rates
 from .registry import UP, Kick, Registry, WorkerInfo
+from .routing import Router
+from .store import MemoryStore, Store, StoreUnavailable
 
 log = logging.getLogger("mc.master")
 
@@ -38,19 +42,27 @@ SETTLE_POLL = 0.05
 
 
 class MasterState:
-    def __init__(self, config: MasterConfig, reloader: Reloader | None = None) -> None:
+    def __init__(self, config: MasterConfig, reloader: Reloader | None = None,
+                 store: Store | None = None) -> None:
         self.config = config
         self.tokens = TokenVerifier.from_settings(config.jwt_secret, config.jwt_public_key)
         self.reloader = reloader
         if reloader is not None:
             reloader.apply = self.reconfigure
-        self.registry = Registry(lease=config.lease, dedup_max=config.dedup_max)
+        self.store = store if store is not None else MemoryStore(
+            Registry(lease=config.lease, dedup_max=config.dedup_max))
         self.balancer = Balancer()
         self.links = Links(notify_timeout=config.notify_timeout)
+        self.router = Router(self.store, self.links, notify_timeout=config.notify_timeout)
         self._changed = trio.Event()
-        self._version = self.registry.version
+        self._version = self.store.version_hint
+        self.store.on_change = self.touched
+        #: the live workers as last listed (for /metrics, which cannot wait on the store)
+        self.last_workers: list[WorkerInfo] = []
         #: control messages that did not validate (logged, counted, skipped)
         self.bad_control_messages = 0
+        #: store calls that failed (Redis unreachable)
+        self.store_errors = 0
         #: control links refused for a missing or wrong cluster key
         self.refused_links = 0
         #: worker id -> since when it holds more than its share (rebalance)
@@ -66,6 +78,13 @@ class MasterState:
         #: the master's own figures for /metrics
         self.counters = MasterCounters()
 
+    @property
+    def registry(self) -> Registry:
+        """The pure registry behind a memory store (tests and tools; the shell uses ``store``)."""
+        if not isinstance(self.store, MemoryStore):
+            raise AttributeError("this master's registry is in a shared store")
+        return self.store.registry
+
     def reconfigure(self, config: MasterConfig) -> None:
         """New settings (SIGHUP, POST /v1/reload): keys, limits and origins apply from the
         next request on; the address, port and store need a restart."""
@@ -79,16 +98,26 @@ class MasterState:
             log.warning("ignored a malformed control message (%d so far): %s",
                         self.bad_control_messages, reason)
 
+    def store_failed(self, exc: Exception) -> None:
+        """A store call failed (Redis unreachable): count it; log the first few."""
+        self.store_errors += 1
+        if self.store_errors <= 100 or self.store_errors % 1000 == 0:
+            log.warning("store unavailable (%d errors so far): %s", self.store_errors, exc)
+
     @staticmethod
     def now() -> float:
         return trio.current_time()
+
+    def store_now(self) -> float:
+        """The store's clock (monotonic in memory, the wall clock shared by several masters)."""
+        return self.store.now()
 
     # ---------------------------------------------------------- membership
 
     def touched(self) -> None:
         """Wake long-polls if the membership version moved."""
-        if self.registry.version != self._version:
-            self._version = self.registry.version
+        if self.store.version_hint != self._version:
+            self._version = self.store.version_hint
             self._changed.set()
             self._changed = trio.Event()
 
@@ -98,10 +127,10 @@ class MasterState:
         An ``after`` above the current version comes from before a master
         restart (versions start again at 0): answer at once.
         """
-        if after > self.registry.version:
+        if after > self.store.version_hint:
             return
         with trio.move_on_after(timeout):
-            while self.registry.version <= after:
+            while self.store.version_hint <= after:
                 await self._changed.wait()
 
     async def expire_loop(self) -> None:
@@ -118,12 +147,15 @@ class MasterState:
             with trio.move_on_at(deadline):
                 await self._wake.wait()
             self._wake = trio.Event()
-            self.purge_lapsed()
-            self.rebalance()
+            try:
+                await self.purge_lapsed()
+                await self.rebalance()
+            except StoreUnavailable as exc:
+                self.store_failed(exc)
 
     # ------------------------------------------------------- dead links
 
-    def link_lost(self, worker_id: str) -> None:
+    async def link_lost(self, worker_id: str) -> None:
         """A worker's control link closed without an orderly ``leave``.
 
         A crashed worker's kernel closes its socket at once, so this is
@@ -133,12 +165,18 @@ class MasterState:
         the master dropped an overflowing link) it keeps its sessions and
         presence, else it is purged then. Meanwhile it is *suspect*: the
         balancer skips it and chat handshakes for its sessions wait at the
-        entry point (see :meth:`owner_settled`).
+        entry point (see :meth:`owner_settled`). With several masters only
+        the master the worker is linked to cuts its lease (a worker that
+        moved to another master keeps it).
         """
         grace = self.config.dead_link_grace
         at = self.now() + grace
-        if not self.registry.lapse(worker_id, at):
-            return  # not a member: it left in order, or was purged already
+        try:
+            if not await self.store.lapse(worker_id, self.store_now() + grace):
+                return  # not a member (it left in order, or was purged), or linked elsewhere now
+        except StoreUnavailable as exc:
+            self.store_failed(exc)
+            return
         self._lapsed[worker_id] = at
         self._wake.set()
         log.warning("worker %s: control link closed without a leave; dead in %.1f s unless it "
@@ -159,13 +197,13 @@ class MasterState:
             return
         with trio.move_on_after(self.config.dead_link_grace + 0.5):
             while True:
-                self.purge_lapsed()
-                info = self.registry.lookup_session(session)
+                await self.purge_lapsed()
+                info = await self.store.lookup_session(session)
                 if info is None or not self.suspect(info.worker_id):
                     return
-                await self.wait_version(self.registry.version, SETTLE_POLL)
+                await self.wait_version(self.store.version_hint, SETTLE_POLL)
 
-    def purge_lapsed(self) -> None:
+    async def purge_lapsed(self) -> None:
         """Purge the workers whose lease lapsed, now.
 
         Called before answering from sessions or presence too: a worker drops
@@ -173,7 +211,7 @@ class MasterState:
         and presence entries must not outlive it until the next tick.
         """
         now = self.now()
-        gone = self.registry.expire(now)
+        gone = await self.store.expire(self.store_now())
         for wid in gone:
             lost = self._lapsed.pop(wid, None)
             if lost is None:
@@ -182,64 +220,65 @@ class MasterState:
                 log.warning("worker %s: control link lost %.2f s ago and it did not register "
                             "again; purged", wid, now - lost + self.config.dead_link_grace)
         if gone:
-            self.rates.forget({w.id for w in self.live_workers()})
+            self.rates.forget({w.id for w in await self.live_workers()})
         if self._lapsed:  # past its deadline (and the slack) a lapse has done its work
             self._lapsed = {wid: at for wid, at in self._lapsed.items() if at + LAPSE_SLACK > now}
         self.touched()
 
-    def live_workers(self) -> list[WorkerInfo]:
-        return self.registry.workers(self.now())
+    async def live_workers(self) -> list[WorkerInfo]:
+        self.last_workers = await self.store.workers(self.store_now())
+        return self.last_workers
 
-    def assign(self) -> WorkerInfo | None:
+    async def assign(self) -> WorkerInfo | None:
         """The least loaded live worker, never a suspect one (see :meth:`link_lost`)."""
-        live = self.live_workers()
+        live = await self.live_workers()
         if self._lapsed:
             live = [w for w in live if not self.suspect(w.id)]
         return self.balancer.assign(live)
 
-    def url_of(self, worker_id: str) -> str | None:
-        info = self.registry.worker(worker_id)
+    async def url_of(self, worker_id: str) -> str | None:
+        info = await self.store.worker(worker_id)
         return None if info is None else info.url
 
     # ----------------------------------------------------------- delivery
 
-    def hand_off(self, worker_id: str, sessions: Mapping[str, int]) -> None:
+    async def hand_off(self, worker_id: str, sessions: Mapping[str, int]) -> None:
         """A draining worker's sessions get new owners (the least loaded live
         workers), carrying their last ``seq``; with no other worker they are
         forgotten, and the next member to open one makes a worker its owner."""
-        reg = self.registry
-        if reg.set_draining(worker_id):
+        store = self.store
+        if await store.set_draining(worker_id):
             self.touched()
         moved = 0
         for session, seq in sessions.items():
-            target = self.assign()
+            target = await self.assign()
             if target is None or target.id == worker_id:
-                reg.release_session(session, worker_id)
+                await store.release_session(session, worker_id)
                 continue
-            if reg.move_session(session, target.id, seq):
-                self.links.tell(target.id, Adopt(session, seq))
+            if await store.move_session(session, target.id, seq):
+                self.router.tell(target.id, Adopt(session, seq))
                 moved += 1
         log.info("worker %s draining: %d of %d chat sessions handed over", worker_id, moved, len(sessions))
 
-    def drain(self, worker_id: str) -> bool:
+    async def drain(self, worker_id: str) -> bool:
         """Start draining a worker (POST /v1/workers/{id}/drain); False if unknown."""
-        if not self.registry.set_draining(worker_id):
+        if not await self.store.set_draining(worker_id):
             return False
-        self.links.tell(worker_id, Drain())
+        self.router.tell(worker_id, Drain())
         self.touched()
         log.info("draining worker %s", worker_id)
         return True
 
-    def undrain(self, worker_id: str) -> bool:
+    async def undrain(self, worker_id: str) -> bool:
         """Back into service (DELETE /v1/workers/{id}/drain); False if unknown."""
-        if not self.registry.set_up(worker_id):
+        if not await self.store.set_up(worker_id):
             return False
-        self.links.tell(worker_id, Undrain())
+        self.router.tell(worker_id, Undrain())
         self.touched()
         log.info("worker %s back in service", worker_id)
         return True
 
-    def rebalance(self, *, force: bool = False) -> dict[str, int]:
+    async def rebalance(self, *, force: bool = False) -> dict[str, int]:
         """Ask over-loaded workers to shed idle app connections down to the mean.
 
         A worker above (1 + tolerance) x the mean of the live ``up`` workers
@@ -252,7 +291,7 @@ class MasterState:
         the next worker below its share (ping-pong).
         """
         now = self.now()
-        up = [w for w in self.live_workers() if w.state == UP]
+        up = [w for w in await self.live_workers() if w.state == UP]
         asked: dict[str, int] = {}
         after = self.config.rebalance_after
         if len(up) < 2:
@@ -265,13 +304,15 @@ class MasterState:
         mean = total / len(up)
         limit = (1 + self.config.rebalance_tolerance) * mean
         for w in up:
+            if w.id not in self.links:  # another master's worker: that master rebalances it
+                continue
             if w.metrics.connections <= limit:
                 self._over_since.pop(w.id, None)
                 continue
             since = self._over_since.setdefault(w.id, now)
             if force or now - since >= after:
                 excess = w.metrics.connections - math.ceil(mean)
-                if excess > 0 and self.links.tell(w.id, Shed(excess)):
+                if excess > 0 and self.router.tell(w.id, Shed(excess)):
                     asked[w.id] = excess
                     self._last_shed = now
                     self._shed_total = total
@@ -283,26 +324,29 @@ class MasterState:
     def kick(self, kicks: Iterable[Kick]) -> None:
         """Tell the old workers to close connections replaced elsewhere (4009)."""
         for k in kicks:
-            self.links.tell(k.worker_id, KickMessage(k.client, k.device))
+            self.router.tell(k.worker_id, KickMessage(k.client, k.device))
 
-    def targets(self, target: Target) -> set[str]:
+    async def targets(self, target: Target) -> set[str]:
         """The workers that may hold apps ``target`` selects."""
         if target.client is not None:
-            return self.registry.workers_for(target.client, target.device)
-        return {w.id for w in self.live_workers()}
+            return await self.store.workers_for(target.client, target.device)
+        return {w.id for w in await self.live_workers()}
 
     async def route_notify(
         self, target: Target, frame: Notification, exclude: str | None = None
     ) -> int:
         """Deliver a notify frame cluster-wide (except on ``exclude``); the count."""
-        workers = self.targets(target)
+        try:
+            workers = await self.targets(target)
+        except StoreUnavailable:
+            return 0
         if exclude is not None:
             workers.discard(exclude)
         if not workers:
             return 0
         self.counters.notifies_routed += 1
         with self.counters.notify_latency.time():
-            delivered = await self.links.deliver(workers, target, frame)
+            delivered = await self.router.deliver(workers, target, frame)
         log.debug("notify %s routed to %d workers, delivered to %d", frame.id, len(workers), delivered,
                   extra={"trace": frame.trace})
         return delivered

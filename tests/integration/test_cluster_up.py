@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -115,6 +116,57 @@ async def _has(f, text: str) -> bool:
 def read(f) -> str:
     f.seek(0)
     return f.read().decode(errors="replace")
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server")
+async def test_up_with_two_masters_starts_and_stops_its_own_redis():
+    port = free_run(4)
+    redis_port = free_run(1)
+    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mc.cli", "up", "--workers", "2", "--masters", "2", "--port", str(port),
+         "--redis-port", str(redis_port)],
+        stdout=out, stderr=err, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    children: list[psutil.Process] = []
+    try:
+        async with http_client() as http:
+            for m in (port, port + 1):
+                try:
+                    await wait_registered(http, f"http://127.0.0.1:{m}", ["w1", "w2"], timeout=30)
+                except AssertionError as exc:
+                    raise AssertionError(f"{exc}\nmc up exit: {proc.poll()}\n{read(err)[-3000:]}") from None
+            await wait_for(lambda: _has(out, "2 masters sharing"), timeout=20, what="the mc up banner")
+            assert "started redis-server" in read(out)
+            children = psutil.Process(proc.pid).children(recursive=True)
+            assert len(children) == 5, children  # redis-server, two masters, two workers
+            assert any("redis-server" in c.name() for c in children)
+            async with follow(f"ws://127.0.0.1:{port + 1}", "/v1/chat/up-room", client="c") as chat:
+                owner = chat.welcome["worker"]
+                body = (await http.get(f"http://127.0.0.1:{port}/v1/sessions/up-room")).json()
+                assert body["worker"] == owner
+        proc.send_signal(signal.SIGTERM)
+        code = await trio.to_thread.run_sync(lambda: proc.wait(15))
+        assert code == 0, read(err)[-2000:]
+        for child in children:
+            assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, child
+        assert not port_open(redis_port)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        for child in children:
+            try:
+                if child.is_running():
+                    child.kill()
+            except psutil.NoSuchProcess:
+                pass
+        out.close()
+        err.close()
 
 
 def _child(proc: subprocess.Popen, *needle: str) -> psutil.Process:

@@ -25,10 +25,10 @@ def cluster(*ids: str, **config: float) -> tuple[MasterState, dict[str, WorkerLi
     return state, links
 
 
-def lose(state: MasterState, link: WorkerLink) -> float:
+async def lose(state: MasterState, link: WorkerLink) -> float:
     """What control_endpoint's teardown does; when it happened."""
     assert state.links.detach(link)
-    state.link_lost(link.worker_id)
+    await state.link_lost(link.worker_id)
     return trio.current_time()
 
 
@@ -38,10 +38,10 @@ async def test_lost_link_is_purged_at_the_grace_not_the_next_tick(autojump_clock
     async with trio.open_nursery() as nursery:
         nursery.start_soon(state.expire_loop)
         await trio.sleep(0.33)  # out of step with the loop's 0.5 s tick
-        lost = lose(state, links["w1"])
+        lost = await lose(state, links["w1"])
         assert state.suspect("w1") and not state.suspect("w2")
         for _ in range(5):  # nobody is sent to it meanwhile
-            assert (info := state.assign()) is not None and info.id == "w2"
+            assert (info := await state.assign()) is not None and info.id == "w2"
         await trio.sleep(0.99)
         assert state.registry.worker("w1") is not None  # still within the grace
         while state.registry.worker("w1") is not None:
@@ -56,7 +56,7 @@ async def test_chat_handshake_waits_for_a_suspect_owner(autojump_clock: trio.abc
     state, links = cluster("w1", "w2", dead_link_grace=1.0)
     state.registry.claim_session("s", "w1", now=trio.current_time())
     state.registry.claim_session("t", "w2", now=trio.current_time())
-    lost = lose(state, links["w1"])
+    lost = await lose(state, links["w1"])
     start = trio.current_time()
     await state.owner_settled("t")  # a live owner: at once
     await state.owner_settled("nobody")  # no owner: at once
@@ -72,7 +72,7 @@ async def test_worker_back_within_the_grace_keeps_its_state(autojump_clock: trio
     state.registry.presence_delta("w1", [("alice", "phone")], [])
     async with trio.open_nursery() as nursery:
         nursery.start_soon(state.expire_loop)
-        lose(state, links["w1"])
+        await lose(state, links["w1"])
         waiting = trio.Event()
 
         async def handshake() -> None:
@@ -102,16 +102,16 @@ async def test_replaced_or_left_links_cost_nothing(autojump_clock: trio.abc.Cloc
     assert not state.links.detach(links["w1"])  # so the old teardown lapses nothing
     state.registry.remove("w2")  # w2 left in order; then its link closes
     assert state.links.detach(links["w2"])
-    state.link_lost("w2")
+    await state.link_lost("w2")
     assert state._lapsed == {}
     await trio.sleep(2.0)
-    state.purge_lapsed()
-    assert [w.id for w in state.live_workers()] == ["w1"]
+    await state.purge_lapsed()
+    assert [w.id for w in await state.live_workers()] == ["w1"]
 
 
 async def test_zero_grace_is_dead_at_once(autojump_clock: trio.abc.Clock) -> None:
     state, links = cluster("w1", dead_link_grace=0.0)
-    lose(state, links["w1"])
+    await lose(state, links["w1"])
     await trio.sleep(0.001)
-    state.purge_lapsed()
-    assert state.live_workers() == [] and state.assign() is None
+    await state.purge_lapsed()
+    assert await state.live_workers() == [] and await state.assign() is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -455,12 +457,17 @@ class RegistryMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.reg = Registry(lease=LEASE)
+        self.reg = self.make_registry()
         self.now = 0.0
         self.version = self.reg.version
         self.members: dict[str, dict[str, object]] = {}  # id -> url, capacity, state, last_seen
         self.sessions: dict[str, tuple[str, int]] = {}  # session -> (owner, members)
         self.presence: dict[tuple[str, str], str] = {}  # (client, device) -> worker
+
+    def make_registry(self) -> Any:
+        """The registry under test: the pure one here; a Store behind a sync adapter in
+        tests/unit/test_stores.py (the same machine against MemoryStore and RedisStore)."""
+        return Registry(lease=LEASE)
 
     # model helpers
 
