@@ -149,8 +149,9 @@ def test_refused_handshakes_reach_the_page_as_errors(
     errors = page.evaluate("""async ([url, room]) => {
         const out = [];
         for (const attempt of [
-            () => mc.openChat(url, room, { client: "web", mode: "join" }),
-            () => mc.connectApp(url, { client: "bad name" }),
+            // a generous timeout: on a loaded CI machine a refusal must not turn into "no connection"
+            () => mc.openChat(url, room, { client: "web", mode: "join", timeout: 30 }),
+            () => mc.connectApp(url, { client: "bad name", timeout: 30 }),
         ]) {
             try { await attempt(); out.push("connected"); }
             catch (e) { out.push({ name: e.name, code: e.code, status: e.status, closeCode: e.closeCode,

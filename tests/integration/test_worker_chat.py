@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import time
 
 import pytest
@@ -55,7 +56,7 @@ async def test_join_send_leave(worker, proto, other_proto):
             assert ack2["seq"] > ack["seq"]
             back = await a.recv_type("chat")
             assert back["from"] == bob and back["data"] == "back" and back["seq"] == ack2["seq"]
-            assert "trace" not in back
+            assert re.fullmatch(r"[0-9a-z]{1,6}-[0-9a-z]+", back["trace"])  # made by the worker
             await a.send({"type": "send", "data": "no id"})  # no ack without an id
             no_id = await b.recv_type("chat")
             assert no_id["seq"] > ack2["seq"]

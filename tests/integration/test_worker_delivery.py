@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import re
 import time
 
 import pytest
@@ -56,7 +57,8 @@ async def test_publish_reaches_consumer_with_all_fields(worker, app_proto, consu
         await a.send({"type": "publish", "topic": topic, "data": None})
         msg2 = await c.recv_type("message")
         assert msg2["data"] is None
-        assert "key" not in msg2 and "trace" not in msg2
+        assert "key" not in msg2
+        assert re.fullmatch(r"[0-9a-z]{1,6}-[0-9a-z]+", msg2["trace"])  # made by the worker
         assert msg2["seq"] > msg["seq"]
 
 

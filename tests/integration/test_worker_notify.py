@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
@@ -12,6 +13,10 @@ from .wsclient import JSON, MSGPACK, PROTOCOLS, connect, unique
 pytestmark = pytest.mark.timeout(60)
 
 MISSING = object()
+
+#: a trace the worker made for a frame that came without one
+MADE_TRACE = re.compile(r"[0-9a-z]{1,6}-[0-9a-z]+")
+
 
 
 @asynccontextmanager
@@ -76,6 +81,7 @@ async def test_notify_targets(worker, proto, case, to, expected):
         for label, app in apps.items():
             got = await app.fence()
             if label in expected:
+                assert [MADE_TRACE.fullmatch(f.pop("trace", "")) is not None for f in got] == [True], label
                 assert got == [{"type": "notify", "data": seen_as(payload(proto), app.proto),
                                 "from": name, "id": f"n-{case}"}], label
             else:
