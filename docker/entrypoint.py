@@ -89,9 +89,9 @@ def flags_from_env(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> l
                 args.append(flag)
         elif isinstance(action, argparse._AppendAction):
             for item in split_list(value):
-                args += [flag, item]
+                args.append(f"{flag}={item}")  # one word: a value starting with "-" stays a value
         else:
-            args += [flag, value]
+            args.append(f"{flag}={value}")
     for name in sorted(n for n, v in env.items() if n.startswith("MC_") and v and n not in known):
         flag = "--" + name[3:].lower().replace("_", "-")
         log(f"{name} is set, but this mc has no {flag} flag (yet): not passed")

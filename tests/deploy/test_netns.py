@@ -110,7 +110,8 @@ def namespaces() -> Iterator[Net]:
 def security_flags(role: str) -> list[str]:
     """A cluster key once mc has one: off loopback, mc will refuse to start without it."""
     help_text = run([sys.executable, "-m", "mc.cli", role, "--help"]).stdout
-    return ["--cluster-key", CLUSTER_KEY] if "--cluster-key" in help_text else []
+    # one word: a random key may start with "-", which argparse would take for a flag
+    return [f"--cluster-key={CLUSTER_KEY}"] if "--cluster-key" in help_text else []
 
 
 CLUSTER_KEY = secrets.token_urlsafe(24)
