@@ -23,6 +23,7 @@ from mc.protocol import CODECS, JSON, MSGPACK, Ack, Codec, ProtocolError, parse_
 from .errors import McError
 from .options import Options
 from .requests import Pending
+from .trust import Trust
 from .urls import follow
 
 _REDIRECTS = (301, 302, 303, 307, 308)
@@ -76,9 +77,14 @@ def _location(rejection: ConnectionRejected) -> str | None:
 
 async def open_following(
     stack: AsyncExitStack, url: str, codec: Codec, options: Options,
-    headers: list[tuple[bytes, bytes]] | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None, trust: Trust | None = None,
 ) -> WebSocketConnection:
     """Open ``url``, following redirects; the connection closes with ``stack``.
+
+    ``headers`` carry the credential: with ``trust`` given, a redirect to a
+    host no master named raises UntrustedRedirect instead of taking them
+    there (mc.client.trust). ``wss://`` URLs use ``options.ssl_context``
+    (None: the system's CAs, certificates verified).
 
     Raises McError for a refusal (``temporary`` for 5xx) and lets
     trio-websocket's HandshakeError (network trouble, timeouts) through.
@@ -86,7 +92,8 @@ async def open_following(
     for _ in range(options.max_hops + 1):
         try:
             return await stack.enter_async_context(open_websocket_url(
-                url, subprotocols=[codec.name], extra_headers=headers,
+                url, ssl_context=options.ssl_context if url.startswith("wss:") else None,
+                subprotocols=[codec.name], extra_headers=headers,
                 message_queue_size=64, max_message_size=options.max_message,
                 receive_buffer_size=65536, connect_timeout=options.connect_timeout,
                 disconnect_timeout=options.close_timeout,
@@ -95,7 +102,12 @@ async def open_following(
             location = _location(exc)
             if exc.status_code not in _REDIRECTS or location is None:
                 raise McError.from_status(exc.status_code, exc.body, exc.headers, url) from None
-            url = follow(url, location)
+            target = follow(url, location)
+            if trust is not None:
+                trust = trust.redirected(url, target)
+                if headers:
+                    trust.check(url, target)
+            url = target
     raise McError("unavailable", f"more than {options.max_hops} redirects (last: {url})")
 
 

@@ -79,7 +79,7 @@ class Discovery:
         version: int | None = None
         attempt = 0
         started = False
-        async with httpx.AsyncClient(timeout=timeout) as http:
+        async with httpx.AsyncClient(timeout=timeout, verify=self._options.verify()) as http:
             while True:
                 try:
                     version, workers = await self._poll(http, version)
