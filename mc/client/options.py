@@ -42,6 +42,7 @@ class Options:
     #: certificates for ``wss://`` and ``https://`` (a private CA); None: the system's, verified
     ssl_context: ssl.SSLContext | None = None
 
-    def verify(self) -> ssl.SSLContext | bool:
-        """What httpx's ``verify=`` takes for these options (never "don't verify")."""
-        return self.ssl_context if self.ssl_context is not None else True
+    def verify(self) -> ssl.SSLContext:
+        """What httpx's ``verify=`` takes: ``ssl_context``, else the same default as for
+        ``wss://`` (the system's CAs, or ``$SSL_CERT_FILE``), never "don't verify"."""
+        return self.ssl_context if self.ssl_context is not None else ssl.create_default_context()

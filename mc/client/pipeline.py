@@ -27,6 +27,7 @@ import trio
 from mc.websocket import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, WebSocketError, encode_masked_frame
 
 from .errors import McError
+from .transport import tls_error
 from .trust import Trust
 from .urls import endpoint, follow, split_masters
 
@@ -74,7 +75,7 @@ async def _upgrade(url: str, token: str | None,
             buf += chunk
     except (trio.BrokenResourceError, ssl.SSLError) as exc:
         await stream.aclose()
-        raise McError.unavailable(f"{url}: {exc}") from None
+        raise tls_error(exc, f"{host}:{port}") or McError.unavailable(f"{url}: {exc}") from None
     except BaseException:
         await stream.aclose()
         raise
