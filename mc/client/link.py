@@ -16,8 +16,9 @@ requests until the connection ends. What happens next depends on why:
 
 A redirect to a host no master named is not followed with the credential
 (mc.client.trust): that attempt counts as failed and the link goes back
-through the master; after ``UNTRUSTED_LIMIT`` such attempts in a row it stops
-with ``forbidden``.
+through the master; after ``untrusted_limit`` such attempts in a row it stops
+with ``forbidden`` (a consumer's links keep retrying instead: one bad worker
+must not stop a consumer that is on every other worker).
 
 Requests made while reconnecting wait for the next connection (within
 ``Options.timeout``); requests in flight when a connection drops fail with a
@@ -84,6 +85,7 @@ class Link:
         keep_trying: Callable[[], bool] = _always,
         headers: Callable[[], Awaitable[list[tuple[bytes, bytes]] | None]] | None = None,
         trust: Trust | None = None,
+        untrusted_limit: int | None = UNTRUSTED_LIMIT,
         name: str = "connection",
     ) -> None:
         self.options = options
@@ -96,6 +98,7 @@ class Link:
         self._keep_trying = keep_trying
         self._headers = headers
         self._trust = trust
+        self._untrusted_limit = untrusted_limit
         #: the open connection, also while ``on_open`` restores state
         self.conn: Conn | None = None
         #: the last ``welcome`` (which worker, members of a chat...)
@@ -197,7 +200,7 @@ class Link:
                     untrusted = untrusted + 1 if isinstance(ended, UntrustedRedirect) else 0
                     if untrusted:
                         log.warning("%s: %s", self.name, ended.reason)
-                        if untrusted >= UNTRUSTED_LIMIT:
+                        if self._untrusted_limit is not None and untrusted >= self._untrusted_limit:
                             ended = given_up(ended, untrusted)
                     self.last_error = ended
                     if not ended.temporary:

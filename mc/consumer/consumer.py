@@ -118,7 +118,7 @@ class Consumer(Owner):
         link = Link(
             lambda: target, self._codec, self._options, on_frame=self._on_frame,
             on_open=self._restore, on_state=self._poke, headers=self._auth.headers,
-            trust=Trust.of(self._masters, named=[url]),  # listed by the master
+            trust=Trust.of(self._masters, named=[url]), untrusted_limit=None,  # listed by the master
             keep_trying=lambda: self._up.get(wid) == url,
             name=f"consumer {self.name} @ {wid}",
         )
