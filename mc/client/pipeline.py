@@ -89,12 +89,8 @@ async def _upgrade(url: str, token: str | None,
     await stream.aclose()
     if code in (301, 302, 303, 307, 308) and "location" in headers:
         return stream, b"", headers["location"]
-    try:
-        body = orjson.loads(rest)
-        error, reason = str(body.get("error", "refused")), str(body.get("reason", ""))
-    except (orjson.JSONDecodeError, AttributeError):
-        error, reason = "unavailable" if code >= 500 else "refused", rest.decode(errors="replace")[:200]
-    raise McError(error, f"handshake refused with {code}: {reason}")
+    # the body may not have arrived with the head: the status alone names the error then
+    raise McError.from_status(code, rest, headers.items(), f"handshake of {url.split('?', 1)[0]}")
 
 
 class Publisher:
