@@ -10,9 +10,11 @@ never sees it, even on the same host under another scheme or port.
 **Decision** (docs/protocol.md): such a hop is not followed with the
 credential; the attempt fails with :class:`UntrustedRedirect` (temporary),
 and the connection goes back through the master, as after a lost worker.
-After :data:`UNTRUSTED_LIMIT` such attempts in a row it stops for good with
-``forbidden``, naming the hosts (never the credential). Without a credential
-there is nothing to protect and redirects are followed as before.
+After :data:`UNTRUSTED_LIMIT` such attempts in a row an app or chat stops
+for good with ``forbidden``, naming the hosts (never the credential); a
+consumer's link keeps retrying that worker with backoff while the master
+lists it. Without a credential there is nothing to protect and redirects
+are followed as before.
 
 Pure: an origin is ``(scheme, host, port)`` with ws/http folded together.
 """
