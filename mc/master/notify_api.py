@@ -26,6 +26,7 @@ from typing import Any
 
 import attrs
 import orjson
+import trio
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mc.protocol import ErrorCode, ProtocolError, Target
@@ -164,10 +165,17 @@ class FastPath:
 
 
 class NotifyAPI:
-    """The ASGI endpoint of a notify ``POST`` (single or batch, by path)."""
+    """The ASGI endpoint of a notify ``POST`` (single or batch, by path).
+
+    At most :func:`batches_in_flight` batches are delivered at once (the others
+    wait their turn): a batch queues up to :data:`MAX_BATCH_NOTIFIES` control
+    messages per worker at once, and a link whose queue (``link_queue``) fills up
+    is dropped.
+    """
 
     def __init__(self, state: MasterState) -> None:
         self.state = state
+        self._batches = trio.Semaphore(batches_in_flight(state.config.link_queue))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.state
@@ -182,7 +190,9 @@ class NotifyAPI:
             if scope["path"] == SINGLE_PATH:
                 answer = await notify_one(state, parse_notify(obj))
             else:
-                answer = await notify_batch(state, parse_batch(obj))
+                items = parse_batch(obj)
+                async with self._batches:
+                    answer = await notify_batch(state, items)
         except ProtocolError as exc:
             answer = refused(413 if exc.code == ErrorCode.TOO_LARGE else 400, exc.code, exc.reason)
         except StoreUnavailable as exc:
@@ -192,6 +202,11 @@ class NotifyAPI:
                           [(b"retry-after", RETRY_AFTER.encode())])
             return
         await respond(send, answer)
+
+
+def batches_in_flight(link_queue: int) -> int:
+    """Batches delivered at once: together they fill at most half a link's queue."""
+    return max(1, link_queue // (2 * MAX_BATCH_NOTIFIES))
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
