@@ -26,7 +26,7 @@ from starlette.types import ASGIApp
 from mc.protocol.control import CONTROL_PATH
 from mc.runner import Reloader
 
-from . import api, h11_writes
+from . import api, hypercorn_patches
 from .config import MasterConfig
 from .control import control_endpoint
 from .entry import http_entry, websocket_entry
@@ -118,7 +118,7 @@ async def serve_master(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the master until cancelled."""
-    h11_writes.install()  # one write per response instead of three (mc.master.h11_writes)
+    hypercorn_patches.install()  # one write per response, no task start per request
     async with open_store(config) as store:
         state = MasterState(config, reloader, store)
         async with trio.open_nursery() as nursery:

@@ -1,6 +1,6 @@
-"""One socket write per plain HTTP/1.1 response on Hypercorn (the notify API's rate).
+"""Two cuts in Hypercorn's per-request work on HTTP/1.1 (the notify API's rate).
 
-Hypercorn's h11 protocol writes a response in three sends: the head as soon
+**One write per response.** Hypercorn's h11 protocol writes a response in three sends: the head as soon
 as the app starts the response, the body, then the end of message (empty with
 a Content-Length), each under a lock and a shielded cancel scope. Profiled
 on the master under notify load that was about a fifth of its CPU. This keeps
@@ -12,23 +12,33 @@ Only HTTP streams are affected: a WebSocket handshake and its frames (the
 control links, the entry point) go through unchanged, and a streaming response
 (``/v1/events``) sends its head with its first chunk, which it yields at once.
 
-:func:`install` replaces ``H11Protocol.stream_send`` (Hypercorn 0.16 to 0.18
-have the same one, built on ``_send_h11_event``); if that helper is gone, a
-later Hypercorn changed the protocol, and it is left alone: responses are
-then written as before.
+**No task start per request for the keep-alive timer.** Each connection's
+idle timer is stopped when a request arrives and restarted when its answer is
+out; Hypercorn restarts it with ``Nursery.start`` under a lock (a task, a
+start handshake, about a tenth of the master's CPU under notify load).
+:class:`IdleTask` cancels the old timer's scope and spawns the new one with
+``start_soon``: the same timeout, the same action, less than half the work.
+
+:func:`install` replaces ``H11Protocol.stream_send`` and the ``TrioSingleTask``
+of ``hypercorn.trio.tcp_server`` (Hypercorn 0.16 to 0.18 have the same ones); if
+they are not there, a later Hypercorn changed them, and it is left alone:
+requests are then handled as before.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from itertools import chain
 from typing import Any
 
 import h11
+import trio
 from hypercorn.events import RawData
 from hypercorn.protocol import h11 as hyper_h11
 from hypercorn.protocol.events import Body, EndBody, Response
 from hypercorn.protocol.http_stream import HTTPStream
+from hypercorn.trio import tcp_server
 
 log = logging.getLogger("mc.master")
 
@@ -65,12 +75,38 @@ def _encode(self: Any, event: Any) -> bytes:
         return b""
 
 
+class IdleTask:
+    """``TrioSingleTask``'s job (run one action at a time, restartable), without ``Nursery.start``."""
+
+    __slots__ = ("_scope",)
+
+    def __init__(self) -> None:
+        self._scope: trio.CancelScope | None = None
+
+    async def restart(self, task_group: Any, action: Callable[[], Awaitable[None]]) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+        self._scope = trio.CancelScope()  # cancelling it before the task enters it is allowed
+        task_group.spawn(_run_in, self._scope, action)
+
+    async def stop(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+            self._scope = None
+
+
+async def _run_in(scope: trio.CancelScope, action: Callable[[], Awaitable[None]]) -> None:
+    with scope:
+        await action()
+
+
 def install() -> bool:
-    """Patch Hypercorn (once); False if its h11 protocol is not the one this was written for."""
+    """Patch Hypercorn (once); False if it is not the Hypercorn this was written for."""
     if hyper_h11.H11Protocol.stream_send is stream_send:
         return True
-    if "_send_h11_event" not in vars(hyper_h11.H11Protocol):
-        log.warning("hypercorn's h11 protocol changed: responses keep three writes each")
+    if "_send_h11_event" not in vars(hyper_h11.H11Protocol) or not hasattr(tcp_server, "TrioSingleTask"):
+        log.warning("hypercorn's h11 protocol changed: mc.master.hypercorn_patches not applied")
         return False
     hyper_h11.H11Protocol.stream_send = stream_send  # type: ignore[method-assign]
+    tcp_server.TrioSingleTask = IdleTask  # type: ignore[misc, assignment]
     return True
