@@ -175,8 +175,8 @@ def notify(opts: Any, say: Say) -> dict[str, Any]:
     out["mc_load_p50_ms"], out["mc_load_p99_ms"] = load["p50_ms"], load["p99_ms"]
     out["mc_rate"] = round(rate)
     out["mc_rate_achieved"] = half["req_per_s"]
-    for k in ("p50_ms", "p90_ms", "p99_ms", "p99.9_ms"):
-        out[f"mc_{k.replace('.', '')}"] = half.get(k)
+    for k in ("p50_ms", "p90_ms", "p99_ms", "p999_ms"):
+        out[f"mc_{k}"] = half.get(k)
     out["mc_latency_server_cpu_pct"] = half["server_cpu_pct"]
     out["mc_latency_errors"] = half["errors"] + half["missed"]
     if batch:
