@@ -23,7 +23,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp
 
-from mc.protocol.control import CONTROL_PATH
+from mc.protocol.control import CONTROL_PATH, MAX_CONTROL_FRAME
 from mc.runner import Reloader
 
 from . import api, hypercorn_patches
@@ -103,7 +103,7 @@ def hypercorn_config(config: MasterConfig) -> HypercornConfig:
     hc.bind = [f"{config.host}:{config.port}"]
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
-    hc.websocket_max_message_size = config.max_body
+    hc.websocket_max_message_size = MAX_CONTROL_FRAME  # /v1/control is the master's only WebSocket
     # the same bounds as a worker's handshake: a request head or body that is not
     # complete within 10 s is cut, and heads are at most 16 KiB
     hc.read_timeout = HTTP_READ_TIMEOUT

@@ -62,6 +62,7 @@ from mc.protocol import (
     parse_request,
 )
 from mc.protocol.control import (
+    PRESENCE_CHUNK,
     Adopt,
     ControlMessage,
     Deliver,
@@ -759,10 +760,12 @@ class WorkerCore:
     def registration(self, url: str) -> Register:
         """The full state to register with (also after a master restart)."""
         sessions = self.rooms.sessions()
-        self._announced = {(p.client, p.device) for p in self.hub.apps()}
+        # the first PRESENCE_CHUNK apps ride in the registration, the rest follow
+        # as presence once it is taken (``registered``): frames stay bounded
+        first = sorted((p.client, p.device) for p in self.hub.apps())[:PRESENCE_CHUNK]
+        self._announced = set(first)
         self._members_sent = sessions
-        return Register(self.id, url, self.config.max_connections, sessions,
-                        tuple(sorted(self._announced)), self.draining)
+        return Register(self.id, url, self.config.max_connections, sessions, tuple(first), self.draining)
 
     def registered(self, reply: Registered, now: float) -> None:
         """The master took the registration: drop the sessions it gave to others,
@@ -772,10 +775,11 @@ class WorkerCore:
         current = {(p.client, p.device) for p in self.hub.apps()}
         self.resync_needed = False
         self.link_up()
-        added = tuple(sorted(current - self._announced))
-        removed = tuple(sorted(self._announced - current))
-        if added or removed:
-            self._send_presence(Presence(added, removed))
+        added = sorted(current - self._announced)
+        removed = sorted(self._announced - current)
+        for i in range(0, max(len(added), len(removed)), PRESENCE_CHUNK):
+            self._send_presence(Presence(tuple(added[i:i + PRESENCE_CHUNK]),
+                                         tuple(removed[i:i + PRESENCE_CHUNK])))
 
     def report(self, now: float, cpu_percent: float, rss_bytes: int) -> list[ControlMessage]:
         """What the periodic report sends: presence changes, then the heartbeat."""

@@ -19,8 +19,11 @@ import pytest
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from mc.channels import encoded
 from mc.protocol import JSON, MSGPACK, CloseCode, Notification, Target
 from mc.protocol.control import (
+    MAX_CONTROL_FRAME,
+    PRESENCE_CHUNK,
     Adopt,
     Deliver,
     Delivered,
@@ -547,6 +550,33 @@ def test_registration_conflicts_drop_sessions_and_presence_follows() -> None:
     assert isinstance(beat, Heartbeat)
     core.closed(b, 1.5)
     assert sink.control[-1] == Presence((), (("b", "default"),), {})
+
+
+def test_a_large_registration_is_chunked_and_the_rest_follows_as_presence() -> None:
+    """A worker with more apps than PRESENCE_CHUNK (a master restart at 20k apps)
+    registers with the first chunk; the rest follow in chunks once it is taken."""
+    core, sink = make_core(masters=("http://m",))
+    apps = [connect(core, f"/v1/app?client=c{i:05}") for i in range(2 * PRESENCE_CHUNK + 5)]
+    reg = core.registration("ws://w1:1")
+    assert len(reg.presence) == PRESENCE_CHUNK
+    sink.control.clear()
+    core.closed(apps[0], 0.1)  # announced in the registration, gone before it was taken
+    core.registered(Registered(5.0, 0.5), 0.2)
+    chunks = [m for m in sink.control if isinstance(m, Presence)]
+    assert [len(m.added) for m in chunks] == [PRESENCE_CHUNK, 5]
+    assert chunks[0].removed == (("c00000", "default"),) and chunks[1].removed == ()
+    announced = set(reg.presence) | {pair for m in chunks for pair in m.added}
+    assert announced == {(f"c{i:05}", "default") for i in range(2 * PRESENCE_CHUNK + 5)}
+
+
+def test_control_batches_split_below_the_frame_limit() -> None:
+    """A burst of large messages becomes several frames, each under MAX_CONTROL_FRAME."""
+    big = [Presence(((f"{'x' * 100}{i}", "d" * 100),) * 1) for i in range(8000)]
+    frames = encoded(big, msgpack.packb)
+    assert len(frames) > 1 and all(len(f) <= MAX_CONTROL_FRAME // 2 for f in frames)
+    decoded = [m for f in frames for m in (lambda v: v if isinstance(v, list) else [v])(msgpack.unpackb(f))]
+    assert decoded == [m.to_wire() for m in big]
+    assert encoded(big[0], msgpack.packb) == [msgpack.packb(big[0].to_wire())]
 
 
 def test_heartbeat_reports_counts_rates_and_counters() -> None:
