@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import hypothesis.strategies as st
@@ -81,6 +82,10 @@ class FakeSink:
                 self.frames.setdefault(conn, []).append("PONG")
             else:
                 self.frames.setdefault(conn, []).append(conn.codec.decode(payload))
+
+    def write_many(self, conns: Sequence[Peer], data: bytes) -> None:
+        for conn in conns:
+            self.write(conn, data)
 
     def close(self, conn: Peer, code: int, reason: str) -> None:
         assert conn.state is OPEN, "a close frame goes out once, while open"
