@@ -374,7 +374,6 @@ class WorkerCore:
             closes = self.stats.closes
             closes[1006] = closes.get(1006, 0) + 1
         conn.state = advance(conn.state, Event.LOST)
-        self.hub.left_open(conn)
         if conn not in self.connections:
             return
         self.connections.discard(conn)
