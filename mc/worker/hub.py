@@ -5,6 +5,12 @@ and writes to the peers it returns. Kept separate so the socket layer can be
 rewritten for speed without touching delivery semantics, and so delivery is
 tested exhaustively (tests/unit/test_hub*.py).
 
+A publish's recipients are cached per topic (:class:`Route`) and the cache is
+dropped by every change that could alter them: subscribe, unsubscribe,
+pause, resume, detach, and a connection leaving ``OPEN`` (the core calls
+:meth:`Hub.left_open`; state is a field the core moves, so the hub cannot see
+it change by itself). Group members are picked per message, never cached.
+
 Delivery rules (PROTOCOL.md "/v1/consumer", plus decisions in docs/protocol.md):
 
 * a publish reaches every subscription whose pattern matches the topic and
