@@ -23,9 +23,9 @@ saving a scheduler pass of latency; a fan-out still waits for the pass,
 where it coalesces.
 
 Limits: at most ``max_frames`` frames and ``max_bytes`` bytes wait for one
-connection (checked when a frame or a settled run is queued, so a
-connection overflows at most ``RUN_FRAMES`` frames after the one that crossed
-the line, in the same pass). Past that the queue is dropped (never the tail of a frame already
+connection (a run takes only frames that fit every member's queue, so the
+frame that overflows is the one that would have written alone). Past that
+the queue is dropped (never the tail of a frame already
 partly sent: that would corrupt the stream) and the core is told
 (``on_overflow``), which closes the connection with 4029.
 """
@@ -33,6 +33,7 @@ partly sent: that would corrupt the stream) and the core is told
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 
 import trio
 
@@ -58,7 +59,7 @@ def _no_link(message: ControlMessage) -> bool:
 class Flusher:
     __slots__ = (
         "max_frames", "max_bytes", "on_overflow", "control", "nursery", "_dirty", "_wake",
-        "_run", "_run_frames", "_run_set",
+        "_run", "_run_frames", "_run_set", "_room_frames", "_room_bytes",
     )
 
     def __init__(self, *, max_frames: int, max_bytes: int) -> None:
@@ -76,6 +77,9 @@ class Flusher:
         self._run: Sequence[Connection] | None = None
         self._run_frames: list[bytes] = []
         self._run_set: set[Connection] | None = None
+        #: what the pending run may still take (see ``_room``)
+        self._room_frames = 0
+        self._room_bytes = 0
 
     # ------------------------------------------------------------ the Sink
 
@@ -97,19 +101,38 @@ class Flusher:
             self._mark(conn)
 
     def write_many(self, conns: Sequence[Connection], frame: bytes) -> None:
-        """Queue ``frame`` for every connection in ``conns`` (kept, never mutated: see above)."""
+        """Queue ``frame`` for every connection in ``conns`` (kept, never mutated: see above).
+
+        A run takes only frames that fit every member's queue (``_room``), so
+        a member overflows at exactly the frame that crosses its limit, as if
+        each frame had been written to it alone.
+        """
+        size = len(frame)
         if conns is self._run:
             frames = self._run_frames
-            frames.append(frame)
-            if len(frames) >= RUN_FRAMES:
-                self._settle()
-            return
+            if len(frames) < self._room_frames and size <= self._room_bytes:
+                frames.append(frame)
+                self._room_bytes -= size
+                return
         if self._run is not None:
             self._settle()
         elif not self._dirty:
             self._wake.set()
         self._run = conns
         self._run_frames = [frame]
+        self._room(conns)
+        if self._room_frames < 1 or size > self._room_bytes:
+            self._settle()  # the frame that crosses a member's limit: it overflows now
+        else:
+            self._room_bytes -= size
+
+    def _room(self, conns: Sequence[Connection]) -> None:
+        """How many frames and bytes a run for ``conns`` may take without any member overflowing."""
+        if conns:
+            self._room_frames = min(RUN_FRAMES, self.max_frames - max(map(_queued, conns)))
+            self._room_bytes = self.max_bytes - max(map(_out_bytes, conns))
+        else:
+            self._room_frames, self._room_bytes = RUN_FRAMES, self.max_bytes
 
     def close(self, conn: Connection, code: int, reason: str) -> None:
         """Queue the close frame after whatever is queued."""
@@ -274,6 +297,10 @@ class Flusher:
                 self._wake = trio.Event()
                 self._settle()
                 self._flush_all()
+
+
+_queued = attrgetter("queued")
+_out_bytes = attrgetter("out_bytes")
 
 
 def _lost(conn: Connection) -> None:

@@ -126,32 +126,43 @@ async def test_a_run_settles_before_a_close(pairs: list[Pair]) -> None:
     assert other.recv(100) == frame("x") + b"\x88\x02\x03\xe8"  # x, then the close (1000)
 
 
-async def test_long_runs_settle_and_a_slow_member_overflows(pairs: list[Pair]) -> None:
+async def test_a_member_overflows_at_exactly_the_frame_that_crosses_its_limit(pairs: list[Pair]) -> None:
     a, b = connect(pairs, 2)
     f, overflowed = flusher(max_frames=RUN_FRAMES + 10)
-    b.out.append(frame("stuck"))  # b already holds 11 frames
+    b.out.append(frame("stuck"))  # b already holds 11 frames: 255 more fit
     b.queued = 11
     b.out_bytes = 11 * len(frame("stuck"))
     run = [a, b]
-    for i in range(RUN_FRAMES):
+    for i in range(RUN_FRAMES - 1):
         f.write_many(run, frame(str(i)))
-    assert overflowed == [b]  # the run settled at RUN_FRAMES: b would hold RUN_FRAMES + 11
+    assert overflowed == []
+    f.write_many(run, frame("crossing"))
+    assert overflowed == [b]  # at once, not when the run settles
     assert b.out == [] and b.queued == 0
-    assert a.queued == RUN_FRAMES
     f.write_many(run, frame("after"))
     f.flush_now()
-    assert received(pairs, a) == [str(i).encode() for i in range(RUN_FRAMES)] + [b"after"]
+    assert received(pairs, a) == [str(i).encode() for i in range(RUN_FRAMES - 1)] + [b"crossing", b"after"]
     assert received(pairs, b) == []  # closing: nothing more is queued
 
 
-async def test_a_run_overflows_on_bytes(pairs: list[Pair]) -> None:
-    (a,) = connect(pairs, 1)
-    f, overflowed = flusher(max_bytes=100)
-    f.write_many([a], frame("x" * 60))
-    f.write_many([a], frame("y" * 60))
+async def test_long_runs_settle_and_a_run_overflows_on_bytes(pairs: list[Pair]) -> None:
+    a, b = connect(pairs, 2)
+    size = len(frame("x" * 60))
+    f, overflowed = flusher(max_bytes=size * (RUN_FRAMES + 2) - 1)  # RUN_FRAMES + 1 frames fit
+    for _ in range(RUN_FRAMES + 1):
+        f.write_many([a], frame("x" * 60))  # a new list object each time: a run each
+    assert a.queued == RUN_FRAMES and overflowed == []  # the last run is pending
+    run = [a, b]
+    f.write_many(run, frame("y" * 60))  # one byte too many for a: it overflows at once
+    assert overflowed == [a] and a.out == []
+    assert b.queued == 1
+    for _ in range(RUN_FRAMES):
+        f.write_many(run, frame("y" * 60))
+    assert b.queued == 1  # a full run, pending
     f.flush_now()
-    assert overflowed == [a]
     assert received(pairs, a) == []
+    assert received(pairs, b) == [b"y" * 60] * (RUN_FRAMES + 1)
+    assert overflowed == [a]
 
 
 async def test_pending_few_counts_the_run(pairs: list[Pair]) -> None:
