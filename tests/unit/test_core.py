@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import hypothesis.strategies as st
@@ -84,6 +85,10 @@ class FakeSink:
                 self.frames.setdefault(conn, []).append("PONG")
             else:
                 self.frames.setdefault(conn, []).append(conn.codec.decode(payload))
+
+    def write_many(self, conns: Sequence[Peer], data: bytes) -> None:
+        for conn in conns:
+            self.write(conn, data)
 
     def close(self, conn: Peer, code: int, reason: str) -> None:
         assert conn.state is OPEN, "a close frame goes out once, while open"
@@ -477,6 +482,38 @@ def test_closing_connections_are_not_routed_to() -> None:
     core.close(consumer, CloseCode.NORMAL, "", 0.0)
     send(core, app, {"type": "publish", "topic": "t", "data": 1, "id": "p"})
     assert sink.got(app)[-1]["delivered"] == 0
+
+
+LEAVE_OPEN = {
+    "close": lambda core, c: core.close(c, CloseCode.NORMAL, "", 0.0),
+    "overflow": lambda core, c: core.overflowed(c, 0.0),
+    "fail": lambda core, c: core.received(c, encode_masked_frame(OP_TEXT, b"\xff"), 0.0),
+    "client close": lambda core, c: core.received(c, encode_masked_frame(OP_CLOSE, b"\x03\xe8"), 0.0),
+    "lost": lambda core, c: core.closed(c, 0.0),
+}
+
+
+@pytest.mark.parametrize("how", sorted(LEAVE_OPEN))
+def test_a_cached_route_forgets_a_connection_that_leaves_open(how: str) -> None:
+    """The route of a topic is cached at the first publish; every way out of OPEN invalidates it."""
+    core, sink = make_core()
+    leaving = connect(core, "/v1/consumer?name=c")
+    staying = connect(core, "/v1/consumer?name=d")
+    for c in (leaving, staying):
+        send(core, c, {"type": "subscribe", "topic": "t"})
+        send(core, c, {"type": "subscribe", "topic": "u", "group": "g"})
+    leaving.queued = -1  # the least busy member of g while it is open
+    app = connect(core)
+    for topic in ("t", "u"):
+        send(core, app, {"type": "publish", "topic": topic, "data": 1, "id": "p"})
+    assert [f["delivered"] for f in sink.got(app)[-2:]] == [2, 1]
+    assert sink.got(leaving)[-1]["topic"] == "u"
+    LEAVE_OPEN[how](core, leaving)
+    assert leaving.state is not OPEN
+    for topic in ("t", "u"):
+        send(core, app, {"type": "publish", "topic": topic, "data": 2, "id": "q"})
+    assert [f["delivered"] for f in sink.got(app)[-2:]] == [1, 1]
+    assert [f["topic"] for f in sink.got(staying) if f["type"] == "message"] == ["t", "t", "u"]
 
 
 # ------------------------------------------------------------ notify, control
