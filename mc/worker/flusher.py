@@ -58,13 +58,15 @@ def _no_link(message: ControlMessage) -> bool:
 
 class Flusher:
     __slots__ = (
-        "max_frames", "max_bytes", "on_overflow", "control", "nursery", "_dirty", "_wake",
+        "max_frames", "max_bytes", "release", "on_overflow", "control", "nursery", "_dirty", "_wake",
         "_run", "_run_frames", "_run_set", "_room_frames", "_room_bytes",
     )
 
-    def __init__(self, *, max_frames: int, max_bytes: int) -> None:
+    def __init__(self, *, max_frames: int, max_bytes: int, release: Callable[[Connection], None]) -> None:
         self.max_frames = max_frames
         self.max_bytes = max_bytes
+        #: stop reading a connection and close it (the reactor's ``release``)
+        self.release = release
         #: the core's ``overflowed`` (set once the core exists)
         self.on_overflow: Callable[[Connection, float], None] = lambda conn, now: None
         #: the control link's ``send`` (standalone: there is none)
@@ -147,13 +149,8 @@ class Flusher:
             self._mark(conn)
 
     def drop(self, conn: Connection) -> None:
-        """Wake the reader (parked in ``wait_readable``) so it sees the state and exits.
-
-        No cancel scope per connection (memory): notify_closing wakes it with
-        ClosedResourceError.
-        """
-        if conn.sock.fileno() != -1:
-            trio.lowlevel.notify_closing(conn.sock)
+        """The reactor stops reading ``conn``; it flushes and closes it in its next pass."""
+        self.release(conn)
 
     def send_control(self, message: ControlMessage) -> bool:
         return self.control(message)
@@ -304,11 +301,10 @@ _out_bytes = attrgetter("out_bytes")
 
 
 def _lost(conn: Connection) -> None:
-    """The socket failed: nothing more can be written; wake the reader, which
-    sees the error or EOF and reports the connection closed to the core."""
+    """The socket failed: nothing more can be written. Its error or EOF is
+    reported to the reactor by epoll (EPOLLERR/EPOLLHUP are level-triggered),
+    which reports the connection closed to the core and closes the socket."""
     conn.out.clear()
     conn.queued = 0
     conn.out_bytes = 0
     conn.partial = False
-    if conn.sock.fileno() != -1:
-        trio.lowlevel.notify_closing(conn.sock)

@@ -62,7 +62,9 @@ def frame(text: str) -> bytes:
 
 
 def flusher(**limits: int) -> tuple[Flusher, list[Connection]]:
-    f = Flusher(max_frames=limits.get("max_frames", 4096), max_bytes=limits.get("max_bytes", 4 << 20))
+    released: list[Connection] = []
+    f = Flusher(max_frames=limits.get("max_frames", 4096), max_bytes=limits.get("max_bytes", 4 << 20),
+                release=released.append)
     overflowed: list[Connection] = []
 
     def overflow(conn: Connection, now: float) -> None:
