@@ -174,7 +174,8 @@ def _cpu_figures(w: Window, group: Group, n_gens: int) -> dict[str, Any]:
     generator process). What other processes took is neither side's, so a
     server at 70% of CPU 0 while others took the remaining 30% has a share
     of 100%: it got all it could. The side with the larger share was the
-    limit; "both" when the two are within 10% of each other; "neither" when
+    limit; "both" when the two are within 10% of each other (or "other
+    processes" when those used more CPU than the benchmark); "neither" when
     both stayed under ``SATURATED`` (latency, flow control or the window
     bound the rate).
     """
@@ -190,7 +191,9 @@ def _cpu_figures(w: Window, group: Group, n_gens: int) -> dict[str, Any]:
     if max(server, gens) < SATURATED:
         limit = "neither (latency/flow bound)"
     elif abs(server - gens) <= 0.1 * max(server, gens):
-        limit = "both"
+        # no idle CPU on either side: when others used more than the benchmark, they were the limit
+        busy = w.foreign_cpu() > w.server_cpu() + w.gen_cpu()
+        limit = "other processes (no idle CPU)" if busy else "both"
     else:
         limit = "server" if server > gens else "generator"
     return {"server_cpu_pct": round(w.server_cpu(), 1), "gen_cpu_pct": round(w.gen_cpu(), 1),
