@@ -193,7 +193,7 @@ def _cpu_figures(w: Window, group: Group, n_gens: int) -> dict[str, Any]:
     elif abs(server - gens) <= 0.1 * max(server, gens):
         # no idle CPU on either side: when others used more than the benchmark, they were the limit
         busy = w.foreign_cpu() > w.server_cpu() + w.gen_cpu()
-        limit = "other processes (no idle CPU)" if busy else "both"
+        limit = "other processes" if busy else "both"
     else:
         limit = "server" if server > gens else "generator"
     return {"server_cpu_pct": round(w.server_cpu(), 1), "gen_cpu_pct": round(w.gen_cpu(), 1),
