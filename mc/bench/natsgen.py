@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from .gen import Hist, Noise, _flow_map, _told_to_stop, parser
+from .gen import Hist, Noise, _flow_map, _recv, _told_to_stop, parser
 from .wsclient import HOST, HandshakeFailed, Reporter, send_all, wait_go
 
 PROGRESS_EVERY = 0.2
@@ -151,15 +151,6 @@ def open_many(port: int, subs: list[bytes], *, timeout: float,
     finally:
         ep.close()
     return results
-
-
-def _recv(sock: socket.socket, size: int) -> bytes | None:
-    try:
-        return sock.recv(size)
-    except BlockingIOError:
-        return None
-    except OSError:
-        return b""
 
 
 # ------------------------------------------------------------------ fan-out
