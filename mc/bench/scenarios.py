@@ -274,9 +274,9 @@ def _rounds(opts: Any, say: Say, one: One, main: str) -> dict[str, Any]:
 
 
 def _medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per figure: the median of numbers, the most frequent of anything else."""
+    """Per figure, over the rounds that have it: the median of numbers, else the most frequent."""
     out: dict[str, Any] = {}
-    for field in rounds[0]:
+    for field in dict.fromkeys(f for r in rounds for f in r):  # a figure some rounds lack counts too
         vs = [r[field] for r in rounds if field in r]
         if all(isinstance(v, int | float) and not isinstance(v, bool) for v in vs):
             m = statistics.median(vs)

@@ -14,6 +14,11 @@ def test_medians_take_the_middle_number_and_the_most_frequent_word() -> None:
     assert scenarios._medians(rounds) == {"rate": 20, "cpu": 0.7, "limit": "server"}
 
 
+def test_a_figure_only_some_rounds_have_is_their_median() -> None:
+    rounds = [{"rate": 1}, {"rate": 2, "quiet_p99_ms": 0.9}, {"rate": 3, "quiet_p99_ms": 1.1}]
+    assert scenarios._medians(rounds)["quiet_p99_ms"] == 1.0
+
+
 def test_rounds_interleave_targets_and_skip_a_missing_peer(monkeypatch: Any) -> None:
     order: list[str] = []
     said: list[str] = []
