@@ -27,7 +27,7 @@ import orjson
 
 from .procs import Child, Group, free_port, wait_port
 from .results import merge_hists, percentiles
-from .scenarios import SETUP, STARTUP, Say, Window, _gen_cores, _limit, _split
+from .scenarios import STARTUP, Say, Window, _cpu_figures, _split, setup_budget
 
 TARGET_REQ_PER_S = 5_000
 TARGET_P99_MS = 50.0
@@ -75,12 +75,12 @@ def _phase(group: Group, opts: Any, say: Say, master: Child, side: list[Child], 
             "--conns", str(c), "--rate", str(rate / n_gen), "--batch", str(batch),
             "--prefix", prefixes[p], "--count", str(counts[p]),
             "--warmup", str(opts.warmup), "--seconds", str(opts.seconds),
-            "--duration", str(opts.warmup + opts.seconds + 1.5), "--timeout", str(SETUP),
+            "--duration", str(opts.warmup + opts.seconds + 1.5), "--timeout", str(setup_budget(c)),
         ], cpus=group.gen_cpus, stdin=True)
         group.children.append(child)
         gens.append(child)
     for g in gens:
-        g.wait_event("ready", SETUP)
+        g.wait_event("ready", setup_budget(conns))
     for g in gens:
         g.go()
     time.sleep(opts.warmup)
@@ -113,7 +113,8 @@ def _phase(group: Group, opts: Any, say: Say, master: Child, side: list[Child], 
         "server_cpu_pct": round(w.server_cpu(), 1),
         "gen_cpu_pct": round(w.gen_cpu(), 1),
         "workers_apps_cpu_pct": round(side_cpu, 1),
-        "limited_by": _limit(w.server_cpu(), w.gen_cpu() + side_cpu, _gen_cores(group)),
+        # the workers and apps share the generators' CPUs: they count as the load side
+        "limited_by": _cpu_figures(w, group, len(gens))["limited_by"],
         "other_cpu_pct": round(w.foreign_cpu(), 1),
         "errors": sum(d["errors"] for d in dones),
         "statuses": statuses,
@@ -150,10 +151,11 @@ def notify(opts: Any, say: Say) -> dict[str, Any]:
             wait_port(port, worker, STARTUP)
             side.append(worker)
             side.append(group.generator(f"apps{i}", [
-                "idle", "--port", str(port), "--slot", "0", "--conns", str(n), "--timeout", str(SETUP),
-                "--duration", str(3 * (opts.warmup + opts.seconds + 30) + SETUP),
+                "idle", "--port", str(port), "--slot", "0", "--conns", str(n),
+                "--timeout", str(setup_budget(n)),
+                "--duration", str(3 * (opts.warmup + opts.seconds + 30) + setup_budget(n)),
             ]))
-            side[-1].wait_event("ready", SETUP)
+            side[-1].wait_event("ready", setup_budget(n))
             side[-1].go()
             prefixes.append(f"i{port}x0x")
             counts.append(n)
@@ -192,9 +194,9 @@ def notify(opts: Any, say: Say) -> dict[str, Any]:
 
 
 def rows(out: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """The result table's rows (mc bench's table: figure, mc, baseline, ratio, target, met)."""
+    """The result table's rows: figure, mc, target, met."""
     def row(label: str, key: str, target: Any = None, met: str | None = None) -> tuple[Any, ...]:
-        return (label, out.get(f"mc_{key}"), None, None, target, out.get(met) if met else None)
+        return (label, out.get(f"mc_{key}"), target, out.get(met) if met else None)
 
     return [
         row("notify requests/s (closed loop)", "req_per_s", out["target_req_per_s"], "met_rate"),

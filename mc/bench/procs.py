@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -28,10 +29,39 @@ import psutil
 STOP_GRACE = 3.0
 
 
+PORT_TRIES = 200
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing ports (Linux's default when it cannot be read)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+            return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port on 127.0.0.1 below the ephemeral range.
+
+    Ports the kernel hands out to clients (the generators' own sockets, by
+    the thousand) are never picked, so a server cannot lose its port to a
+    client between this check and its bind. Random within the half below
+    the range, checked by binding as the servers do (SO_REUSEADDR).
+    """
+    low, _ = ephemeral_range()
+    first = max(1024, low // 2)
+    for _ in range(PORT_TRIES):
+        port = random.randrange(first, low)
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {first}..{low - 1} after {PORT_TRIES} tries")
 
 
 def cpus() -> list[int]:
@@ -45,15 +75,15 @@ class Child:
     """One started process; JSON lines from its stdout are collected by a thread."""
 
     def __init__(self, name: str, args: list[str], *, cpus: set[int] | None, stdin: bool,
-                 grace: float = STOP_GRACE) -> None:
+                 grace: float = STOP_GRACE, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.grace = grace
         #: processes this one started (e.g. mc up's master and workers), by PID
         self.descendants: list[psutil.Process] = []
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.popen = subprocess.Popen(
             args, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
         )
         self.pid = self.popen.pid
         if cpus:
@@ -150,6 +180,15 @@ class Child:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def fds(self) -> int:
+        """Open file descriptors: how far a generator's connection setup got."""
+        if self.ps is None:
+            return 0
+        try:
+            return self.ps.num_fds()
+        except psutil.Error:
+            return 0
+
     def tail(self) -> str:
         return "".join(self.stderr[-10:]).strip()[-1500:]
 
@@ -179,12 +218,19 @@ class Group:
         self.gen_cpus = set(avail[1:]) if self.pin else None
 
     def server(self, name: str, args: list[str], grace: float = STOP_GRACE) -> Child:
-        child = Child(name, [sys.executable, *args], cpus=self.server_cpus, stdin=False, grace=grace)
+        return self.command(name, [sys.executable, *args], grace=grace)
+
+    def command(self, name: str, argv: list[str], grace: float = STOP_GRACE,
+                env: dict[str, str] | None = None) -> Child:
+        """A server that is not a Python module (nats-server), on the server's CPUs."""
+        child = Child(name, argv, cpus=self.server_cpus, stdin=False, grace=grace, env=env)
         self.children.append(child)
         return child
 
-    def generator(self, name: str, args: list[str], cpus: set[int] | None = None) -> Child:
-        child = Child(name, [sys.executable, "-m", "mc.bench.gen", *args],
+    def generator(self, name: str, args: list[str], cpus: set[int] | None = None,
+                  module: str = "mc.bench.gen") -> Child:
+        """A load generator: ``module`` is mc.bench.gen, or mc.bench.natsgen for NATS."""
+        child = Child(name, [sys.executable, "-m", module, *args],
                       cpus=cpus or self.gen_cpus, stdin=True)
         self.children.append(child)
         return child

@@ -54,20 +54,44 @@ def _pkey(p: float) -> str:
     return "p" + (str(p).replace(".", "") if p != int(p) else str(int(p)))
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, else what platform says)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict[str, Any]:
+    """What every result is recorded with: CPU, cores, kernel, Python, load."""
     return {
-        "python": platform.python_version(),
+        "cpu": cpu_model(),
         "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
         "platform": platform.platform(),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
     }
+
+
+def machine_line(m: dict[str, Any] | None) -> str:
+    """The table's footer: the machine; each target's "other processes CPU %" is in its column."""
+    if not m:
+        return ""
+    return (f"\nmachine: {m.get('cpu')}, {m.get('cpus')} CPUs, kernel {m.get('kernel')}, "
+            f"Python {m.get('python')}, load average {m.get('loadavg_1m')}")
 
 
 def save(result: dict[str, Any], override: str | None = None) -> Path:
     d = results_dir(override)
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"{result['scenario']}.json"
-    doc = dict(result, saved_at=time.strftime("%Y-%m-%dT%H:%M:%S"), machine=machine(),
-               loadavg_1m=round(os.getloadavg()[0], 2))
+    doc = dict(result, saved_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+               machine=result.get("machine") or machine(), loadavg_1m=round(os.getloadavg()[0], 2))
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path
 
@@ -116,6 +140,27 @@ def table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
 
 # ------------------------------------------------------------------- plot
 
+#: legend labels of the systems a result may hold (a peer missing here is shown by its name)
+LABELS = {"mc": "mc (1 worker, 1 core)", "baseline": "asyncio websockets",
+          "picows": "picows + uvloop", "picows-coalesced": "picows, coalesced writes",
+          "socketify": "socketify (uWS pub/sub)", "nats": "nats-server, GOMAXPROCS=1"}
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#7f7f7f", "#e377c2")
+
+
+def _color(i: int) -> str:
+    return COLORS[i % len(COLORS)]
+
+
+def _systems(results: Iterable[dict[str, Any]]) -> list[str]:
+    """mc, the baseline and the peers the results hold, in the order they were run."""
+    out: list[str] = []
+    for r in results:
+        for t in r.get("targets", ["mc", "baseline"]):
+            if t not in out:
+                out.append(t)
+    return out
+
+
 
 def plot(override: str | None = None) -> Path:
     """benchmarks/results/report.png from the latest result of each scenario."""
@@ -126,60 +171,58 @@ def plot(override: str | None = None) -> Path:
 
     res = load_all(override)
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
-    mc_color, base_color, target_color = "#1f77b4", "#ff7f0e", "#d62728"
+    mc_color, target_color = _color(0), "#d62728"
 
-    # 1. messages/s per scenario, mc vs baseline (log scale)
+    # 1. messages/s per scenario, one bar per system side by side (log scale)
     ax = axes[0][0]
-    labels, mc_vals, base_vals, targets = [], [], [], []
-    for key, label in (("fanout", "fan-out\n({subscribers} subscribers)"),
-                       ("relay", "chat relay\n({sessions} sessions x 2)")):
-        if key in res:
-            r = res[key]
-            labels.append(label.format(subscribers=r.get("subscribers"), sessions=r.get("sessions")))
-            mc_vals.append(r.get("mc_msgs_per_s", 0))
-            base_vals.append(r.get("baseline_msgs_per_s", 0))
-            targets.append(r.get("target_msgs_per_s"))
+    groups = [(k, label.format(subscribers=res[k].get("subscribers"), sessions=res[k].get("sessions")))
+              for k, label in (("fanout", "fan-out\n({subscribers} subscribers)"),
+                               ("relay", "chat relay\n({sessions} sessions x 2)")) if k in res]
+    systems = _systems(res[k] for k, _ in groups)
     if "master" in res:
-        r = res["master"]
-        labels.append("master /v1/control\nclaims+lookups")
-        mc_vals.append(r.get("mc_ops_per_s", 0))
-        base_vals.append(0)
-        targets.append(r.get("target_ops_per_s"))
-    x = range(len(labels))
-    ax.bar([i - 0.2 for i in x], mc_vals, 0.4, label="mc (1 worker, 1 core)", color=mc_color)
-    ax.bar([i + 0.2 for i in x], base_vals, 0.4, label="asyncio websockets", color=base_color)
-    for i, t in enumerate(targets):
+        groups.append(("master", "master /v1/control\nclaims+lookups"))
+    width = 0.8 / max(1, len(systems))
+    for j, system in enumerate(systems):
+        xs, vals = [], []
+        for i, (k, _) in enumerate(groups):
+            field = "ops_per_s" if k == "master" else "msgs_per_s"
+            v = res[k].get(f"{system.replace('-', '_')}_{field}")
+            if v:
+                xs.append(i - 0.4 + width * (j + 0.5))
+                vals.append(v)
+        ax.bar(xs, vals, width, label=LABELS.get(system, system), color=_color(j))
+        for x, v in zip(xs, vals, strict=True):
+            ax.text(x, v, f"{v / 1000:,.0f}k", ha="center", va="bottom", fontsize=6)
+    for i, (k, _) in enumerate(groups):
+        t = res[k].get("target_ops_per_s" if k == "master" else "target_msgs_per_s")
         if t:
             ax.hlines(t, i - 0.45, i + 0.45, colors=target_color, linestyles="dashed",
                       label="target" if i == 0 else None)
-    for i, (m, b) in enumerate(zip(mc_vals, base_vals, strict=True)):
-        ax.text(i - 0.2, m, f"{m:,.0f}", ha="center", va="bottom", fontsize=7)
-        if b:
-            ax.text(i + 0.2, b, f"{b:,.0f}", ha="center", va="bottom", fontsize=7)
     ax.set_yscale("log")
-    ax.set_xticks(list(x))
-    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_xticks(list(range(len(groups))))
+    ax.set_xticklabels([label for _, label in groups], fontsize=8)
     ax.set_ylabel("messages / s")
-    ax.set_title("Throughput per process")
-    ax.legend(fontsize=7)
+    ax.set_title("Throughput per server process")
+    ax.legend(fontsize=6)
 
     # 2. relay latency percentiles at the fixed rate
     ax = axes[0][1]
     if "relay" in res:
         r = res["relay"]
         ps = ["p50", "p90", "p99", "p999"]
-        mc_l = [r.get(f"mc_{p}_ms", 0) for p in ps]
-        base_l = [r.get(f"baseline_{p}_ms", 0) for p in ps]
-        xs = range(len(ps))
-        ax.bar([i - 0.2 for i in xs], mc_l, 0.4, label="mc", color=mc_color)
-        ax.bar([i + 0.2 for i in xs], base_l, 0.4, label="asyncio websockets", color=base_color)
+        systems = _systems([r])
+        width = 0.8 / max(1, len(systems))
+        for j, system in enumerate(systems):
+            vals = [r.get(f"{system.replace('-', '_')}_{p}_ms", 0) for p in ps]
+            ax.bar([i - 0.4 + width * (j + 0.5) for i in range(len(ps))], vals, width,
+                   label=LABELS.get(system, system), color=_color(j))
         if r.get("target_p99_ms"):
             ax.axhline(r["target_p99_ms"], color=target_color, linestyle="dashed", label="p99 target")
-        ax.set_xticks(list(xs))
+        ax.set_xticks(list(range(len(ps))))
         ax.set_xticklabels(["p50", "p90", "p99", "p99.9"])
         ax.set_ylabel("ms")
         ax.set_title(f"Chat relay latency at {r.get('rate', 0):,.0f} msg/s")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
 
     # 3. memory per idle connection
     ax = axes[1][0]
@@ -194,11 +237,14 @@ def plot(override: str | None = None) -> Path:
         names.append(f"mc up, {r.get('up_workers')} workers\n{r.get('mc_connections', 0):,} conns")
         vals.append(r.get("mc_kib_per_conn", 0))
         colors.append(mc_color)
-    if "connections" in res and res["connections"].get("baseline_kib_per_conn"):
+    if "connections" in res:
         r = res["connections"]
-        names.append(f"asyncio websockets\n{r.get('baseline_connections', 0):,} conns")
-        vals.append(r["baseline_kib_per_conn"])
-        colors.append(base_color)
+        for j, system in enumerate(_systems([r])):
+            k = system.replace("-", "_")
+            if system != "mc" and r.get(f"{k}_kib_per_conn"):
+                names.append(f"{system}\n{r.get(f'{k}_connections', 0):,} conns")
+                vals.append(r[f"{k}_kib_per_conn"])
+                colors.append(_color(j))
     if names:
         ax.bar(names, vals, color=colors)
         for i, v in enumerate(vals):
@@ -215,9 +261,9 @@ def plot(override: str | None = None) -> Path:
         r = res["master"]
         ps = ["p50", "p90", "p99", "p999"]
         vals = [r.get(f"mc_{p}_ms", 0) for p in ps]
-        xs = range(len(ps))
-        ax.bar(list(xs), vals, 0.5, color=mc_color, label="mc master (Hypercorn, batched control link)")
-        ax.set_xticks(list(xs))
+        pos = list(range(len(ps)))
+        ax.bar(pos, vals, 0.5, color=mc_color, label="mc master (Hypercorn, batched control link)")
+        ax.set_xticks(pos)
         ax.set_xticklabels(["p50", "p90", "p99", "p99.9"])
         ax.legend(fontsize=7)
         ax.set_ylabel("ms (request to reply, pipelined)")

@@ -8,6 +8,10 @@
     mc bench notify        POST /v1/notify per second (one master core), p99 at half rate, batch notifies/s
     mc bench report        benchmarks/results/report.png from the latest results
 
+fanout, relay and connections take ``--peers picows,picows-coalesced,socketify,nats``
+(the ``peers`` extra) and ``--rounds N``: every target in turn, N times, medians,
+and mc's ratio to each.
+
 Servers and generators are separate processes, all on 127.0.0.1; with two or
 more CPUs the server gets CPU 0 and the generators the rest (sched_setaffinity,
 like ``taskset``; ``--no-pin`` to disable). Every process is stopped by PID
@@ -23,11 +27,30 @@ import sys
 from typing import Any
 
 TARGETS = ("mc", "baseline")
+ROUNDS_WITH_PEERS = 3  # --rounds when --peers is given and --rounds is not
+
+
+def peer_list(text: str) -> list[str]:
+    """``--peers a,b``: known peer names, in the order given, each once."""
+    from mc.bench.peers import PEERS
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PEERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown peer {', '.join(unknown)} (known: {', '.join(PEERS)})")
+    return list(dict.fromkeys(names))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="run a benchmark (fanout, relay, connections, master, report)")
     scenarios = p.add_subparsers(dest="scenario", required=True)
+
+    def peers(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--peers", type=peer_list, default=[], metavar="P,Q",
+                        help="also measure these peers: picows, picows-coalesced, socketify, nats")
+        sp.add_argument("--rounds", type=int, default=None,
+                        help=f"rounds of every target in turn; figures are medians "
+                             f"(default 1, {ROUNDS_WITH_PEERS} with --peers)")
 
     def common(sp: argparse.ArgumentParser, seconds: float) -> None:
         sp.add_argument("--seconds", type=float, default=seconds, help="length of the measured window")
@@ -40,6 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     f = scenarios.add_parser("fanout", help="one publisher, N subscribers")
     common(f, 5.0)
+    peers(f)
     f.add_argument("--subscribers", type=int, default=1000)
     f.add_argument("--payload", type=int, default=100, help="bytes of data per message")
     f.add_argument("--receivers", type=int, default=1, help="receiver processes")
@@ -48,6 +72,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     r = scenarios.add_parser("relay", help="chat sessions of two members")
     common(r, 5.0)
+    peers(r)
     r.add_argument("--sessions", type=int, default=500)
     r.add_argument("--payload", type=int, default=100)
     r.add_argument("--window", type=int, default=4, help="messages in flight per connection (load phase)")
@@ -58,6 +83,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     c = scenarios.add_parser("connections", help="idle app connections and worker RSS")
     common(c, 2.0)
+    peers(c)
     c.add_argument("--conns", type=int, default=19_990)
     c.add_argument("--up", type=int, default=0, metavar="N",
                    help="run `mc up --workers N` and spread --conns over its workers (mc only)")
@@ -97,7 +123,12 @@ def run(args: argparse.Namespace) -> int:
 
     from mc.bench import scenarios
 
-    args.targets = (args.only,) if args.only else TARGETS
+    args.targets = [*((args.only,) if args.only else TARGETS), *getattr(args, "peers", [])]
+    if getattr(args, "rounds", None) is None:
+        args.rounds = ROUNDS_WITH_PEERS if getattr(args, "peers", None) else 1
+    if args.rounds < 1:
+        print("--rounds must be at least 1", file=sys.stderr)
+        return 2
 
     def say(line: str) -> None:
         print(line, flush=True)
@@ -113,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
+    out["machine"] = results.machine()
     path = results.save(out, args.results)
     print()
     print(render(out))
@@ -123,94 +155,121 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render(out: dict[str, Any]) -> str:
-    """The result table: one row per figure, mc and baseline side by side."""
-    from mc.bench.results import table
+    """The result table: one row per figure, one column per target (mc first), then mc's ratios."""
+    from mc.bench.results import machine_line, table
+    from mc.bench.scenarios import key
 
-    rows: list[tuple[Any, ...]] = []
     s = out["scenario"]
+    if s == "master":
+        return _render_master(out) + machine_line(out.get("machine"))
+    if s == "notify":
+        from mc.bench.notify import rows as notify_rows
 
-    def row(label: str, key: str, target: Any = None, met: str | None = None) -> None:
-        mc, base = out.get(f"mc_{key}"), out.get(f"baseline_{key}")
-        ratio = None
-        numbers = isinstance(mc, int | float) and isinstance(base, int | float) and not isinstance(mc, bool)
-        if numbers and base:
-            ratio = f"{mc / base:.2f}x"
-        rows.append((label, mc, base, ratio, target, out.get(met) if met else None))
+        header = ("figure", "mc", "target", "met")
+        return f"mc bench {s}\n" + table(notify_rows(out), header) + machine_line(out.get("machine"))
+    cols = [key(t) for t in out.get("targets", TARGETS)]
+    rows: list[tuple[Any, ...]] = []
+
+    def row(label: str, field: str, target: Any = None, met: str | None = None) -> None:
+        rows.append((label, *[out.get(f"{c}_{field}") for c in cols], target, out.get(met) if met else None))
+
+    def ratio(label: str, field: str) -> None:
+        rows.append((label, *["" if c == "mc" else _times(out.get(f"mc_vs_{c}_{field}")) for c in cols],
+                     None, None))
 
     if s == "fanout":
         row("delivered msg/s", "msgs_per_s", out["target_msgs_per_s"], "met_rate")
-        rows.append(
-            ("ratio mc / baseline", out.get("ratio"), None, None, out["target_ratio"], out.get("met_ratio"))
-        )
+        row("  per server CPU-second", "msgs_per_cpu_s")
+        ratio("mc / this, msg/s", "msgs_per_s")
+        ratio("mc / this, per server CPU-second", "msgs_per_cpu_s")
+        rows.append(("ratio mc / baseline", out.get("ratio"), *[None] * (len(cols) - 1),
+                     out["target_ratio"], out.get("met_ratio")))
         row("publishes/s", "publishes_per_s")
         row("frame bytes", "frame_bytes")
-        row("server CPU %", "server_cpu_pct")
-        row("generators CPU %", "gen_cpu_pct")
-        row("limited by", "limited_by")
-        row("other processes CPU %", "other_cpu_pct")
+        _cpu_rows(row)
         row("connections closed", "closed")
     elif s == "relay":
         row("relayed msg/s (closed loop)", "msgs_per_s", out["target_msgs_per_s"], "met_rate")
+        row("  per server CPU-second", "msgs_per_cpu_s")
+        ratio("  mc / this, msg/s", "msgs_per_s")
+        ratio("  mc / this, per server CPU-second", "msgs_per_cpu_s")
         row("  p50 ms under load", "load_p50_ms")
         row("  p99 ms under load", "load_p99_ms")
-        row("  server CPU %", "server_cpu_pct")
-        row("  generators CPU %", "gen_cpu_pct")
-        row("  limited by", "limited_by")
+        _cpu_rows(row, "load_other_cpu_pct")
         row(f"msg/s achieved (open loop {out['rate']:,.0f}/s)", "rate_achieved")
         row("  p50 ms", "p50_ms")
         row("  p90 ms", "p90_ms")
         row("  p99 ms", "p99_ms", out["target_p99_ms"], "met_p99")
         row("  p99.9 ms", "p999_ms")
-        row("  quiet seconds (other CPU < 15%) / measured", "quiet_seconds")
+        row("  quiet seconds (other CPU < 15%)", "quiet_seconds")
         row("  p50 ms in quiet seconds", "quiet_p50_ms")
         row("  p99 ms in quiet seconds", "quiet_p99_ms", out["target_p99_ms"], "met_p99_quiet")
         row("  server CPU %", "latency_server_cpu_pct")
         row("  other processes CPU %", "other_cpu_pct")
         rows.append(("machine wake-up delay p99 / p99.9 ms (1 ms sleep)",
-                     f"{out.get('noise_p99_ms')} / {out.get('noise_p999_ms')}", None, None, None, None))
+                     f"{out.get('noise_p99_ms')} / {out.get('noise_p999_ms')}", *[None] * (len(cols) + 1)))
         row("connections closed", "closed")
     elif s in ("connections", "connections-up"):
         if out.get("up_workers"):
-            rows.append(("mc up workers", out["up_workers"], None, None, None, None))
+            rows.append(("mc up workers", out["up_workers"], *[None] * (len(cols) + 1)))
         row("connections opened", "connections")
         row("open after hold", "open_after_hold", None, "met_held")
         row("RSS before (MiB)", "rss_idle_mib")
         row("RSS with connections (MiB)", "rss_mib")
         row("KiB per idle connection" + (" (workers)" if out.get("up_workers") else ""),
             "kib_per_conn", out["target_kib_per_conn"], "met_kib")
+        ratio("  this / mc", "kib_per_conn")
         if out.get("up_workers"):
             row("  largest worker RSS (MiB)", "worker_rss_mib_max")
             row("  master RSS (MiB)", "master_rss_mib")
             row("  master KiB per connection (presence)", "master_kib_per_conn")
             row("  whole cluster KiB per connection", "cluster_kib_per_conn")
         row("connections opened/s", "connect_per_s")
-    elif s == "notify":
-        from mc.bench.notify import rows as notify_rows
+    if out.get("rounds", 1) > 1:
+        row(f"spread of the {out['rounds']} rounds, %", "spread_pct")
+    notes = "".join(f"\n{t}: skipped, {why}" for t, why in out.get("skipped", {}).items())
+    header = ("figure", *[t for t in out.get("targets", TARGETS)], "target", "met")
+    return f"mc bench {s}\n" + table(rows, header) + notes + machine_line(out.get("machine"))
 
-        rows = notify_rows(out)
-    elif s == "master":
-        from mc.bench.scenarios import MASTER_SETUPS
 
-        setups = [(k, label) for k, label, _, _ in MASTER_SETUPS if out.get(f"{k}_ops_per_s") is not None]
+def _times(v: Any) -> str:
+    return f"{v:.2f}x" if isinstance(v, int | float) else ""
 
-        def mrow(label: str, key: str, target: Any = None, met: str | None = None) -> None:
-            rows.append((label, *[out.get(f"{k}_{key}") for k, _ in setups], target,
-                         out.get(met) if met else None))
 
-        rows.append(("claims+lookups/s", *[out.get(f"{k}_ops_per_s") for k, _ in setups],
-                     out["target_ops_per_s"], out.get("met_redis_rate", out.get("met_rate"))))
-        rows.append(("  vs the memory store", *[
-            "1.00x" if k == "mc" else f"{out.get(f'{k}_vs_memory', 0):.2f}x" for k, _ in setups], None, None))
-        mrow("  of which won claims/s", "claims_per_s")
-        mrow("  p50 ms (pipelined)", "p50_ms")
-        mrow("  p99 ms (pipelined)", "p99_ms")
-        mrow("server CPU % (masters + Redis)", "server_cpu_pct")
-        mrow("generators CPU %", "gen_cpu_pct")
-        mrow("limited by", "limited_by")
-        mrow("other processes CPU %", "other_cpu_pct")
-        mrow("errors", "errors")
-        rows.append(("bare registry in-process (context)", out.get("registry_ops_per_s"),
-                     *[None] * (len(setups) - 1), None, None))
-        header = ("figure", *[label for _, label in setups], "target", "met")
-        return f"mc bench {s}\n" + table(rows, header)
-    return f"mc bench {s}\n" + table(rows, ("figure", "mc", "baseline", "ratio", "target", "met"))
+def _cpu_rows(row: Any, other: str = "other_cpu_pct") -> None:
+    row("server CPU %", "server_cpu_pct")
+    row("generators CPU %", "gen_cpu_pct")
+    row("server's share of its core %", "server_share_pct")
+    row("generators' share of theirs %", "gen_share_pct")
+    row("limited by", "limited_by")
+    row("other processes CPU %", other)
+
+
+def _render_master(out: dict[str, Any]) -> str:
+    from mc.bench.results import table
+    from mc.bench.scenarios import MASTER_SETUPS
+
+    rows: list[tuple[Any, ...]] = []
+    s = out["scenario"]
+    setups = [(k, label) for k, label, _, _ in MASTER_SETUPS if out.get(f"{k}_ops_per_s") is not None]
+
+    def mrow(label: str, key: str, target: Any = None, met: str | None = None) -> None:
+        rows.append((label, *[out.get(f"{k}_{key}") for k, _ in setups], target,
+                     out.get(met) if met else None))
+
+    rows.append(("claims+lookups/s", *[out.get(f"{k}_ops_per_s") for k, _ in setups],
+                 out["target_ops_per_s"], out.get("met_redis_rate", out.get("met_rate"))))
+    rows.append(("  vs the memory store", *[
+        "1.00x" if k == "mc" else f"{out.get(f'{k}_vs_memory', 0):.2f}x" for k, _ in setups], None, None))
+    mrow("  of which won claims/s", "claims_per_s")
+    mrow("  p50 ms (pipelined)", "p50_ms")
+    mrow("  p99 ms (pipelined)", "p99_ms")
+    mrow("server CPU % (masters + Redis)", "server_cpu_pct")
+    mrow("generators CPU %", "gen_cpu_pct")
+    mrow("limited by", "limited_by")
+    mrow("other processes CPU %", "other_cpu_pct")
+    mrow("errors", "errors")
+    rows.append(("bare registry in-process (context)", out.get("registry_ops_per_s"),
+                 *[None] * (len(setups) - 1), None, None))
+    header = ("figure", *[label for _, label in setups], "target", "met")
+    return f"mc bench {s}\n" + table(rows, header)
