@@ -9,7 +9,9 @@ Two rules keep it correct under a poller that watches only the kernel socket:
 
 * ``recv`` returns *all* the plaintext the ciphertext read so far decrypts
   to (it reads the SSL object until it wants more), so nothing waits inside
-  the SSL object that ``wait_readable`` would not announce;
+  the SSL object that ``wait_readable`` would not announce; the one
+  exception is ``early``: plaintext that arrived with the client's last
+  handshake message, which the caller must ``recv`` before it first waits;
 * ``send`` reports the plaintext it took; ciphertext the kernel would not
   take waits in ``backlog`` (at most one ``SEND_CHUNK`` of plaintext's worth,
   plus record overhead), written first by the next ``send`` or by
@@ -43,7 +45,7 @@ PLAIN_HTTP_ANSWER = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nC
 class TLSStream:
     """One TLS connection as a non-blocking socket look-alike (see the module docstring)."""
 
-    __slots__ = ("sock", "_ssl", "_in", "_out", "backlog", "_eof")
+    __slots__ = ("sock", "_ssl", "_in", "_out", "backlog", "early", "_eof")
 
     def __init__(self, sock: socket.socket, obj: ssl.SSLObject, incoming: ssl.MemoryBIO,
                  outgoing: ssl.MemoryBIO) -> None:
@@ -53,6 +55,9 @@ class TLSStream:
         self._out = outgoing
         #: ciphertext encrypted but not yet taken by the kernel (b"": none)
         self.backlog = b""
+        #: plaintext that came with the end of the handshake (a client may send its
+        #: request with its Finished): the first recv returns it without reading
+        self.early = b""
         self._eof = False
 
     def fileno(self) -> int:
@@ -71,6 +76,9 @@ class TLSStream:
         returned. A TLS protocol error (garbage, a bad record) raises
         ``ssl.SSLError``, an OSError, as a reset socket would.
         """
+        if self.early:
+            early, self.early = self.early, b""
+            return early
         if self._eof:
             return b""
         data = self.sock.recv(size)  # BlockingIOError / OSError: as the socket says
@@ -78,6 +86,19 @@ class TLSStream:
             self._in.write(data)
         else:
             self._in.write_eof()
+        plain = self._decrypt()
+        if self._out.pending:  # e.g. a TLS 1.3 key update answer
+            self._queue(self._out.read())
+            self.flush_backlog()
+        if plain:
+            return plain
+        if self._eof or not data:
+            self._eof = True
+            return b""
+        raise BlockingIOError
+
+    def _decrypt(self) -> bytes:
+        """Every byte of plaintext the ciphertext fed so far holds (sets ``_eof`` at the end)."""
         chunks = []
         while True:
             try:
@@ -91,15 +112,7 @@ class TLSStream:
                 self._eof = True
                 break
             chunks.append(chunk)
-        if self._out.pending:  # e.g. a TLS 1.3 key update answer
-            self._queue(self._out.read())
-            self.flush_backlog()
-        if chunks:
-            return b"".join(chunks)
-        if self._eof or not data:
-            self._eof = True
-            return b""
-        raise BlockingIOError
+        return b"".join(chunks)
 
     def send(self, data: bytes | memoryview) -> int:
         """Encrypt and write; the count of plaintext bytes taken (the rest is the caller's).
@@ -175,6 +188,7 @@ async def handshake(sock: socket.socket, ctx: ssl.SSLContext, timeout: float) ->
                 while not stream.flush_backlog():
                     await trio.lowlevel.wait_writable(sock)
                 if done:
+                    stream.early = stream._decrypt()
                     return stream
                 await trio.lowlevel.wait_readable(sock)
                 try:

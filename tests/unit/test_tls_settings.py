@@ -48,7 +48,8 @@ def test_config_check_shows_paths_never_the_key(certs: CertFiles, tmp_path) -> N
     assert out.returncode == 0, out.stderr
     assert f'"tls_key": "{certs.key}"' in out.stdout
     assert "PRIVATE KEY" not in out.stdout + out.stderr
-    assert shown(WorkerConfig(tls_cert=str(certs.cert), tls_key=str(certs.key)))["tls_cert"] == str(certs.cert)
+    settings = shown(WorkerConfig(tls_cert=str(certs.cert), tls_key=str(certs.key)))
+    assert settings["tls_cert"] == str(certs.cert)
 
 
 def test_bad_pair_is_one_line_and_exit_2(certs: CertFiles) -> None:
