@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import Phase, settings
 
-from tests.certs import CertFiles, make_certs
+from mc.bench.certs import CertFiles, make_certs
 from tests.procs import Proc, running, worker_proc
 
 # tools/mutate.py runs with --hypothesis-profile=mutate: a failing example is

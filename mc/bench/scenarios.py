@@ -10,6 +10,7 @@ generators' own counters (what arrived at the clients), CPU from psutil.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .procs import Child, Group, free_port, wait_port
@@ -30,13 +32,31 @@ Say = Callable[[str], None]
 
 
 def _start_server(group: Group, target: str, port: int, extra: list[str] | None = None) -> Child:
-    if target == "mc":
-        child = group.server("mc worker", ["-m", "mc.cli", "worker", "--port", str(port), "--id", "bench",
-                                           "--log-level", "WARNING", *(extra or [])])
+    if target in ("mc", "tls"):  # tls: the same worker serving wss (``--tls``)
+        child = group.server(f"{target} worker", [
+            "-m", "mc.cli", "worker", "--port", str(port), "--id", "bench", "--log-level", "WARNING",
+            *_tls(target)[0], *(extra or [])])
     else:
         child = group.server("baseline", ["-m", "mc.bench.baseline", "--port", str(port)])
-    wait_port(port, child, STARTUP)
+    wait_port(port, child, STARTUP, tls=_certs()[0].client_context() if target == "tls" else None)
     return child
+
+
+@functools.cache
+def _certs() -> tuple[Any, tempfile.TemporaryDirectory[str]]:
+    """One throwaway CA + certificate per run (the directory goes when the process exits)."""
+    from .certs import make_certs
+
+    directory = tempfile.TemporaryDirectory(prefix="mc-bench-tls-")
+    return make_certs(Path(directory.name)), directory
+
+
+def _tls(target: str) -> tuple[list[str], list[str]]:
+    """The worker's and the generators' TLS flags for ``target`` (none unless "tls")."""
+    if target != "tls":
+        return [], []
+    certs = _certs()[0]
+    return [f"--tls-cert={certs.cert}", f"--tls-key={certs.key}"], ["--tls", str(certs.ca)]
 
 
 class Window:
@@ -148,7 +168,7 @@ def fanout(opts: Any, say: Say) -> dict[str, Any]:
             per = _split(opts.subscribers, opts.receivers)
             duration = opts.warmup + opts.seconds + 3
             common = ["--port", str(port), "--payload", str(opts.payload), "--flow", flow,
-                      "--flow-slots", str(opts.receivers), "--duration", str(duration)]
+                      "--flow-slots", str(opts.receivers), "--duration", str(duration), *_tls(target)[1]]
             recvs = [group.generator(f"recv{i}", ["recv", "--slot", str(i), "--conns", str(n), *common])
                      for i, n in enumerate(per)]
             for r in recvs:
@@ -218,7 +238,7 @@ def relay(opts: Any, say: Say) -> dict[str, Any]:
                         "--rate", str(rate / len(per)), "--payload", str(opts.payload),
                         "--warmup", str(opts.warmup), "--seconds", str(opts.seconds),
                         "--duration", str(opts.warmup + opts.seconds + 1.5),
-                        "--server-pid", str(server.pid),
+                        "--server-pid", str(server.pid), *_tls(target)[1],
                     ]))
                     start += n
                 for g in gens:

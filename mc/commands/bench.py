@@ -17,8 +17,11 @@ under benchmarks/results/<scenario>.json; ``--json`` prints them as the last lin
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import statistics
 import sys
+from collections.abc import Callable
 from typing import Any
 
 TARGETS = ("mc", "baseline")
@@ -54,6 +57,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--generators", type=int, default=1, help="generator processes")
     r.add_argument("--noise-seconds", type=float, default=1.5,
                    help="length of the machine wake-up delay probe (0: skip)")
+    for sp in (f, r):
+        sp.add_argument("--tls", action="store_true",
+                        help="the cost of TLS: mc plain then mc over TLS, --rounds times, ratio per round")
+        sp.add_argument("--rounds", type=int, default=3, help="--tls: plain/TLS pairs (default %(default)s)")
 
     c = scenarios.add_parser("connections", help="idle app connections and worker RSS")
     common(c, 2.0)
@@ -96,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         print(line, flush=True)
 
     fn = getattr(scenarios, args.scenario)
+    if getattr(args, "tls", False):
+        fn = functools.partial(tls_rounds, fn)
     try:
         out = fn(args, say)
     except KeyboardInterrupt:
@@ -113,12 +122,55 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: what ``--tls`` compares, per scenario: (figure key, label)
+TLS_FIGURES = {
+    "fanout": (("msgs_per_s", "delivered msg/s"), ("server_cpu_pct", "server CPU %")),
+    "relay": (("msgs_per_s", "relayed msg/s (closed loop)"), ("server_cpu_pct", "server CPU %"),
+              ("p50_ms", "p50 ms (open loop)"), ("p99_ms", "p99 ms (open loop)")),
+}
+
+
+def tls_rounds(fn: Callable[[Any, Callable[[str], None]], dict[str, Any]], args: argparse.Namespace,
+               say: Callable[[str], None]) -> dict[str, Any]:
+    """mc plain, then mc over TLS, ``rounds`` times: each ratio compares two adjacent runs
+    (the machine is shared and noisy), and the median ratio is the figure."""
+    args.targets = ("mc", "tls")
+    s = args.scenario
+    out: dict[str, Any] = {"scenario": f"{s}-tls", "rounds": args.rounds}
+    runs = []
+    for i in range(max(1, args.rounds)):
+        say(f"--- round {i + 1}/{args.rounds}: mc plain, then mc over TLS")
+        runs.append(fn(args, say))
+        if s == "relay":
+            args.noise_seconds = 0  # once is enough
+    first = runs[0]
+    out.update({k: v for k, v in first.items() if not k.startswith(("mc_", "tls_", "baseline_", "met_"))})
+    out["scenario"] = f"{s}-tls"
+    for key, _ in TLS_FIGURES[s]:
+        plain = [r.get(f"mc_{key}") for r in runs]
+        tls = [r.get(f"tls_{key}") for r in runs]
+        out[f"mc_{key}_rounds"] = plain
+        out[f"tls_{key}_rounds"] = tls
+        ratios = [t / p for p, t in zip(plain, tls, strict=True) if p and t is not None]
+        out[f"ratio_{key}_rounds"] = [round(x, 3) for x in ratios]
+        out[f"ratio_{key}"] = round(statistics.median(ratios), 3) if ratios else None
+        out[f"mc_{key}"] = statistics.median([p for p in plain if p is not None] or [0])
+        out[f"tls_{key}"] = statistics.median([t for t in tls if t is not None] or [0])
+    return out
+
+
 def render(out: dict[str, Any]) -> str:
     """The result table: one row per figure, mc and baseline side by side."""
     from mc.bench.results import table
 
     rows: list[tuple[Any, ...]] = []
     s = out["scenario"]
+    if s.endswith("-tls"):
+        for key, label in TLS_FIGURES[s[:-len("-tls")]]:
+            rounds = " ".join(f"{x:.2f}" for x in out[f"ratio_{key}_rounds"])
+            rows.append((label, out[f"mc_{key}"], out[f"tls_{key}"], out[f"ratio_{key}"], rounds))
+        return f"mc bench {s} (medians of {out['rounds']} rounds)\n" + table(
+            rows, ("figure", "mc plain", "mc TLS", "TLS / plain", "per round"))
 
     def row(label: str, key: str, target: Any = None, met: str | None = None) -> None:
         mc, base = out.get(f"mc_{key}"), out.get(f"baseline_{key}")

@@ -24,7 +24,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 
-from tests.certs import CertFiles
+from mc.bench.certs import CertFiles
 from tests.procs import Proc, free_port
 
 from .wsclient import JSON, header

@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
+from mc.bench.certs import CertFiles
 from mc.master.config import MasterConfig
 from mc.security import server_ssl_context
 from mc.settings import SettingsError, shown
 from mc.worker.config import WorkerConfig
-from tests.certs import CertFiles
 
 
 @pytest.mark.parametrize("cls", [WorkerConfig, MasterConfig])

@@ -18,10 +18,10 @@ from collections.abc import Iterator
 import pytest
 import trio
 
+from mc.bench.certs import CertFiles
 from mc.security import server_ssl_context
 from mc.worker.config import WorkerConfig
 from mc.worker.tls import SEND_CHUNK, TLSStream, handshake
-from tests.certs import CertFiles
 
 
 @pytest.fixture

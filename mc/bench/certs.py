@@ -1,8 +1,9 @@
-"""Throwaway TLS material for tests: a self-signed CA and a server certificate it signs.
+"""Throwaway TLS material for ``mc bench --tls`` and the tests: a private CA and a server
+certificate it signs.
 
 Made with the ``cryptography`` package (a dependency through PyJWT[crypto]),
-valid for 127.0.0.1, ::1 and localhost, for one day. ``client_context()`` trusts
-only this CA, as a user with a private CA would configure a client.
+valid for 127.0.0.1, ::1 and localhost, for one day: never for production.
+``client_context()`` trusts only this CA, as a client of a private CA would.
 """
 
 from __future__ import annotations
