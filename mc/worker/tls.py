@@ -135,7 +135,11 @@ class TLSStream:
         return taken
 
     def flush_backlog(self) -> bool:
-        """Write what the backlog holds; True once it is empty. OSError as the socket says."""
+        """Write what the backlog holds; True once it is empty.
+
+        OSError as the socket says; the backlog is dropped then (a dead socket
+        has no pending output, so no writer waits on it).
+        """
         backlog = self.backlog
         if not backlog:
             return True
@@ -143,6 +147,9 @@ class TLSStream:
             sent = self.sock.send(backlog)
         except BlockingIOError:
             return False
+        except OSError:
+            self.backlog = b""
+            raise
         self.backlog = backlog[sent:]
         return not self.backlog
 
@@ -161,6 +168,7 @@ class TLSStream:
                 self.flush_backlog()
             except OSError:
                 pass
+        self.backlog = b""  # nothing is pending on a closed socket
         self.sock.close()
 
 

@@ -14,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,6 +26,8 @@ import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 
 from mc.bench.certs import CertFiles
+from mc.bench.wsclient import request_bytes
+from mc.websocket import OP_TEXT, FrameParser
 from tests.procs import Proc, free_port
 
 from .wsclient import JSON, header
@@ -142,6 +145,66 @@ async def test_a_chat_over_wss_large_and_small_messages(tls_cluster, certs) -> N
                 if frame["type"] == "chat":
                     got.append(frame["data"])
             assert got == sent
+
+
+def _slow_reader(port: int, ctx: ssl.SSLContext, ready: threading.Event, go: threading.Event,
+                 frames: int) -> list[str]:
+    """A chat member with a 16 KiB receive buffer that reads nothing until ``go``: the
+    worker's socket fills, so its TLS backlog and the flusher's drain path do the work."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    raw.settimeout(TIMEOUT)
+    raw.connect(("127.0.0.1", port))
+    with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        s.sendall(request_bytes("/v1/chat/tls-slow?client=slow", port, JSON))
+        parser = FrameParser(1 << 20, expect_masked=False)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(65536)
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        sizes: list[str] = []
+        pending = head.split(b"\r\n\r\n", 1)[1]
+        welcomed = False
+        while True:
+            for op, payload in parser.feed(pending) if pending else []:
+                frame = orjson.loads(payload) if op == OP_TEXT else {}
+                welcomed = welcomed or frame.get("type") == "welcome"
+                if frame.get("type") == "chat":
+                    sizes.append(f"{frame['data'][0]}x{len(frame['data'])}")  # order and size
+            if welcomed and not ready.is_set():
+                ready.set()
+                assert go.wait(TIMEOUT)
+            if len(sizes) == frames:
+                return sizes
+            pending = s.recv(65536)
+            assert pending, "the worker closed the slow reader"
+
+
+async def test_a_slow_tls_reader_gets_every_byte(tls_cluster, certs) -> None:
+    _, worker = tls_cluster
+    ctx = certs.client_context()
+    ready, go = threading.Event(), threading.Event()
+    big = [str(i % 10) * 50_000 for i in range(40)]  # 2 MB: far more than the socket buffers hold
+    async with trio.open_nursery() as nursery:
+        result: list[list[str]] = []
+
+        async def reader() -> None:
+            result.append(await trio.to_thread.run_sync(_slow_reader, worker.port, ctx, ready, go, len(big)))
+
+        nursery.start_soon(reader)
+        with trio.fail_after(TIMEOUT):
+            while not ready.is_set():
+                await trio.sleep(0.02)
+        async with open_websocket_url(f"{worker.url}/v1/chat/tls-slow?client=fast", subprotocols=[JSON],
+                                      ssl_context=ctx, connect_timeout=TIMEOUT) as fast:
+            for data in big:
+                await fast.send_message(orjson.dumps({"type": "send", "data": data}).decode())
+            await trio.sleep(1.0)  # the worker fills the slow reader's socket meanwhile
+            go.set()
+            with trio.fail_after(20):
+                while not result:
+                    await trio.sleep(0.05)
+    assert result[0] == [f"{d[0]}x{len(d)}" for d in big]
 
 
 def _websockets_client(url: str, ctx: ssl.SSLContext) -> str:

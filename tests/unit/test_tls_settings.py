@@ -58,3 +58,10 @@ def test_bad_pair_is_one_line_and_exit_2(certs: CertFiles) -> None:
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "tls_cert/tls_key: cannot load" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_advertised_url_follows_tls(certs: CertFiles) -> None:
+    tls = {"tls_cert": str(certs.cert), "tls_key": str(certs.key)}
+    assert WorkerConfig().advertised(7101) == "ws://127.0.0.1:7101"
+    assert WorkerConfig(**tls).advertised(7101) == "wss://127.0.0.1:7101"
+    assert WorkerConfig(advertise="wss://w1.example.com", **tls).advertised(7101) == "wss://w1.example.com"

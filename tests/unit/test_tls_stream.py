@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Iterator
 
@@ -324,3 +325,31 @@ async def test_tls_1_1_is_refused(tcp, server_ctx) -> None:
         nursery.start_soon(serve)
         await trio.to_thread.run_sync(client_side)
     assert result == [None]
+
+
+async def fill(stream: TLSStream) -> None:
+    stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    with pytest.raises(BlockingIOError):
+        for _ in range(1000):
+            stream.send(os.urandom(1 << 20))
+    assert stream.backlog
+
+
+async def test_a_closed_stream_has_no_backlog(tcp, server_ctx, certs) -> None:
+    """A writer waits while ``backlog`` is set: a dead socket must not keep it waiting."""
+    stream, _ = await connect(tcp, server_ctx, certs)
+    await fill(stream)
+    stream.close()
+    assert stream.backlog == b"" and stream.fileno() == -1
+
+
+async def test_a_reset_drops_the_backlog(tcp, server_ctx, certs) -> None:
+    stream, client = await connect(tcp, server_ctx, certs)
+    await fill(stream)
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.sock.close()  # a reset
+    with pytest.raises(OSError):
+        for _ in range(100):
+            await trio.sleep(0.01)
+            stream.flush_backlog()
+    assert stream.backlog == b""
