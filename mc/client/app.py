@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -78,6 +79,7 @@ def connect_app(
     buffer: int = 1000,
     max_pending: int = 1000,
     backoff: Backoff | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> App:
     """Connect an app through the master at ``url`` (use with ``async with``).
 
@@ -89,6 +91,11 @@ def connect_app(
     request, ``connect_timeout`` the first connection; after that the app
     reconnects (through the master, with ``backoff``) whenever the
     connection is lost for a reason other than a final close code.
+    ``https://`` / ``wss://`` certificates are verified against the
+    system's CAs, or ``ssl_context`` (e.g. ``ssl.create_default_context(
+    cafile="ca.pem")`` for a private CA). The token goes only to the master
+    and to workers the master names (a redirect elsewhere is not followed
+    with it: after 3 such attempts McError ``forbidden``).
 
     Example::
 
@@ -99,7 +106,7 @@ def connect_app(
                 print(note.data)
     """
     options = Options(timeout=timeout, connect_timeout=connect_timeout, buffer=buffer,
-                      max_pending=max_pending, backoff=backoff or Backoff())
+                      max_pending=max_pending, backoff=backoff or Backoff(), ssl_context=ssl_context)
     return App(url, client=client, device=device, tags=tags, token=TokenSource(token, token_provider),
                codec=codec,
                options=options)

@@ -10,6 +10,7 @@ follows the events stays consistent with ``members``.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable
 from typing import Any, TypeAlias
 
@@ -109,6 +110,7 @@ def open_chat(
     buffer: int = 1000,
     max_pending: int = 1000,
     backoff: Backoff | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Chat:
     """Join chat ``session`` through the master at ``url`` (use with ``async with``).
 
@@ -127,7 +129,7 @@ def open_chat(
                     print(event.sender, event.data)
     """
     options = Options(timeout=timeout, connect_timeout=connect_timeout, buffer=buffer,
-                      max_pending=max_pending, backoff=backoff or Backoff())
+                      max_pending=max_pending, backoff=backoff or Backoff(), ssl_context=ssl_context)
     return Chat(url, session, client=client, device=device, tags=tags, mode=mode,
                 token=TokenSource(token, token_provider),
                 codec=codec, options=options)

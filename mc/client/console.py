@@ -36,6 +36,41 @@ def add_master(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: the API key (consumers, the master's HTTP API) and the app token, for the CLI
+API_KEY_ENV = "MC_API_KEY"
+TOKEN_ENV = "MC_TOKEN"
+
+
+def add_api_key(parser: argparse.ArgumentParser) -> None:
+    """``--api-key``: read when the command runs, never printed (not even in ``--help``)."""
+    parser.add_argument(
+        "--api-key", metavar="KEY",
+        help=f"the cluster's API key, when it has api_keys (default: ${API_KEY_ENV}; prefer the "
+             "variable: a flag is visible to other users in ps)",
+    )
+
+
+def add_token(parser: argparse.ArgumentParser) -> None:
+    """``--token``: the app's JWT when the cluster has jwt_secret / jwt_public_key."""
+    parser.add_argument(
+        "--token", metavar="JWT",
+        help=f"the app token (see mc token), when the cluster requires one (default: ${TOKEN_ENV})",
+    )
+
+
+def api_key(args: argparse.Namespace) -> str | None:
+    return args.api_key or os.environ.get(API_KEY_ENV) or None
+
+
+def token(args: argparse.Namespace) -> str | None:
+    return args.token or os.environ.get(TOKEN_ENV) or None
+
+
+def bearer(key: str | None) -> dict[str, str]:
+    """The ``Authorization`` header for ``key`` (none without one)."""
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def parse_data(text: str) -> Any:
     """``text`` as JSON when it parses (``42``, ``{"a": 1}``), else the string itself."""
     try:

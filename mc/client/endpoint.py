@@ -23,6 +23,7 @@ from .options import Options
 from .owner import Owner
 from .tokens import TokenSource
 from .transport import Conn, checked, codec_named
+from .trust import Trust
 from .urls import endpoint, split_masters
 
 E = TypeVar("E")
@@ -56,7 +57,8 @@ class Endpoint(Owner, Generic[E]):
         self._options = options
         self._table = table
         # several masters (a comma list): stay on one while it works, the next after a failed attempt
-        self._entries = [endpoint(u, path, query) for u in split_masters(url)]
+        masters = split_masters(url)
+        self._entries = [endpoint(u, path, query) for u in masters]
         self._entry = self._entries[0]
         self._at = 0
         self._tried = False
@@ -64,7 +66,7 @@ class Endpoint(Owner, Generic[E]):
         self._inbox: Inbox[E] = Inbox(options.buffer, what)
         self._link = Link(
             self._entry_url, codec_named(codec), options, on_frame=self._on_frame,
-            on_open=self._welcomed_then, headers=token.headers, name=name,
+            on_open=self._welcomed_then, headers=token.headers, trust=Trust.of(masters), name=name,
         )
         self._token = token
 

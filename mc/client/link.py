@@ -14,6 +14,12 @@ requests until the connection ends. What happens next depends on why:
   the client did not cause (4503, 1001, 1006 or a lost socket: a draining
   or dead worker) is retried at once the first time (:class:`Retries`).
 
+A redirect to a host no master named is not followed with the credential
+(mc.client.trust): that attempt counts as failed and the link goes back
+through the master; after ``untrusted_limit`` such attempts in a row it stops
+with ``forbidden`` (a consumer's links keep retrying instead: one bad worker
+must not stop a consumer that is on every other worker).
+
 Requests made while reconnecting wait for the next connection (within
 ``Options.timeout``); requests in flight when a connection drops fail with a
 temporary McError instead of being resent, because they may already have
@@ -37,6 +43,7 @@ from .backoff import Retries
 from .errors import McError
 from .options import Options
 from .transport import Conn, open_following
+from .trust import UNTRUSTED_LIMIT, Trust, UntrustedRedirect, given_up
 
 log = logging.getLogger("mc.client")
 
@@ -77,6 +84,8 @@ class Link:
         on_state: Callable[[], None] = _nothing,
         keep_trying: Callable[[], bool] = _always,
         headers: Callable[[], Awaitable[list[tuple[bytes, bytes]] | None]] | None = None,
+        trust: Trust | None = None,
+        untrusted_limit: int | None = UNTRUSTED_LIMIT,
         name: str = "connection",
     ) -> None:
         self.options = options
@@ -88,6 +97,8 @@ class Link:
         self._on_state = on_state
         self._keep_trying = keep_trying
         self._headers = headers
+        self._trust = trust
+        self._untrusted_limit = untrusted_limit
         #: the open connection, also while ``on_open`` restores state
         self.conn: Conn | None = None
         #: the last ``welcome`` (which worker, members of a chat...)
@@ -178,6 +189,7 @@ class Link:
     async def run(self) -> None:
         """Connect, serve and reconnect until closed, cancelled or stopped for good."""
         retries = Retries(self.options.backoff)
+        untrusted = 0  # attempts in a row that a redirect took to a host no master named
         with self._scope:
             try:
                 while True:
@@ -185,6 +197,11 @@ class Link:
                     ended = await self._attempt()
                     if self._closing:
                         return
+                    untrusted = untrusted + 1 if isinstance(ended, UntrustedRedirect) else 0
+                    if untrusted:
+                        log.warning("%s: %s", self.name, ended.reason)
+                        if self._untrusted_limit is not None and untrusted >= self._untrusted_limit:
+                            ended = given_up(ended, untrusted)
                     self.last_error = ended
                     if not ended.temporary:
                         if self.welcome is not None:  # else __aenter__ raises it anyway
@@ -209,7 +226,8 @@ class Link:
         try:
             async with AsyncExitStack() as stack:
                 headers = None if self._headers is None else await self._headers()
-                ws = await open_following(stack, self._url(), self._codec, self.options, headers)
+                ws = await open_following(stack, self._url(), self._codec, self.options, headers,
+                                          self._trust)
                 return await self._serve(Conn(ws, self._codec, self.options))
         except McError as exc:
             return exc

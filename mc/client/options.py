@@ -6,6 +6,7 @@ They are keyword parameters of ``connect_app``, ``open_chat`` and
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import attrs
@@ -38,3 +39,10 @@ class Options:
     #: redirects (307) followed per connection attempt
     max_hops: int = 5
     backoff: Backoff = attrs.field(factory=Backoff)
+    #: certificates for ``wss://`` and ``https://`` (a private CA); None: the system's, verified
+    ssl_context: ssl.SSLContext | None = None
+
+    def verify(self) -> ssl.SSLContext:
+        """What httpx's ``verify=`` takes: ``ssl_context``, else the same default as for
+        ``wss://`` (the system's CAs, or ``$SSL_CERT_FILE``), never "don't verify"."""
+        return self.ssl_context if self.ssl_context is not None else ssl.create_default_context()

@@ -6,13 +6,17 @@ thousand publishes per second. This client opens the app WebSocket itself
 (following the master's ``307`` to a worker, keeping the query), writes the
 frames of a whole batch with one ``send_all`` (encoded with mc's own
 ``encode_masked_frame``) and parses acks with mc's ``FrameParser``.
-Nothing is retried: a lost connection ends the run with an McError.
+Nothing is retried: a lost connection ends the run with an McError, and so
+does a redirect that would take the token to a host the master did not name
+(mc.client.trust). ``wss://`` is verified with the system's CAs or
+``ssl_context``.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import ssl
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,33 +27,44 @@ import trio
 from mc.websocket import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, WebSocketError, encode_masked_frame
 
 from .errors import McError
-from .urls import endpoint, follow
+from .transport import tls_error
+from .trust import Trust
+from .urls import endpoint, follow, split_masters
 
 MAX_HOPS = 4
 HEAD_LIMIT = 16 * 1024
 
 
-def _request(url: str) -> tuple[str, int, bytes]:
+def _request(url: str, token: str | None) -> tuple[str, int, bytes]:
     parts = urlsplit(url)
-    if parts.scheme != "ws":
-        raise McError("bad_request", f"mc publish speaks ws:// only, not {parts.scheme}://")
+    if parts.scheme not in ("ws", "wss"):
+        raise McError("bad_request", f"mc publish speaks ws:// and wss:// only, not {parts.scheme}://")
     host = parts.hostname or "127.0.0.1"
-    port = parts.port or 80
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     key = base64.b64encode(os.urandom(16)).decode()
     head = (f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            "Sec-WebSocket-Protocol: mc.v1.json\r\n\r\n")
+            f"Sec-WebSocket-Protocol: mc.v1.json\r\n{auth}\r\n")
     return host, port, head.encode()
 
 
-async def _upgrade(url: str) -> tuple[trio.SocketStream, bytes, str | None]:
-    """Connect and send the upgrade: (stream, bytes after the head, redirect location or None)."""
-    host, port, head = _request(url)
+async def _open(url: str, host: str, port: int, ssl_context: ssl.SSLContext | None) -> trio.abc.Stream:
     try:
-        stream = await trio.open_tcp_stream(host, port)
+        if url.startswith("wss:"):
+            return await trio.open_ssl_over_tcp_stream(
+                host, port, ssl_context=ssl_context or ssl.create_default_context(), https_compatible=True)
+        return await trio.open_tcp_stream(host, port)
     except OSError as exc:
         raise McError.unavailable(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+
+
+async def _upgrade(url: str, token: str | None,
+                   ssl_context: ssl.SSLContext | None) -> tuple[trio.abc.Stream, bytes, str | None]:
+    """Connect and send the upgrade: (stream, bytes after the head, redirect location or None)."""
+    host, port, head = _request(url, token)
+    stream = await _open(url, host, port, ssl_context)
     try:
         await stream.send_all(head)
         buf = b""
@@ -58,6 +73,9 @@ async def _upgrade(url: str) -> tuple[trio.SocketStream, bytes, str | None]:
             if not chunk or len(buf) > HEAD_LIMIT:
                 raise McError.unavailable(f"{url}: the server closed during the handshake")
             buf += chunk
+    except (trio.BrokenResourceError, ssl.SSLError) as exc:
+        await stream.aclose()
+        raise tls_error(exc, f"{host}:{port}") or McError.unavailable(f"{url}: {exc}") from None
     except BaseException:
         await stream.aclose()
         raise
@@ -71,32 +89,34 @@ async def _upgrade(url: str) -> tuple[trio.SocketStream, bytes, str | None]:
     await stream.aclose()
     if code in (301, 302, 303, 307, 308) and "location" in headers:
         return stream, b"", headers["location"]
-    try:
-        body = orjson.loads(rest)
-        error, reason = str(body.get("error", "refused")), str(body.get("reason", ""))
-    except (orjson.JSONDecodeError, AttributeError):
-        error, reason = "unavailable" if code >= 500 else "refused", rest.decode(errors="replace")[:200]
-    raise McError(error, f"handshake refused with {code}: {reason}")
+    # the body may not have arrived with the head: the status alone names the error then
+    raise McError.from_status(code, rest, headers.items(), f"handshake of {url.split('?', 1)[0]}")
 
 
 class Publisher:
     """One app connection: ``send`` batches of publishes, ``acks`` reads what comes back."""
 
-    def __init__(self, stream: trio.SocketStream, trailing: bytes) -> None:
+    def __init__(self, stream: trio.abc.Stream, trailing: bytes) -> None:
         self.stream = stream
         self.parser = FrameParser(1 << 24, expect_masked=False)
         self._trailing = trailing
         self._lock = trio.Lock()
 
     @classmethod
-    async def connect(cls, master: str, *, client: str, device: str, timeout: float = 10.0) -> Publisher:
-        url = endpoint(master, "/v1/app", {"client": client, "device": device})
+    async def connect(cls, master: str, *, client: str | None, device: str, token: str | None = None,
+                      ssl_context: ssl.SSLContext | None = None, timeout: float = 10.0) -> Publisher:
+        url = endpoint(split_masters(master)[0], "/v1/app", {"client": client, "device": device})
+        trust = Trust.of([url])
         with trio.move_on_after(timeout):
             for _ in range(MAX_HOPS + 1):
-                stream, trailing, location = await _upgrade(url)
+                stream, trailing, location = await _upgrade(url, token, ssl_context)
                 if location is None:
                     return cls(stream, trailing)
-                url = follow(url, location)
+                target = follow(url, location)
+                trust = trust.redirected(url, target)
+                if token:
+                    trust.check(url, target)
+                url = target
             raise McError.unavailable(f"more than {MAX_HOPS} redirects")
         raise McError.unavailable(f"no connection to {master} within {timeout} s")
 
@@ -115,7 +135,7 @@ class Publisher:
                 data, self._trailing = self._trailing, b""
             else:
                 try:
-                    data = await self.stream.receive_some(65536)
+                    data = bytes(await self.stream.receive_some(65536))
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     data = b""
                 if not data:

@@ -10,9 +10,11 @@ with their replies through a :class:`Pending` table.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 import trio
@@ -23,6 +25,7 @@ from mc.protocol import CODECS, JSON, MSGPACK, Ack, Codec, ProtocolError, parse_
 from .errors import McError
 from .options import Options
 from .requests import Pending
+from .trust import Trust
 from .urls import follow
 
 _REDIRECTS = (301, 302, 303, 307, 308)
@@ -67,6 +70,43 @@ def codec_named(name: str) -> Codec:
         raise McError("bad_request", f"codec must be 'json' or 'msgpack', not {name!r}") from None
 
 
+async def _tls_failure(url: str, options: Options) -> McError | None:
+    """Why a ``wss://`` handshake broke, when TLS is the reason; else None.
+
+    trio-websocket drops the SSL error of the opening handshake (the
+    connection just reads as closed, 1006), which would leave a user with a
+    private CA and no ``ssl_context=`` guessing. Only after such a failure,
+    one TLS handshake finds the reason. **Decision:** a certificate that
+    does not verify is final (retrying cannot fix the configuration); other
+    TLS errors are temporary.
+    """
+    parts = urlsplit(url)
+    where = f"{parts.hostname}:{parts.port or 443}"
+    try:
+        with trio.move_on_after(options.connect_timeout):
+            stream = await trio.open_ssl_over_tcp_stream(
+                parts.hostname or "", parts.port or 443, https_compatible=True,
+                ssl_context=options.ssl_context or ssl.create_default_context())
+            async with stream:
+                await stream.do_handshake()
+    except (OSError, trio.BrokenResourceError) as exc:
+        return tls_error(exc, where)
+    return None
+
+
+def tls_error(exc: BaseException, where: str) -> McError | None:
+    """The McError for an exception caused by TLS (anywhere in its chain), else None."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return McError("unavailable", f"the certificate of {where} is not trusted "
+                       f"({cause.verify_message}); pass ssl_context= with its CA")
+    if isinstance(cause, ssl.SSLError):
+        return McError.unavailable(f"TLS handshake with {where} failed: {cause}")
+    return None
+
+
 def _location(rejection: ConnectionRejected) -> str | None:
     for key, value in rejection.headers or ():
         if key.lower() == b"location":
@@ -76,26 +116,41 @@ def _location(rejection: ConnectionRejected) -> str | None:
 
 async def open_following(
     stack: AsyncExitStack, url: str, codec: Codec, options: Options,
-    headers: list[tuple[bytes, bytes]] | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None, trust: Trust | None = None,
 ) -> WebSocketConnection:
     """Open ``url``, following redirects; the connection closes with ``stack``.
+
+    ``headers`` carry the credential: with ``trust`` given, a redirect to a
+    host no master named raises UntrustedRedirect instead of taking them
+    there (mc.client.trust). ``wss://`` URLs use ``options.ssl_context``
+    (None: the system's CAs, certificates verified).
 
     Raises McError for a refusal (``temporary`` for 5xx) and lets
     trio-websocket's HandshakeError (network trouble, timeouts) through.
     """
     for _ in range(options.max_hops + 1):
         try:
-            return await stack.enter_async_context(open_websocket_url(
-                url, subprotocols=[codec.name], extra_headers=headers,
+            ws = await stack.enter_async_context(open_websocket_url(
+                url, ssl_context=options.ssl_context if url.startswith("wss:") else None,
+                subprotocols=[codec.name], extra_headers=headers,
                 message_queue_size=64, max_message_size=options.max_message,
                 receive_buffer_size=65536, connect_timeout=options.connect_timeout,
                 disconnect_timeout=options.close_timeout,
             ))
+            failure = await _tls_failure(url, options) if ws.closed and url.startswith("wss:") else None
+            if failure is not None:
+                raise failure
+            return ws
         except ConnectionRejected as exc:
             location = _location(exc)
             if exc.status_code not in _REDIRECTS or location is None:
                 raise McError.from_status(exc.status_code, exc.body, exc.headers, url) from None
-            url = follow(url, location)
+            target = follow(url, location)
+            if trust is not None:
+                trust = trust.redirected(url, target)
+                if headers:
+                    trust.check(url, target)
+            url = target
     raise McError("unavailable", f"more than {options.max_hops} redirects (last: {url})")
 
 

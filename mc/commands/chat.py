@@ -17,7 +17,7 @@ import orjson
 import trio
 
 import mc
-from mc.client.console import add_master, read_line, run, say
+from mc.client.console import add_master, add_token, read_line, run, say, token
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("session", metavar="SESSION")
     p.add_argument("--client", required=True, metavar="NAME", help="your client id")
+    add_token(p)
     add_master(p)
     p.set_defaults(run=lambda args: run(functools.partial(chat, args), "mc chat"))
 
@@ -47,7 +48,7 @@ def describe(event: Any) -> str:
 
 async def chat(args: argparse.Namespace) -> int:
     async with mc.open_chat(args.master, args.session, client=args.client,
-                            device=f"cli-{os.getpid()}") as session:
+                            device=f"cli-{os.getpid()}", token=token(args)) as session:
         say(f"* in {args.session} (worker {session.worker}); members: {', '.join(session.members)}")
         failure: list[mc.McError] = []
         async with trio.open_nursery() as nursery:

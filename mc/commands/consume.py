@@ -10,7 +10,7 @@ import sys
 import trio
 
 import mc
-from mc.client.console import add_master, emit, run, say
+from mc.client.console import add_api_key, add_master, api_key, emit, run, say
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--key", help="only messages published with this key")
     p.add_argument("--name", default=f"mc-consume-{os.getpid()}", metavar="N",
                    help="consumer name (default: mc-consume-PID)")
+    add_api_key(p)
     add_master(p)
     p.set_defaults(run=lambda args: run(functools.partial(consume, args), "mc consume"))
 
@@ -37,7 +38,7 @@ async def consume(args: argparse.Namespace) -> int:
     topics: set[str] = set()
     started: float | None = None  # once subscribed: a run that never started has nothing to sum up
     try:
-        async with mc.connect_consumer(args.master, name=args.name) as consumer:
+        async with mc.connect_consumer(args.master, name=args.name, api_key=api_key(args)) as consumer:
             for pattern in args.patterns:
                 await consumer.subscribe(pattern, group=args.group, key=args.key)
             say(f"mc consume: subscribed to {' '.join(args.patterns)} on "

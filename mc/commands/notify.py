@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 
 import httpx
 
-from mc.client.console import add_master, emit, parse_data, run, say
+from mc.client.console import add_api_key, add_master, api_key, bearer, emit, parse_data, run, say
 from mc.client.errors import McError
 from mc.client.urls import http_urls
 
@@ -32,8 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--client", metavar="C", help="only this client's connections")
     p.add_argument("--device", metavar="D", help="only this device (with --client)")
     p.add_argument("--tags", metavar="a,b", help="only apps carrying any of these tags")
-    p.add_argument("--token", default=os.environ.get("MC_TOKEN"),
-                   help="the cluster's API key, if it has one (default: $MC_TOKEN)")
+    add_api_key(p)
     add_master(p)
     p.set_defaults(run=lambda args: run(functools.partial(notify, args), "mc notify"))
 
@@ -57,7 +55,7 @@ def _error_of(resp: httpx.Response) -> object:
 
 
 async def notify(args: argparse.Namespace) -> int:
-    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    headers = bearer(api_key(args))
     body = {"to": target(args), "data": parse_data(args.data)}
     masters = http_urls(args.master)
     async with httpx.AsyncClient(timeout=10.0) as http:

@@ -20,11 +20,12 @@ from typing import Any
 import orjson
 import trio
 
-from mc.client.console import add_master, parse_data, read_line, run, say
+from mc.client.console import add_master, add_token, parse_data, read_line, run, say, token
 from mc.client.errors import McError
 from mc.client.pipeline import Publisher
 from mc.protocol import is_topic
 
+DEFAULT_CLIENT = "mc-cli"
 #: ack latencies kept for the percentiles (reservoir sampling beyond this)
 LATENCY_SAMPLES = 100_000
 #: pacing sleeps only when ahead of schedule by more than this (a timer per message would cap the rate)
@@ -53,7 +54,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="publishes in flight, unacknowledged, at most (default: %(default)s)")
     p.add_argument("--quiet", action="store_true",
                    help="no line per ack, only progress and the summary (default: off)")
-    p.add_argument("--client", default="mc-cli", metavar="NAME", help="app client id (default: %(default)s)")
+    p.add_argument("--client", metavar="NAME",
+                   help=f"app client id (default: the token's sub with --token, else {DEFAULT_CLIENT})")
+    add_token(p)
     add_master(p)
     p.set_defaults(run=lambda args: run(functools.partial(publish, args), "mc publish"))
 
@@ -119,7 +122,9 @@ async def publish(args: argparse.Namespace) -> int:
     summary = Summary()
     failure: list[McError] = []
     # a device per process: two `mc publish` at once must not replace each other (4009)
-    pub = await Publisher.connect(args.master, client=args.client, device=f"cli-{os.getpid()}")
+    jwt = token(args)
+    client = args.client or (None if jwt else DEFAULT_CLIENT)  # with a token the worker takes its sub
+    pub = await Publisher.connect(args.master, client=client, device=f"cli-{os.getpid()}", token=jwt)
     try:
         summary.started = trio.current_time()
         await _pipeline(pub, args, summary, failure)

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import trio
 
-from mc.client.console import add_master, run, say
+from mc.client.console import add_api_key, add_master, api_key, bearer, run, say
 from mc.client.errors import McError
 from mc.client.urls import http_urls
 
@@ -30,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="show the workers and their load",
                        description="Print a table of the live workers (from GET /v1/stats).")
     p.add_argument("--watch", action="store_true", help="refresh every second until Ctrl-C")
+    add_api_key(p)
     add_master(p)
     p.set_defaults(run=lambda args: run(functools.partial(status, args), "mc status"))
 
@@ -72,7 +73,7 @@ async def fetch(http: httpx.AsyncClient, url: str) -> dict[str, Any]:
 async def status(args: argparse.Namespace) -> int:
     url = f"{http_urls(args.master)[0]}/v1/stats"
     clear = args.watch and sys.stdout.isatty()
-    async with httpx.AsyncClient(timeout=5.0) as http:
+    async with httpx.AsyncClient(timeout=5.0, headers=bearer(api_key(args))) as http:
         while True:
             text = table(await fetch(http, url))
             say(CLEAR + text if clear else text)

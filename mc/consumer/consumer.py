@@ -13,6 +13,7 @@ them to every connection, including each new or re-opened one.
 from __future__ import annotations
 
 import itertools
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ from mc.client.options import Options
 from mc.client.owner import Owner
 from mc.client.tokens import TokenSource
 from mc.client.transport import Conn, checked, codec_named
+from mc.client.trust import Trust
 from mc.client.urls import endpoint, http_urls
 from mc.protocol import (
     CONSUMER_FRAMES,
@@ -116,6 +118,7 @@ class Consumer(Owner):
         link = Link(
             lambda: target, self._codec, self._options, on_frame=self._on_frame,
             on_open=self._restore, on_state=self._poke, headers=self._auth.headers,
+            trust=Trust.of(self._masters, named=[url]), untrusted_limit=None,  # listed by the master
             keep_trying=lambda: self._up.get(wid) == url,
             name=f"consumer {self.name} @ {wid}",
         )
@@ -291,13 +294,15 @@ def connect_consumer(
     buffer: int = 10_000,
     max_pending: int = 1000,
     backoff: Backoff | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Consumer:
     """Connect a consumer named ``name`` to every worker of the master at ``url``.
 
     Use with ``async with``. ``api_key`` (or ``token``, the same) is the
     API key when the cluster has keys; ``codec`` is ``"json"`` or ``"msgpack"`` (then ``data`` may be
     bytes); ``timeout`` bounds each request, ``connect_timeout`` the first
-    worker list; ``buffer`` is how many messages wait for the reader.
+    worker list; ``buffer`` is how many messages wait for the reader;
+    ``ssl_context`` verifies ``https://`` and ``wss://`` (None: the system's CAs).
     ``url`` may also be a standalone worker's (``mc worker --port P``, no
     master): it is detected (``404`` on ``/v1/workers``, a worker's
     ``/healthz``) and the consumer attaches to that worker alone.
@@ -310,6 +315,6 @@ def connect_consumer(
                 print(msg.topic, msg.data, msg.sender.client)
     """
     options = Options(timeout=timeout, connect_timeout=connect_timeout, buffer=buffer,
-                      max_pending=max_pending, backoff=backoff or Backoff())
+                      max_pending=max_pending, backoff=backoff or Backoff(), ssl_context=ssl_context)
     return Consumer(url, name=name, token=api_key if api_key is not None else token, codec=codec,
                     options=options)

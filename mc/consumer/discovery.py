@@ -26,6 +26,7 @@ import trio
 
 from mc.client.errors import McError
 from mc.client.options import Options
+from mc.client.transport import tls_error
 from mc.protocol.control import http_to_ws
 from mc.protocol.names import is_name
 
@@ -79,7 +80,7 @@ class Discovery:
         version: int | None = None
         attempt = 0
         started = False
-        async with httpx.AsyncClient(timeout=timeout) as http:
+        async with httpx.AsyncClient(timeout=timeout, verify=self._options.verify()) as http:
             while True:
                 try:
                     version, workers = await self._poll(http, version)
@@ -95,6 +96,9 @@ class Discovery:
                             await trio.sleep_forever()
                     if isinstance(exc, McError) and not exc.temporary and not started:
                         raise
+                    tls = tls_error(exc, self._base)
+                    if tls is not None and not tls.temporary and not started:
+                        raise tls from None
                     self.last_error = exc
                     version = None
                     self._base = self._bases[(self._bases.index(self._base) + 1) % len(self._bases)]

@@ -54,16 +54,52 @@ def free_run(n: int) -> int:
     raise RuntimeError("no run of free ports")
 
 
+class McUp:
+    """``mc up ARGS`` as a child process with its logs in files (never a pipe that can
+    fill); ``seen`` collects its children so none is left behind, whatever fails."""
+
+    def __init__(self, *args: str) -> None:
+        self.out, self.err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mc.cli", "up", *args],
+            stdout=self.out, stderr=self.err, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+        self.seen: list[psutil.Process] = []
+
+    def children(self) -> list[psutil.Process]:
+        found = psutil.Process(self.proc.pid).children(recursive=True)
+        self.seen.extend(c for c in found if c not in self.seen)
+        return found
+
+    def __enter__(self) -> McUp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:  # the test failed early: stop mc up, and so its children
+            try:
+                self.children()
+            except psutil.NoSuchProcess:
+                pass
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        for child in self.seen:
+            try:
+                if child.is_running():
+                    child.kill()
+            except psutil.NoSuchProcess:
+                pass
+        self.out.close()
+        self.err.close()
+
+
 async def test_up_starts_and_stops_a_cluster():
     port = free_run(3)
-    # files, not pipes: the children's logs must never block on a full pipe
-    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mc.cli", "up", "--workers", "2", "--port", str(port)],
-        stdout=out, stderr=err, env=dict(os.environ, PYTHONUNBUFFERED="1"),
-    )
-    children: list[psutil.Process] = []
-    try:
+    with McUp("--workers", "2", "--port", str(port)) as up:
+        proc, out, err = up.proc, up.out, up.err
         async with http_client() as http:
             try:
                 body = await wait_registered(http, f"http://127.0.0.1:{port}", ["w1", "w2"], timeout=30)
@@ -74,7 +110,7 @@ async def test_up_starts_and_stops_a_cluster():
             # mc up reports itself up once it has seen every worker answer
             banner = f"master http://127.0.0.1:{port}"
             await wait_for(lambda: _has(out, banner), timeout=20, what="the mc up banner")
-            children = psutil.Process(proc.pid).children(recursive=True)
+            children = up.children()
             assert len(children) == 3, children  # the master and two workers
 
             async with follow(f"ws://127.0.0.1:{port}", "/v1/app", client="up-app") as app:
@@ -87,26 +123,6 @@ async def test_up_starts_and_stops_a_cluster():
             assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, child
         for p in (port, port + 1, port + 2):
             assert not port_open(p), f"port {p} still open after mc up stopped"
-    finally:
-        if proc.poll() is None:  # the test failed early: stop mc up, and so its children
-            try:
-                children = children or psutil.Process(proc.pid).children(recursive=True)
-            except psutil.NoSuchProcess:
-                pass
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        for child in children:  # never leave a child behind, even when the test fails
-            try:
-                if child.is_running():
-                    child.kill()
-            except psutil.NoSuchProcess:
-                pass
-        out.close()
-        err.close()
 
 
 async def _has(f, text: str) -> bool:
@@ -122,14 +138,9 @@ def read(f) -> str:
 async def test_up_with_two_masters_starts_and_stops_its_own_redis():
     port = free_run(4)
     redis_port = free_run(1)
-    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mc.cli", "up", "--workers", "2", "--masters", "2", "--port", str(port),
-         "--redis-port", str(redis_port)],
-        stdout=out, stderr=err, env=dict(os.environ, PYTHONUNBUFFERED="1"),
-    )
-    children: list[psutil.Process] = []
-    try:
+    with McUp("--workers", "2", "--masters", "2", "--port", str(port),
+              "--redis-port", str(redis_port)) as up:
+        proc, out, err = up.proc, up.out, up.err
         async with http_client() as http:
             for m in (port, port + 1):
                 try:
@@ -138,7 +149,7 @@ async def test_up_with_two_masters_starts_and_stops_its_own_redis():
                     raise AssertionError(f"{exc}\nmc up exit: {proc.poll()}\n{read(err)[-3000:]}") from None
             await wait_for(lambda: _has(out, "2 masters sharing"), timeout=20, what="the mc up banner")
             assert "started redis-server" in read(out)
-            children = psutil.Process(proc.pid).children(recursive=True)
+            children = up.children()
             assert len(children) == 5, children  # redis-server, two masters, two workers
             assert any("redis-server" in c.name() for c in children)
             async with follow(f"ws://127.0.0.1:{port + 1}", "/v1/chat/up-room", client="c") as chat:
@@ -151,22 +162,6 @@ async def test_up_with_two_masters_starts_and_stops_its_own_redis():
         for child in children:
             assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, child
         assert not port_open(redis_port)
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        for child in children:
-            try:
-                if child.is_running():
-                    child.kill()
-            except psutil.NoSuchProcess:
-                pass
-        out.close()
-        err.close()
 
 
 def _child(proc: subprocess.Popen, *needle: str) -> psutil.Process:
@@ -180,19 +175,14 @@ def _child(proc: subprocess.Popen, *needle: str) -> psutil.Process:
 
 async def test_up_restarts_a_killed_worker_and_stops_when_the_master_dies():
     port = free_run(3)
-    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mc.cli", "up", "--workers", "2", "--port", str(port)],
-        stdout=out, stderr=err, env=dict(os.environ, PYTHONUNBUFFERED="1"),
-    )
-    seen: list[psutil.Process] = []
-    try:
+    with McUp("--workers", "2", "--port", str(port)) as up:
+        proc, out, err = up.proc, up.out, up.err
         master = f"http://127.0.0.1:{port}"
         w2 = f"ws://127.0.0.1:{port + 2}"
         async with http_client() as http:
             await wait_registered(http, master, ["w1", "w2"], timeout=30)
             await wait_for(lambda: _has(out, "mc is up"), timeout=20, what="the mc up banner")
-            seen = psutil.Process(proc.pid).children(recursive=True)
+            up.children()
             victim = _child(proc, "--id", "w2")
 
             before = (await get_json(http, f"{master}/v1/workers"))["version"]
@@ -216,7 +206,7 @@ async def test_up_restarts_a_killed_worker_and_stops_when_the_master_dies():
             assert elapsed < 5.0, elapsed
             restarted = _child(proc, "--id", "w2")
             assert restarted.pid != victim.pid
-            seen.append(restarted)
+            up.seen.append(restarted)
             line = f"worker w2 (port {port + 2}) exited with -9 (SIGKILL); restarting in 1.0 s"
             assert line in read(err), read(err)[-3000:]
             body = await get_json(http, f"{master}/v1/workers")
@@ -228,23 +218,7 @@ async def test_up_restarts_a_killed_worker_and_stops_when_the_master_dies():
         code = await trio.to_thread.run_sync(lambda: proc.wait(20))
         assert code == 1, read(err)[-2000:]
         assert "the master exited with -9 (SIGKILL)" in read(err)
-        for child in seen:
+        for child in up.seen:
             assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, child
         for p in (port, port + 1, port + 2):
             assert not port_open(p), f"port {p} still open after mc up stopped"
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        for child in seen:
-            try:
-                if child.is_running():
-                    child.kill()
-            except psutil.NoSuchProcess:
-                pass
-        out.close()
-        err.close()

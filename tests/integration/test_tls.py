@@ -25,11 +25,13 @@ import pytest
 import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 
+import mc
 from mc.bench.certs import CertFiles
 from mc.bench.wsclient import request_bytes
 from mc.websocket import OP_TEXT, FrameParser
 from tests.procs import Proc, free_port
 
+from .test_sdk_support import receive
 from .wsclient import JSON, header
 
 TIMEOUT = 10.0
@@ -205,6 +207,20 @@ async def test_a_slow_tls_reader_gets_every_byte(tls_cluster, certs) -> None:
                 while not result:
                     await trio.sleep(0.05)
     assert result[0] == [f"{d[0]}x{len(d)}" for d in big]
+
+
+async def test_the_sdk_trusting_the_ca_chats_through_the_tls_master(tls_cluster, certs) -> None:
+    """The Python SDK's ``ssl_context=``: https to the master, 307 to the worker's wss."""
+    master, _ = tls_cluster
+    ctx = certs.client_context()
+    async with mc.open_chat(master.http, "tls-sdk-room", client="alice", ssl_context=ctx) as alice, \
+            mc.open_chat(master.http, "tls-sdk-room", client="bob", ssl_context=ctx) as bob:
+        assert await receive(alice) == mc.Joined("bob")
+        assert await bob.send("over tls") == 1
+        msg = await receive(alice)
+        assert (msg.sender, msg.data) == ("bob", "over tls")
+    async with mc.connect_app(master.http, client="tls-sdk-app", ssl_context=ctx) as app:
+        assert app.worker == "wtls"
 
 
 def _websockets_client(url: str, ctx: ssl.SSLContext) -> str:
