@@ -5,6 +5,7 @@
     mc bench connections   19,990 idle app connections on one worker: RSS per connection
                            (--up N --conns 100000: through ``mc up`` with N workers)
     mc bench master        claims + lookups per second through the master's /v1/control link
+    mc bench notify        POST /v1/notify per second (one master core), p99 at half rate, batch notifies/s
     mc bench report        benchmarks/results/report.png from the latest results
 
 Servers and generators are separate processes, all on 127.0.0.1; with two or
@@ -75,6 +76,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--codec", choices=["msgpack", "json"], default="msgpack",
                    help="the control link's codec (workers speak msgpack)")
 
+    from mc.bench.notify import add_arguments as notify_arguments
+
+    n = scenarios.add_parser("notify", help="POST /v1/notify and its batch form, real master + workers")
+    common(n, 5.0)
+    notify_arguments(n)
+
     rep = scenarios.add_parser("report", help="plot the latest results to benchmarks/results/report.png")
     rep.add_argument("--results", default=None)
     rep.add_argument("--json", action="store_true")
@@ -102,7 +109,9 @@ def run(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(line, flush=True)
 
-    fn = getattr(scenarios, args.scenario)
+    from mc.bench import notify
+
+    fn = notify.notify if args.scenario == "notify" else getattr(scenarios, args.scenario)
     if getattr(args, "tls", False):
         fn = functools.partial(tls_rounds, fn)
     try:
@@ -236,6 +245,10 @@ def render(out: dict[str, Any]) -> str:
             row("  master KiB per connection (presence)", "master_kib_per_conn")
             row("  whole cluster KiB per connection", "cluster_kib_per_conn")
         row("connections opened/s", "connect_per_s")
+    elif s == "notify":
+        from mc.bench.notify import rows as notify_rows
+
+        rows = notify_rows(out)
     elif s == "master":
         from mc.bench.scenarios import MASTER_SETUPS
 

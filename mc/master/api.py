@@ -1,15 +1,13 @@
 """The master's HTTP API (PROTOCOL.md "Master HTTP API"), as Starlette handlers.
 
-Every input is validated: query values with mc.protocol's name rules, bodies
-as JSON objects of at most ``max_body`` bytes; errors are JSON
-``{"error", "reason"}`` with a 4xx status, never a traceback.
+Every input is validated with mc.protocol's name rules; errors are JSON
+``{"error", "reason"}`` with a 4xx status, never a traceback. The notify API
+(the only bodies) is served ahead of Starlette: mc.master.notify_api.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -19,18 +17,14 @@ import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from mc.protocol import ErrorCode, ProtocolError, Target, is_name
+from mc.protocol import ErrorCode, is_name
 from mc.protocol.control import Metrics
-from mc.protocol.frames import MAX_ID, MAX_TRACE, Notification
 
 from .entry import error, unavailable
 from .history import History, parse_seconds
 from .registry import WorkerInfo
 from .state import MasterState
 from .store import StoreUnavailable
-
-_notify_ids = itertools.count(1)
-_boot = f"{time.time_ns():x}"
 
 
 def _state(request: Request) -> MasterState:
@@ -95,52 +89,6 @@ async def client(request: Request) -> Response:
         "online": bool(conns),
         "connections": [{"worker": w, "device": d} for w, d in conns],
     })
-
-
-async def read_json(request: Request, limit: int) -> dict[str, Any]:
-    """The request body as a JSON object, or ProtocolError (400/413 by code)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise ProtocolError(ErrorCode.TOO_LARGE, f"body larger than {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ProtocolError(ErrorCode.TOO_LARGE, f"body larger than {limit} bytes")
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "body must be JSON") from None
-    if type(obj) is not dict:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "body must be a JSON object")
-    return obj
-
-
-async def notify(request: Request) -> Response:
-    state = _state(request)
-    try:
-        body = await read_json(request, state.config.max_body)
-        target = Target.parse(body.get("to"))
-        if "data" not in body:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "data is required")
-        nid = body.get("id")
-        if nid is not None and not (type(nid) is str and 1 <= len(nid) <= MAX_ID):
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"id must be a string of 1 to {MAX_ID} characters")
-    except ProtocolError as exc:
-        return error(413 if exc.code == ErrorCode.TOO_LARGE else 400, exc.code, exc.reason)
-    await state.purge_lapsed()
-    store = state.store
-    if target.client is not None and not await store.workers_for(target.client, target.device):
-        return error(404, "offline", f"client {target.client!r} has no matching connection")
-    if nid is not None and await store.seen_notify_id(nid, now=state.store_now()):
-        return error(409, "duplicate", f"notify id {nid!r} was used in the last 10 minutes")
-    trace = body.get("trace")
-    if trace is not None and not (type(trace) is str and 1 <= len(trace) <= MAX_TRACE):
-        return error(400, ErrorCode.BAD_REQUEST, f"trace must be a string of 1 to {MAX_TRACE} characters")
-    made = f"api-{_boot}-{next(_notify_ids)}"
-    frame = Notification(body["data"], "api", nid if nid is not None else made, trace or made)
-    delivered = await state.route_notify(target, frame)
-    return JSONResponse({"delivered": delivered})
 
 
 async def drain(request: Request) -> Response:

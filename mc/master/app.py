@@ -20,19 +20,20 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp
 
-from mc.protocol.control import CONTROL_PATH
+from mc.protocol.control import CONTROL_PATH, MAX_CONTROL_FRAME
 from mc.runner import Reloader
 
-from . import api
+from . import api, hypercorn_patches
 from .config import MasterConfig
 from .control import control_endpoint
 from .entry import http_entry, websocket_entry
 from .guard import Guard
 from .history import History
 from .metrics import metrics_endpoint
+from .notify_api import BATCH_PATH, SINGLE_PATH, FastPath, NotifyAPI
 from .origins import OriginMiddleware
 from .registry import Registry
 from .state import MasterState
@@ -51,7 +52,9 @@ _STATIC = {
 }
 
 
-def build_app(state: MasterState, history: History | None = None) -> Starlette:
+def build_app(state: MasterState, history: History | None = None) -> ASGIApp:
+    """The master's ASGI app: origins, then keys, then the notify API's lean path, then Starlette."""
+    notify = NotifyAPI(state)  # in Starlette's routes too, for its 405 to other methods
     routes = [
         *(Route(path, endpoint) for path, endpoint in _STATIC.items()),
         Route("/healthz", api.healthz),
@@ -63,7 +66,8 @@ def build_app(state: MasterState, history: History | None = None) -> Starlette:
         Route("/v1/reload", api.reload, methods=["POST"]),
         Route("/v1/sessions/{session}", api.session),
         Route("/v1/clients/{client}", api.client),
-        Route("/v1/notify", api.notify, methods=["POST"]),
+        Route(SINGLE_PATH, notify, methods=["POST"]),
+        Route(BATCH_PATH, notify, methods=["POST"]),
         Route("/v1/sessions", api.sessions),
         Route("/v1/stats", api.stats),
         Route("/v1/stats/history", api.stats_history),
@@ -73,14 +77,12 @@ def build_app(state: MasterState, history: History | None = None) -> Starlette:
     for path in _ENTRY_PATHS:
         routes.append(WebSocketRoute(path, websocket_entry))
         routes.append(Route(path, http_entry))
-    app = Starlette(routes=routes, exception_handlers={StoreUnavailable: api.store_unavailable}, middleware=[
-        # outermost: preflights and 403 for foreign origins first, CORS headers on every answer
-        Middleware(OriginMiddleware, allowed=lambda: state.config.allowed_origins),
-        Middleware(Guard, keys=lambda: state.config.api_keys),
-    ])
+    app = Starlette(routes=routes, exception_handlers={StoreUnavailable: api.store_unavailable})
     app.state.master = state
     app.state.history = history if history is not None else History()
-    return app
+    # outermost: preflights and 403 for foreign origins first, CORS headers on every answer
+    return OriginMiddleware(Guard(FastPath(app, notify), keys=lambda: state.config.api_keys),
+                            allowed=lambda: state.config.allowed_origins)
 
 
 async def sample_loop(state: MasterState, history: History) -> None:
@@ -101,7 +103,7 @@ def hypercorn_config(config: MasterConfig) -> HypercornConfig:
     hc.bind = [f"{config.host}:{config.port}"]
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
-    hc.websocket_max_message_size = config.max_body
+    hc.websocket_max_message_size = MAX_CONTROL_FRAME  # /v1/control is the master's only WebSocket
     # the same bounds as a worker's handshake: a request head or body that is not
     # complete within 10 s is cut, and heads are at most 16 KiB
     hc.read_timeout = HTTP_READ_TIMEOUT
@@ -119,6 +121,7 @@ async def serve_master(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the master until cancelled."""
+    hypercorn_patches.install()  # one write per response, no task start per request
     async with open_store(config) as store:
         state = MasterState(config, reloader, store)
         async with trio.open_nursery() as nursery:

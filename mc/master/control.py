@@ -14,7 +14,7 @@ import trio
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from mc.channels import batch_of
+from mc.channels import batch_of, encoded
 from mc.logs import Limited
 from mc.protocol import JSON, MSGPACK, CloseCode, Codec, ProtocolError, Target
 from mc.protocol.control import (
@@ -162,12 +162,11 @@ async def _writer(ws: WebSocket, link: WorkerLink, scope: trio.CancelScope) -> N
     async with link.receive_channel:
         codec = link.codec
         async for msg in link.receive_channel:
-            batch = batch_of(msg, link.receive_channel)
-            frame = codec.encode([m.to_wire() for m in batch] if type(batch) is list else batch.to_wire())
-            if codec.binary:
-                await ws.send_bytes(frame)
-            else:
-                await ws.send_text(frame.decode())
+            for frame in encoded(batch_of(msg, link.receive_channel), codec.encode):
+                if codec.binary:
+                    await ws.send_bytes(frame)
+                else:
+                    await ws.send_text(frame.decode())
     scope.cancel()  # the link was closed (replaced or overflowed)
 
 

@@ -8,9 +8,10 @@ master makes of workers (``deliver``) are matched to replies by id.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import trio
 
@@ -100,36 +101,45 @@ class Links:
 
         Workers that do not answer within ``notify_timeout`` count as 0.
         """
-        total = 0
+        return (await self.deliver_many([(worker_ids, to, frame)]))[0]
+
+    async def deliver_many(self, jobs: Sequence[tuple[set[str], Target, Notification]]) -> list[int]:
+        """Each job's ``frame`` delivered on its workers, all asked at once; each job's total.
+
+        One wait (at most ``notify_timeout``) for every reply, however many
+        jobs: a batch costs one round trip, not one per notify.
+        """
+        totals = [0] * len(jobs)
         remaining = 0
         done = trio.Event()
 
-        def reply(count: int) -> None:
-            nonlocal total, remaining
-            total += count
+        def reply(job: int, count: int) -> None:
+            nonlocal remaining
+            totals[job] += count
             remaining -= 1
             if remaining == 0:
                 done.set()
 
         asked: list[tuple[WorkerLink, int]] = []
-        for wid in worker_ids:
-            link = self._links.get(wid)
-            if link is None:
-                continue
-            rid = next(self._ids)
-            try:
-                link.send(Deliver(rid, to, frame))
-            except LinkOverflow:
-                continue
-            link.pending[rid] = reply
-            asked.append((link, rid))
-            remaining += 1
+        for job, (worker_ids, to, frame) in enumerate(jobs):
+            for wid in worker_ids:
+                link = self._links.get(wid)
+                if link is None:
+                    continue
+                rid = next(self._ids)
+                try:
+                    link.send(Deliver(rid, to, frame))
+                except LinkOverflow:
+                    continue
+                link.pending[rid] = functools.partial(reply, job)
+                asked.append((link, rid))
+                remaining += 1
         if remaining:
             with trio.move_on_after(self.notify_timeout):
                 await done.wait()
             for link, rid in asked:  # forget the ones that never answered
                 link.pending.pop(rid, None)
-        return total
+        return totals
 
     def replied(self, link: WorkerLink, rid: int, count: int) -> None:
         callback = link.pending.pop(rid, None)

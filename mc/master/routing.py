@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgpack
@@ -96,6 +96,24 @@ class Router:
                 nursery.start_soon(here)
             nursery.start_soon(there)
         return total
+
+    async def deliver_many(self, jobs: Sequence[tuple[set[str], Target, Notification]]) -> list[int]:
+        """Several deliveries at once (a batch notify); each one's total count.
+
+        With every target linked here they share one wait (Links.deliver_many);
+        else each is delivered as :meth:`deliver` does, all concurrently.
+        """
+        if not self.store.shared or all(w in self.links for wids, _, _ in jobs for w in wids):
+            return await self.links.deliver_many(jobs)
+        totals = [0] * len(jobs)
+
+        async def one(i: int, worker_ids: set[str], to: Target, frame: Notification) -> None:
+            totals[i] = await self.deliver(worker_ids, to, frame)
+
+        async with trio.open_nursery() as nursery:
+            for i, (worker_ids, to, frame) in enumerate(jobs):
+                nursery.start_soon(one, i, worker_ids, to, frame)
+        return totals
 
     async def _deliver_remote(self, worker_ids: set[str], to: Target, frame: Notification) -> int:
         try:

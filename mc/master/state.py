@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import trio
 
@@ -333,20 +333,38 @@ class MasterState:
         return {w.id for w in await self.live_workers()}
 
     async def route_notify(
-        self, target: Target, frame: Notification, exclude: str | None = None
+        self, target: Target, frame: Notification, exclude: str | None = None,
+        workers: set[str] | None = None,
     ) -> int:
-        """Deliver a notify frame cluster-wide (except on ``exclude``); the count."""
-        try:
-            workers = await self.targets(target)
-        except StoreUnavailable:
-            return 0
-        if exclude is not None:
-            workers.discard(exclude)
-        if not workers:
-            return 0
-        self.counters.notifies_routed += 1
+        """Deliver a notify frame cluster-wide (except on ``exclude``); the count.
+
+        ``workers``: the ones ``target`` selects, when the caller looked them up already.
+        """
+        return (await self.route_notify_many([(target, frame, workers)], exclude))[0]
+
+    async def route_notify_many(
+        self, jobs: Sequence[tuple[Target, Notification, set[str] | None]], exclude: str | None = None,
+    ) -> list[int]:
+        """Deliver several notify frames at once (a batch: one wait for every count); their counts."""
+        routed: list[tuple[set[str], Target, Notification]] = []
+        for target, frame, workers in jobs:
+            if workers is None:
+                try:
+                    workers = await self.targets(target)
+                except StoreUnavailable:
+                    workers = set()
+            if exclude is not None and exclude in workers:
+                workers = workers - {exclude}
+            routed.append((workers, target, frame))
+        asked = [job for job in routed if job[0]]
+        if not asked:
+            return [0] * len(routed)
+        self.counters.notifies_routed += len(asked)
         with self.counters.notify_latency.time():
-            delivered = await self.router.deliver(workers, target, frame)
-        log.debug("notify %s routed to %d workers, delivered to %d", frame.id, len(workers), delivered,
-                  extra={"trace": frame.trace})
-        return delivered
+            counts = iter(await self.router.deliver_many(asked))
+        out = [next(counts) if workers else 0 for workers, _, _ in routed]
+        if log.isEnabledFor(logging.DEBUG):
+            for (workers, _, frame), delivered in zip(routed, out, strict=True):
+                log.debug("notify %s routed to %d workers, delivered to %d", frame.id, len(workers),
+                          delivered, extra={"trace": frame.trace})
+        return out

@@ -58,6 +58,13 @@ CONTROL_PATH = "/v1/control"
 MAX_BATCH = 256
 #: longest worker URL accepted at registration
 MAX_URL = 2048
+#: largest control frame either end accepts (both directions; the HTTP body limit
+#: ``max_body`` is for clients): a worker's registration carries its sessions
+MAX_CONTROL_FRAME = 1024 * 1024
+#: [client, device] pairs in one ``register`` or ``presence``: a worker with more
+#: apps registers with the first ones and sends the rest as presence messages
+#: (names are at most 128 characters, so a chunk stays far below MAX_CONTROL_FRAME)
+PRESENCE_CHUNK = 1000
 
 
 # --------------------------------------------------------------- validators

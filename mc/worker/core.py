@@ -28,7 +28,7 @@ import heapq
 import itertools
 import logging
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import attrs
@@ -41,6 +41,7 @@ from mc.protocol import (
     JSON,
     Ack,
     CloseCode,
+    Codec,
     Error,
     ErrorCode,
     Joined,
@@ -62,6 +63,7 @@ from mc.protocol import (
     parse_request,
 )
 from mc.protocol.control import (
+    PRESENCE_CHUNK,
     Adopt,
     ControlMessage,
     Deliver,
@@ -115,6 +117,8 @@ log = logging.getLogger("mc.worker")
 CHAT_PREFIX = "/v1/chat/"
 ENDPOINTS = {"/v1/app": APP, "/v1/consumer": CONSUMER}
 PING_FRAME = encode_frame(OP_PING, b"")
+#: the group picks of a route without groups (shared, never mutated)
+NO_PEERS: list[Peer] = []
 #: seconds a drain waits for the master's ``handedoff`` before closing chat members anyway
 HANDOFF_WAIT = 1.0
 #: seconds a forwarded notify waits for the master's count before the ack goes out with the local one
@@ -128,6 +132,14 @@ class Sink(Protocol):
 
     def write(self, conn: Peer, data: bytes) -> None:
         """Queue complete WebSocket frames for ``conn`` (never blocks)."""
+
+    def write_many(self, conns: Sequence[Peer], data: bytes) -> None:
+        """``write(conn, data)`` for every connection in ``conns``, in one call.
+
+        The core hands a cached route's list as is (the same list object
+        publish after publish, until the route changes): the Sink may keep it
+        and must not mutate it.
+        """
 
     def close(self, conn: Peer, code: int, reason: str) -> None:
         """Queue a close frame for ``conn``; nothing is written after it."""
@@ -167,6 +179,7 @@ class WorkerCore:
         self._handshakes: PerAddress | None = None
         self._configure(config, tokens)
         self._write = sink.write
+        self._write_many = sink.write_many
         self._instance = instance
         # short on purpose: a made-up trace rides in every fan-out frame (~20 bytes in all)
         self._trace_prefix = _base36(zlib.crc32(f"{worker_id}/{instance}".encode()))[:6] + "-"
@@ -381,6 +394,7 @@ class WorkerCore:
         closes[code] = closes.get(code, 0) + 1
         self.sink.close(conn, code, reason)
         conn.state = advance(conn.state, Event.SEND_CLOSE)
+        self.hub.left_open(conn)
         conn.close_at = now + self.config.close_timeout
         heapq.heappush(self._closes, (conn.close_at, next(self._order), conn))
         if code != CloseCode.NORMAL:
@@ -393,6 +407,7 @@ class WorkerCore:
             closes[code] = closes.get(code, 0) + 1
             self.sink.close(conn, code, reason)
         conn.state = advance(conn.state, Event.ABORT)
+        self.hub.left_open(conn)
         self.sink.drop(conn)
 
     def overflowed(self, conn: Peer, now: float) -> None:
@@ -495,6 +510,7 @@ class WorkerCore:
                     closes[code] = closes.get(code, 0) + 1
                     self.sink.close(conn, code if code >= 3000 or code in (1000, 1001) else 1000, "")
                 conn.state = advance(conn.state, Event.CLOSE_RECEIVED)
+                self.hub.left_open(conn)
                 self.sink.drop(conn)
             # OP_PONG: any frame counts as activity, nothing else to do
 
@@ -534,19 +550,14 @@ class WorkerCore:
         Per recipient only a codec check and one ``Sink.write`` call.
         """
         write = self._write
-        json_frame: bytes | None = None
-        binary_frame: bytes | None = None
+        frames: dict[Codec, bytes] = {}
         count = 0
         for peer in peers:
             codec = peer.codec
-            if codec is JSON:
-                if json_frame is None:
-                    json_frame = encode_frame(OP_TEXT, codec.encode(obj))
-                write(peer, json_frame)
-            else:
-                if binary_frame is None:
-                    binary_frame = encode_frame(OP_BINARY, codec.encode(obj))
-                write(peer, binary_frame)
+            frame = frames.get(codec)
+            if frame is None:
+                frame = frames[codec] = _encode(codec, obj)
+            write(peer, frame)
             count += 1
         self.stats.messages_out += count
         return count
@@ -585,18 +596,32 @@ class WorkerCore:
         self.stats.received_publish += 1
         if self._publish_rate:
             self._limit(conn, self._publish_rate, frame.id, now)
-        recipients = self.hub.route_publish(frame.topic, frame.key)
+        hub = self.hub
+        route = hub.route(frame.topic, frame.key)
+        picks = hub.pick(route) if route.groups else NO_PEERS
+        count = route.size + len(picks)
         trace = frame.trace or self._trace()
-        if recipients:
-            self.stats.delivered_publish += len(recipients)
+        if count:
+            self.stats.delivered_publish += count
             self.seq += 1
-            self._fan_out(message_wire(frame.topic, frame.data, conn.sender, self.id, self.seq,
-                                       self._wall_ms(), frame.key, trace), recipients)
+            obj = message_wire(frame.topic, frame.data, conn.sender, self.id, self.seq, self._wall_ms(),
+                               frame.key, trace)
+            frames: dict[Codec, bytes] = {}
+            write_many = self._write_many
+            for codec, peers in route.plain:
+                data = frames[codec] = _encode(codec, obj)
+                write_many(peers, data)
+            for peer in picks:
+                data = frames.get(peer.codec)  # type: ignore[assignment]
+                if data is None:
+                    data = frames[peer.codec] = _encode(peer.codec, obj)
+                self._write(peer, data)
+            self.stats.messages_out += count
         if self._debug:
-            log.debug("publish on %s delivered to %d", frame.topic, len(recipients),
+            log.debug("publish on %s delivered to %d", frame.topic, count,
                       extra={"trace": trace, "client": conn.client, "device": conn.device})
         if frame.id is not None:
-            self._reply(conn, Ack(frame.id, delivered=len(recipients)))
+            self._reply(conn, Ack(frame.id, delivered=count))
 
     def _subscribe(self, conn: Peer, frame: Subscribe, now: float) -> None:
         try:
@@ -759,10 +784,12 @@ class WorkerCore:
     def registration(self, url: str) -> Register:
         """The full state to register with (also after a master restart)."""
         sessions = self.rooms.sessions()
-        self._announced = {(p.client, p.device) for p in self.hub.apps()}
+        # the first PRESENCE_CHUNK apps ride in the registration, the rest follow
+        # as presence once it is taken (``registered``): frames stay bounded
+        first = sorted((p.client, p.device) for p in self.hub.apps())[:PRESENCE_CHUNK]
+        self._announced = set(first)
         self._members_sent = sessions
-        return Register(self.id, url, self.config.max_connections, sessions,
-                        tuple(sorted(self._announced)), self.draining)
+        return Register(self.id, url, self.config.max_connections, sessions, tuple(first), self.draining)
 
     def registered(self, reply: Registered, now: float) -> None:
         """The master took the registration: drop the sessions it gave to others,
@@ -772,10 +799,11 @@ class WorkerCore:
         current = {(p.client, p.device) for p in self.hub.apps()}
         self.resync_needed = False
         self.link_up()
-        added = tuple(sorted(current - self._announced))
-        removed = tuple(sorted(self._announced - current))
-        if added or removed:
-            self._send_presence(Presence(added, removed))
+        added = sorted(current - self._announced)
+        removed = sorted(self._announced - current)
+        for i in range(0, max(len(added), len(removed)), PRESENCE_CHUNK):
+            self._send_presence(Presence(tuple(added[i:i + PRESENCE_CHUNK]),
+                                         tuple(removed[i:i + PRESENCE_CHUNK])))
 
     def report(self, now: float, cpu_percent: float, rss_bytes: int) -> list[ControlMessage]:
         """What the periodic report sends: presence changes, then the heartbeat."""
@@ -873,6 +901,11 @@ class WorkerCore:
         self.hub.detach(peer)
         self.close(peer, CloseCode.REPLACED, "replaced by a newer connection", now)
         return True
+
+
+def _encode(codec: Codec, obj: dict[str, Any]) -> bytes:
+    """One frame of ``obj`` for every connection using ``codec``."""
+    return encode_frame(OP_TEXT if codec is JSON else OP_BINARY, codec.encode(obj))
 
 
 def _ignore(conn: Peer, frame: Any, now: float) -> None:

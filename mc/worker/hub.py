@@ -5,6 +5,12 @@ and writes to the peers it returns. Kept separate so the socket layer can be
 rewritten for speed without touching delivery semantics, and so delivery is
 tested exhaustively (tests/unit/test_hub*.py).
 
+A publish's recipients are cached per topic (:class:`Route`) and the cache is
+dropped by every change that could alter them: subscribe, unsubscribe,
+pause, resume, detach, and a connection leaving ``OPEN`` (the core calls
+:meth:`Hub.left_open`; state is a field the core moves, so the hub cannot see
+it change by itself). Group members are picked per message, never cached.
+
 Delivery rules (PROTOCOL.md "/v1/consumer", plus decisions in docs/protocol.md):
 
 * a publish reaches every subscription whose pattern matches the topic and
@@ -23,12 +29,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from mc.protocol import SubscriptionIndex, Target
+from mc.protocol import Codec, SubscriptionIndex, Target
 
 from .peer import APP, CONSUMER, NO_SUBS, Peer
 from .states import OPEN
 
 ANY_KEY = "*"
+#: at most this many topics' routes are cached (then the cache starts over)
+ROUTE_CACHE_SIZE = 4096
 
 
 class Sub:
@@ -40,6 +48,47 @@ class Sub:
         self.peer = peer
         self.group = group
         self.key = key
+
+
+class Route:
+    """Who a publish on one topic (and key) goes to, as of the last change.
+
+    ``plain`` holds the recipients of every ungrouped subscription, once
+    each, split by codec (the core encodes once per codec and hands each list
+    to ``Sink.write_many`` whole); ``groups`` the eligible members of each
+    group, in which :meth:`Hub.pick` chooses per message (load changes with
+    every write, so the choice is never cached). Only unpaused ``OPEN``
+    connections are in it. Never mutated once built: a change builds new
+    routes, and lists already handed to a Sink stay valid.
+    """
+
+    __slots__ = ("plain", "members", "groups", "size", "filters", "keyed")
+
+    def __init__(self, plain: dict[Codec, list[Peer]], groups: list[list[Peer]]) -> None:
+        self.plain = tuple(plain.items())
+        self.members = frozenset(peer for peers in plain.values() for peer in peers)
+        self.groups = tuple(groups)
+        #: the number of plain recipients
+        self.size = len(self.members)
+        #: the keys some matching subscription filters on (others route like no key)
+        self.filters: frozenset[str] = frozenset()
+        #: key -> the route for a message with that key (one per key in ``filters`` at most)
+        self.keyed: dict[str, Route] = {}
+
+
+def _build(subs: list[Sub], key: str) -> Route:
+    """The route of a message with ``key`` (ANY_KEY: one no filter selects) through ``subs``."""
+    plain: dict[Codec, dict[Peer, None]] = {}
+    groups: dict[str, list[Peer]] = {}
+    for sub in subs:
+        peer = sub.peer
+        if peer.paused or peer.state is not OPEN or (sub.key != ANY_KEY and sub.key != key):
+            continue
+        if sub.group is None:
+            plain.setdefault(peer.codec, {})[peer] = None
+        else:
+            groups.setdefault(sub.group, []).append(peer)
+    return Route({codec: list(peers) for codec, peers in plain.items()}, list(groups.values()))
 
 
 class SubscriptionLimit(Exception):
@@ -57,6 +106,8 @@ class Hub:
         self._consumers: dict[Peer, None] = {}
         self._app_count = 0
         self._rotate = 0
+        #: topic -> its cached Route (bounded: cleared when ROUTE_CACHE_SIZE topics are cached)
+        self._routes: dict[str, Route] = {}
 
     # ---------------------------------------------------------------- apps
 
@@ -110,8 +161,10 @@ class Hub:
         if peer.kind == CONSUMER:
             if self._consumers.pop(peer, False) is False:
                 return False
-            for (pattern, _, _), sub in peer.subs.items():
-                self._index.remove(pattern, sub)  # type: ignore[arg-type]
+            if peer.subs:
+                for (pattern, _, _), sub in peer.subs.items():
+                    self._index.remove(pattern, sub)  # type: ignore[arg-type]
+                self._stale()
             peer.subs = NO_SUBS
             return True
         return False
@@ -133,6 +186,7 @@ class Hub:
             peer.subs = {}
         peer.subs[ident] = sub  # type: ignore[index]
         self._index.add(pattern, sub)
+        self._stale()
         return True
 
     def unsubscribe(self, peer: Peer, pattern: str, group: str | None) -> int:
@@ -140,35 +194,64 @@ class Hub:
         gone = [ident for ident in peer.subs if ident[0] == pattern and ident[1] == group]
         for ident in gone:
             self._index.remove(pattern, peer.subs.pop(ident))  # type: ignore[attr-defined]
+        if gone:
+            self._stale()
         return len(gone)
 
-    @staticmethod
-    def set_paused(peer: Peer, paused: bool) -> None:
-        peer.paused = paused
+    def set_paused(self, peer: Peer, paused: bool) -> None:
+        if peer.paused is not paused:
+            peer.paused = paused
+            self.left_open(peer)
 
     # ------------------------------------------------------------- routing
 
+    def route(self, topic: str, key: str | None) -> Route:
+        """Who a message on ``topic`` with ``key`` goes to: the cached :class:`Route`.
+
+        Building one walks every matching subscription; publishing reuses it
+        until something that changes the answer happens (see ``_stale``).
+        Groups are not resolved here: call :meth:`pick` once per message.
+        """
+        route = self._routes.get(topic)
+        if route is None:
+            if len(self._routes) >= ROUTE_CACHE_SIZE:
+                self._routes.clear()
+            subs = self._index.match(topic)
+            route = self._routes[topic] = _build(subs, ANY_KEY)
+            route.filters = frozenset(s.key for s in subs if s.key != ANY_KEY)
+        if key is not None and key in route.filters:
+            keyed = route.keyed.get(key)
+            if keyed is None:
+                keyed = route.keyed[key] = _build(self._index.match(topic), key)
+            return keyed
+        return route
+
+    def pick(self, route: Route) -> list[Peer]:
+        """One member per group of ``route`` for one message, minus the plain recipients
+        (a connection receives a message once): the least busy, ties rotating."""
+        picks: list[Peer] = []
+        for members in route.groups:
+            peer = self._least_busy(members)
+            if peer not in route.members and peer not in picks:
+                picks.append(peer)
+        return picks
+
     def route_publish(self, topic: str, key: str | None) -> list[Peer]:
-        """The consumer connections a message on ``topic`` with ``key`` goes to."""
-        subs = self._index.match(topic)
-        if not subs:
-            return []
-        chosen: dict[Peer, None] = {}
-        groups: dict[str, list[Peer]] | None = None
-        for sub in subs:
-            peer = sub.peer
-            if peer.paused or peer.state is not OPEN or (sub.key != ANY_KEY and sub.key != key):
-                continue
-            if sub.group is None:
-                chosen[peer] = None
-            else:
-                if groups is None:
-                    groups = {}
-                groups.setdefault(sub.group, []).append(peer)
-        if groups:
-            for members in groups.values():
-                chosen[self._least_busy(members)] = None
-        return list(chosen)
+        """The consumer connections one message on ``topic`` with ``key`` goes to."""
+        route = self.route(topic, key)
+        out = [peer for _, peers in route.plain for peer in peers]
+        if route.groups:
+            out += self.pick(route)
+        return out
+
+    def left_open(self, peer: Peer) -> None:
+        """``peer`` is no longer ``OPEN`` (the core moved its state): routes through it are stale."""
+        if peer.subs:
+            self._stale()
+
+    def _stale(self) -> None:
+        """Subscriptions, a pause or a connection's state changed: rebuild routes on next use."""
+        self._routes.clear()
 
     def _least_busy(self, members: list[Peer]) -> Peer:
         n = len(members)

@@ -27,11 +27,12 @@ import psutil
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
-from mc.channels import batch_of
+from mc.channels import batch_of, encoded
 from mc.logs import Limited
 from mc.protocol import MSGPACK, ProtocolError
 from mc.protocol.control import (
     CONTROL_PATH,
+    MAX_CONTROL_FRAME,
     TO_WORKER,
     Claim,
     ControlMessage,
@@ -106,7 +107,7 @@ class MasterLink:
             try:
                 async with open_websocket_url(
                     http_to_ws(url) + CONTROL_PATH, connect_timeout=CONNECT_TIMEOUT, disconnect_timeout=1,
-                    extra_headers=self._headers,
+                    extra_headers=self._headers, max_message_size=MAX_CONTROL_FRAME,
                 ) as ws:
                     backoff = BACKOFF_MIN
                     await self._session(ws)
@@ -157,9 +158,8 @@ class MasterLink:
 
     async def _writer(self, ws: Any, receive: trio.MemoryReceiveChannel[ControlMessage]) -> None:
         async for first in receive:
-            batch = batch_of(first, receive)
-            wire = [m.to_wire() for m in batch] if type(batch) is list else batch.to_wire()
-            await ws.send_message(MSGPACK.encode(wire))
+            for frame in encoded(batch_of(first, receive), MSGPACK.encode):
+                await ws.send_message(frame)
 
     async def _reader(self, ws: Any) -> None:
         while True:

@@ -2,8 +2,9 @@
 
 Every decision is the core's (mc/worker/core.py); this module only moves
 bytes and time into it. It owns every task it starts through one nursery:
-the accept loop, the flusher, the timer, the control link and one reader
-task per connection. Cancelling ``serve`` leaves the cluster, closes every
+the accept loop, a short-lived task per handshake, the reactor (one task
+reads every open connection, mc/worker/reactor.py), the flusher, the timer
+and the control link. Cancelling ``serve`` leaves the cluster, closes every
 connection with 4503 (so clients reconnect through the master) and waits
 briefly for the close frames to go out.
 """
@@ -33,12 +34,11 @@ from .events import refused
 from .flusher import Flusher
 from .master_link import MasterLink
 from .metrics import SAMPLE_EVERY, WorkerMetrics, send_all, wants_metrics
-from .states import CLOSED
+from .reactor import RECV_SIZE, Reactor
 from .tls import handshake as tls_handshake
 
 log = logging.getLogger("mc.worker")
 
-RECV_SIZE = 65536
 ACCEPT_BATCH = 256
 SHUTDOWN_GRACE = 1.0
 
@@ -55,7 +55,9 @@ class Worker:
         self.listener = _listen(config.host, config.port)
         self.port: int = self.listener.getsockname()[1]
         self.tls = server_ssl_context(config)
-        self.flusher = Flusher(max_frames=config.max_queued_frames, max_bytes=config.max_queued_bytes)
+        self.reactor = Reactor(self._received, self._closed)
+        self.flusher = Flusher(max_frames=config.max_queued_frames, max_bytes=config.max_queued_bytes,
+                               release=self.reactor.release)
         # The core hands the sink only connections the shell built (``open``'s
         # ``make``), so the Flusher's methods take Connection where Sink says Peer.
         self.core = WorkerCore(config, cast(Sink, self.flusher), worker_id=config.worker_id(self.port),
@@ -111,6 +113,7 @@ class Worker:
         with scope:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.flusher.run)
+                await nursery.start(self.reactor.run)
                 nursery.start_soon(self._timer)
                 if self.link is not None:
                     nursery.start_soon(self.link.run)
@@ -166,71 +169,54 @@ class Worker:
     # ----------------------------------------------------------- one socket
 
     async def _serve_socket(self, sock: socket.socket) -> None:
+        """The handshake; an accepted connection is handed to the reactor and this task ends."""
         if self.tls is not None:
             secured = await tls_handshake(sock, self.tls, self.config.handshake_timeout)
             if secured is None:
                 sock.close()
                 return
             sock = cast(socket.socket, secured)  # duck-compatible with every call below (mc/worker/tls.py)
-        core = self.core
         conn: Connection | None = None
         try:
-            request, trailing = await self._read_request(sock)
-            if request is None:
-                return
-            if wants_metrics(request.method, request.path, request.is_websocket):
-                await send_all(sock, self.metrics.response())
-                return
-            answer = core.handshake(request, trio.current_time(), _remote(sock))
-            if isinstance(answer, Locate):
-                assert self.link is not None  # the core asks only when clustered
-                outcome = await self.link.locate(answer.session, answer.create)
-                answer = core.located(answer, outcome, trio.current_time())
-            if isinstance(answer, Respond):
-                refused(answer.status, answer.body, request.path, _remote(sock))
-                framed = browser_answer(request, answer)
-                _send_nowait(sock, answer.response() if framed is None else framed)
-                if framed is not None:  # let the close frame reach the page before the FIN
-                    with trio.move_on_after(self.config.close_timeout):
-                        await trio.lowlevel.wait_readable(sock)
-                return
-            _send_nowait(sock, accept_response(request, answer.subprotocol))
-            conn = core.open(answer, trio.current_time(), functools.partial(Connection, sock))
-            del request, answer  # ~2 KiB per connection otherwise kept for its lifetime
-            if trailing:
-                self._received(conn, trailing)
-            del trailing
-            await self._read(conn)
+            conn = await self._handshake(sock)
         except Exception:
             log.exception("connection failed")
         finally:
-            if conn is not None:
-                core.closed(conn, trio.current_time())
-                self.flusher.final_flush(conn)
-            trio.lowlevel.notify_closing(sock)
-            sock.close()
+            if conn is None:
+                trio.lowlevel.notify_closing(sock)
+                sock.close()
 
-    async def _read(self, conn: Connection) -> None:
-        """Feed the core what the client sends, until the core is done with it.
+    async def _handshake(self, sock: socket.socket) -> Connection | None:
+        """Answer the upgrade request; the open connection, or None when it was refused."""
+        core = self.core
+        request, trailing = await self._read_request(sock)
+        if request is None:
+            return None
+        if wants_metrics(request.method, request.path, request.is_websocket):
+            await send_all(sock, self.metrics.response())
+            return None
+        answer = core.handshake(request, trio.current_time(), _remote(sock))
+        if isinstance(answer, Locate):
+            assert self.link is not None  # the core asks only when clustered
+            outcome = await self.link.locate(answer.session, answer.create)
+            answer = core.located(answer, outcome, trio.current_time())
+        if isinstance(answer, Respond):
+            refused(answer.status, answer.body, request.path, _remote(sock))
+            framed = browser_answer(request, answer)
+            _send_nowait(sock, answer.response() if framed is None else framed)
+            if framed is not None:  # let the close frame reach the page before the FIN
+                with trio.move_on_after(self.config.close_timeout):
+                    await trio.lowlevel.wait_readable(sock)
+            return None
+        _send_nowait(sock, accept_response(request, answer.subprotocol))
+        conn = core.open(answer, trio.current_time(), functools.partial(Connection, sock))
+        self.reactor.adopt(conn, trailing)  # from here on the reactor reads it and closes it
+        return conn
 
-        Few locals on purpose: this frame lives as long as its connection, so
-        every slot in it is paid per idle connection (docs/architecture.md).
-        """
-        sock = conn.sock
-        try:
-            while conn.state is not CLOSED:
-                await trio.lowlevel.wait_readable(sock)
-                try:
-                    data = sock.recv(RECV_SIZE)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    break
-                if not data:
-                    break
-                self._received(conn, data)
-        except trio.ClosedResourceError:  # Sink.drop: the core is done, or the socket failed
-            pass
+    def _closed(self, conn: Connection) -> None:
+        """The reactor is done with ``conn``: the core forgets it, the last frames go out."""
+        self.core.closed(conn, trio.current_time())
+        self.flusher.final_flush(conn)
 
     def _received(self, conn: Connection, data: bytes) -> None:
         """One read for the core; a reader that dirtied only a few connections writes them

@@ -19,6 +19,7 @@ TINY = {
               "--noise-seconds", "0.3"],
     "connections": ["--conns", "50", "--seconds", "0.3"],
     "master": ["--window", "16", "--seconds", "0.6", "--warmup", "0.2"],
+    "notify": ["--apps", "20", "--conns", "8", "--batch", "10", "--seconds", "0.6", "--warmup", "0.2"],
 }
 
 POSITIVE = {
@@ -28,6 +29,8 @@ POSITIVE = {
     "connections": ["mc_connections", "mc_open_after_hold", "mc_rss_mib", "baseline_connections",
                     "baseline_rss_mib"],
     "master": ["mc_ops_per_s", "mc_claims_per_s", "mc_p50_ms", "mc_p99_ms", "registry_ops_per_s"],
+    "notify": ["mc_req_per_s", "mc_delivered_per_s", "mc_load_p99_ms", "mc_rate_achieved", "mc_p99_ms",
+               "mc_batch_notifies_per_s", "mc_batch_delivered_per_s", "mc_server_cpu_pct"],
 }
 
 PRESENT = {
@@ -37,6 +40,8 @@ PRESENT = {
               "mc_p999_ms", "mc_limited_by", "mc_closed"],
     "connections": ["mc_kib_per_conn", "baseline_kib_per_conn", "target_kib_per_conn", "met_kib", "met_held"],
     "master": ["target_ops_per_s", "met_rate", "mc_server_cpu_pct", "mc_errors"],
+    "notify": ["target_req_per_s", "target_p99_ms", "met_rate", "met_p99", "mc_limited_by", "mc_errors",
+               "mc_batch_errors", "mc_workers_apps_cpu_pct"],
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import hypothesis.strategies as st
@@ -19,8 +20,11 @@ import pytest
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from mc.channels import encoded
 from mc.protocol import JSON, MSGPACK, CloseCode, Notification, Target
 from mc.protocol.control import (
+    MAX_CONTROL_FRAME,
+    PRESENCE_CHUNK,
     Adopt,
     Deliver,
     Delivered,
@@ -81,6 +85,10 @@ class FakeSink:
                 self.frames.setdefault(conn, []).append("PONG")
             else:
                 self.frames.setdefault(conn, []).append(conn.codec.decode(payload))
+
+    def write_many(self, conns: Sequence[Peer], data: bytes) -> None:
+        for conn in conns:
+            self.write(conn, data)
 
     def close(self, conn: Peer, code: int, reason: str) -> None:
         assert conn.state is OPEN, "a close frame goes out once, while open"
@@ -476,6 +484,38 @@ def test_closing_connections_are_not_routed_to() -> None:
     assert sink.got(app)[-1]["delivered"] == 0
 
 
+LEAVE_OPEN = {
+    "close": lambda core, c: core.close(c, CloseCode.NORMAL, "", 0.0),
+    "overflow": lambda core, c: core.overflowed(c, 0.0),
+    "fail": lambda core, c: core.received(c, encode_masked_frame(OP_TEXT, b"\xff"), 0.0),
+    "client close": lambda core, c: core.received(c, encode_masked_frame(OP_CLOSE, b"\x03\xe8"), 0.0),
+    "lost": lambda core, c: core.closed(c, 0.0),
+}
+
+
+@pytest.mark.parametrize("how", sorted(LEAVE_OPEN))
+def test_a_cached_route_forgets_a_connection_that_leaves_open(how: str) -> None:
+    """The route of a topic is cached at the first publish; every way out of OPEN invalidates it."""
+    core, sink = make_core()
+    leaving = connect(core, "/v1/consumer?name=c")
+    staying = connect(core, "/v1/consumer?name=d")
+    for c in (leaving, staying):
+        send(core, c, {"type": "subscribe", "topic": "t"})
+        send(core, c, {"type": "subscribe", "topic": "u", "group": "g"})
+    leaving.queued = -1  # the least busy member of g while it is open
+    app = connect(core)
+    for topic in ("t", "u"):
+        send(core, app, {"type": "publish", "topic": topic, "data": 1, "id": "p"})
+    assert [f["delivered"] for f in sink.got(app)[-2:]] == [2, 1]
+    assert sink.got(leaving)[-1]["topic"] == "u"
+    LEAVE_OPEN[how](core, leaving)
+    assert leaving.state is not OPEN
+    for topic in ("t", "u"):
+        send(core, app, {"type": "publish", "topic": topic, "data": 2, "id": "q"})
+    assert [f["delivered"] for f in sink.got(app)[-2:]] == [1, 1]
+    assert [f["topic"] for f in sink.got(staying) if f["type"] == "message"] == ["t", "t", "u"]
+
+
 # ------------------------------------------------------------ notify, control
 
 
@@ -547,6 +587,33 @@ def test_registration_conflicts_drop_sessions_and_presence_follows() -> None:
     assert isinstance(beat, Heartbeat)
     core.closed(b, 1.5)
     assert sink.control[-1] == Presence((), (("b", "default"),), {})
+
+
+def test_a_large_registration_is_chunked_and_the_rest_follows_as_presence() -> None:
+    """A worker with more apps than PRESENCE_CHUNK (a master restart at 20k apps)
+    registers with the first chunk; the rest follow in chunks once it is taken."""
+    core, sink = make_core(masters=("http://m",))
+    apps = [connect(core, f"/v1/app?client=c{i:05}") for i in range(2 * PRESENCE_CHUNK + 5)]
+    reg = core.registration("ws://w1:1")
+    assert len(reg.presence) == PRESENCE_CHUNK
+    sink.control.clear()
+    core.closed(apps[0], 0.1)  # announced in the registration, gone before it was taken
+    core.registered(Registered(5.0, 0.5), 0.2)
+    chunks = [m for m in sink.control if isinstance(m, Presence)]
+    assert [len(m.added) for m in chunks] == [PRESENCE_CHUNK, 5]
+    assert chunks[0].removed == (("c00000", "default"),) and chunks[1].removed == ()
+    announced = set(reg.presence) | {pair for m in chunks for pair in m.added}
+    assert announced == {(f"c{i:05}", "default") for i in range(2 * PRESENCE_CHUNK + 5)}
+
+
+def test_control_batches_split_below_the_frame_limit() -> None:
+    """A burst of large messages becomes several frames, each under MAX_CONTROL_FRAME."""
+    big = [Presence(((f"{'x' * 100}{i}", "d" * 100),) * 1) for i in range(8000)]
+    frames = encoded(big, msgpack.packb)
+    assert len(frames) > 1 and all(len(f) <= MAX_CONTROL_FRAME // 2 for f in frames)
+    decoded = [m for f in frames for m in (lambda v: v if isinstance(v, list) else [v])(msgpack.unpackb(f))]
+    assert decoded == [m.to_wire() for m in big]
+    assert encoded(big[0], msgpack.packb) == [msgpack.packb(big[0].to_wire())]
 
 
 def test_heartbeat_reports_counts_rates_and_counters() -> None:

@@ -222,7 +222,9 @@ class HubMachine(RuleBasedStateMachine):
     def start_closing(self, data: st.DataObject) -> None:
         """A connection whose close has begun (e.g. after 4029) is skipped until detached."""
         peers = self.consumers + [self.apps[k] for k in sorted(self.apps)]
-        data.draw(st.sampled_from(peers)).state = CLOSING
+        peer = data.draw(st.sampled_from(peers))
+        peer.state = CLOSING
+        self.hub.left_open(peer)  # as the core does after every transition out of OPEN
 
     # ----------------------------------------------------------- routing
 
@@ -486,6 +488,8 @@ def test_closing_connections_are_skipped() -> None:
     a.queued, b.queued = 0, 9
     assert set(hub.route_publish("t", None)) == {a, plain}
     a.state = plain.state = CLOSING
+    hub.left_open(a)
+    hub.left_open(plain)
     assert hub.route_publish("t", None) == [b]  # the group falls over to b
     phone = app("alice", "phone")
     hub.attach_app(phone)
