@@ -124,6 +124,16 @@ class TLSStream:
         """
         if self.backlog and not self.flush_backlog():
             raise BlockingIOError
+        if len(data) <= SEND_CHUNK:  # the usual case (a fan-out batch): one write, one send
+            self._ssl.write(data)
+            ciphertext = self._out.read()
+            try:
+                sent = self.sock.send(ciphertext)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(ciphertext):
+                self.backlog = ciphertext[sent:]
+            return len(data)
         view = memoryview(data)
         taken = 0
         while taken < len(view) and not self.backlog:
