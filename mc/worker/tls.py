@@ -124,6 +124,8 @@ class TLSStream:
         """
         if self.backlog and not self.flush_backlog():
             raise BlockingIOError
+        if not data:  # a writer draining only the backlog
+            return 0
         if len(data) <= SEND_CHUNK:  # the usual case (a fan-out batch): one write, one send
             self._ssl.write(data)
             ciphertext = self._out.read()

@@ -132,6 +132,7 @@ async def test_echo_both_ways(tcp, server_ctx, certs) -> None:
     assert not stream.backlog
     assert client.read_plain(5) == b"world"
     assert stream.getpeername() == client.sock.getsockname()
+    assert stream.send(b"") == 0  # the flusher's drain calls it with an empty queue and a backlog
 
 
 async def test_partial_record_is_not_plaintext_yet(tcp, server_ctx, certs) -> None:
