@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import ssl
 
 import attrs
 
-from mc.settings import ProcessSettings, no_control_chars, non_negative, readable_file, setting
+from mc.settings import ProcessSettings, SettingsError, no_control_chars, non_negative, readable_file, setting
 
 
 @attrs.frozen(slots=True)
@@ -31,6 +32,17 @@ class SecuritySettings(ProcessSettings):
     allowed_origins: tuple[str, ...] = setting(
         (), "origins whose pages may use the API and connect (a list; * = any); set: another Origin is 403",
         validator=no_control_chars)
+    tls_cert: str = setting("", "PEM certificate chain file: serve https/wss (with tls_key)",
+                            validator=readable_file)
+    tls_key: str = setting("", "PEM private key file of tls_cert (its contents are never shown)",
+                           validator=readable_file)
+
+    def __attrs_post_init__(self) -> None:
+        """A TLS pair that cannot serve is a start-up error, not a failure at the first client."""
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise SettingsError("tls_cert and tls_key go together: set both or neither")
+        if self.tls_cert:
+            server_ssl_context(self)
 
     def exposure_problem(self, host: str) -> str | None:
         """Why this process must not start on ``host`` as configured, or None."""
@@ -38,6 +50,30 @@ class SecuritySettings(ProcessSettings):
             return None
         return (f"refusing to listen on {host} without a cluster key: set --cluster-key "
                 f"(MC_CLUSTER_KEY), or pass --insecure if the network is trusted")
+
+
+def server_ssl_context(settings: SecuritySettings) -> ssl.SSLContext | None:
+    """The TLS context master and workers serve with, or None when TLS is off.
+
+    TLS 1.2 or later, the ssl module's server defaults (forward-secret ciphers,
+    no compression), no renegotiation. A pair that does not load is a
+    SettingsError naming the files, never showing the key's contents.
+    """
+    if not settings.tls_cert:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.options |= ssl.OP_NO_RENEGOTIATION
+    try:
+        ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except ssl.SSLError as exc:
+        detail = f" ({exc.reason})" if exc.reason else ""
+        raise SettingsError(f"tls_cert/tls_key: cannot load {settings.tls_cert!r} with {settings.tls_key!r}: "
+                            f"not a PEM certificate chain and its matching private key{detail}") from None
+    except OSError as exc:
+        raise SettingsError(f"tls_cert/tls_key: cannot load {settings.tls_cert!r} with {settings.tls_key!r}: "
+                            f"{exc.strerror or type(exc).__name__}") from None
+    return ctx
 
 
 def _loopback(host: str) -> bool:

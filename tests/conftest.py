@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import Phase, settings
 
+from mc.bench.certs import CertFiles, make_certs
 from tests.procs import Proc, running, worker_proc
 
 # tools/mutate.py runs with --hypothesis-profile=mutate: a failing example is
@@ -22,3 +23,9 @@ def worker() -> Iterator[Proc]:
     """One standalone worker per test module (heartbeat 1 s so keepalive is testable)."""
     with running(worker_proc("--heartbeat", "1", "--chat-linger", "1")) as (w,):
         yield w
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
+    """A self-signed CA and a server certificate for 127.0.0.1/localhost (tests/certs.py)."""
+    return make_certs(tmp_path_factory.mktemp("certs"))

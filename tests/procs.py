@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -31,17 +32,21 @@ def free_port() -> int:
 class Proc:
     """A started mc process; ``url`` is its base URL (ws:// for workers)."""
 
-    def __init__(self, args: list[str], port: int, scheme: str) -> None:
+    def __init__(self, args: list[str], port: int, scheme: str, *, verify: ssl.SSLContext | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.args = args
         self.port = port
         self.url = f"{scheme}://127.0.0.1:{port}"
-        self.http = f"http://127.0.0.1:{port}"
+        #: with TLS (``verify``: the client context trusting its certificate) the base is https
+        self.http = f"{'https' if verify else 'http'}://127.0.0.1:{port}"
+        self.verify: ssl.SSLContext | bool = verify or True
+        self.env = env or {}
         self.popen: subprocess.Popen[bytes] | None = None
         # stderr goes to a file: a pipe nobody reads would block a chatty process
         self.log = tempfile.TemporaryFile()
 
     def start(self) -> Proc:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "mc.cli", *self.args],
             stdout=subprocess.DEVNULL, stderr=self.log, env=env,
@@ -51,7 +56,7 @@ class Proc:
             if self.popen.poll() is not None:
                 raise RuntimeError(f"{self.args} exited: {self.output()[-2000:]}")
             try:
-                if httpx.get(f"{self.http}/healthz", timeout=0.5).status_code == 200:
+                if httpx.get(f"{self.http}/healthz", timeout=0.5, verify=self.verify).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass

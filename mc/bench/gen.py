@@ -50,6 +50,7 @@ from mc.websocket import (
     encode_masked_frame,
 )
 
+from . import tlsclient
 from .wsclient import MASK, Reporter, open_many, pong, send_all, text, wait_go
 
 PROGRESS_EVERY = 0.2
@@ -89,7 +90,7 @@ def _flow_map(path: str, slots: int) -> mmap.mmap:
 def run_recv(a: argparse.Namespace) -> None:
     rep = Reporter("recv", a.slot)
     paths = [f"{a.path}?name=r{a.slot}x{i}" for i in range(a.conns)]
-    conns = open_many(a.port, paths, timeout=a.timeout)
+    conns = open_many(a.port, paths, timeout=a.timeout, tls=a.tls_context)
     socks = [s for s, _ in conns]
     n = len(socks)
     index = {s.fileno(): i for i, s in enumerate(socks)}
@@ -180,7 +181,7 @@ def _has_ack(events: list) -> bool:
 
 def run_pub(a: argparse.Namespace) -> None:
     rep = Reporter("pub", a.slot)
-    ((sock, _),) = open_many(a.port, [f"/v1/app?client=pub{a.slot}"], timeout=a.timeout)
+    ((sock, _),) = open_many(a.port, [f"/v1/app?client=pub{a.slot}"], timeout=a.timeout, tls=a.tls_context)
     frame = text({"type": "publish", "topic": a.topic, "data": "x" * a.payload})
     rep.emit("ready", frame_bytes=len(frame))
     if not wait_go(a.timeout):
@@ -223,7 +224,7 @@ def run_relay(a: argparse.Namespace) -> None:
     for i in range(a.first, a.first + a.sessions):
         paths.append(f"/v1/chat/bench{i}?client=a{i}")
         paths.append(f"/v1/chat/bench{i}?client=b{i}")
-    conns = open_many(a.port, paths, timeout=a.timeout)
+    conns = open_many(a.port, paths, timeout=a.timeout, tls=a.tls_context)
     socks = [s for s, _ in conns]
     n = len(socks)
     index = {s.fileno(): i for i, s in enumerate(socks)}
@@ -602,11 +603,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--duration", type=float, default=8.0, help="hard bound of the run after go")
     p.add_argument("--timeout", type=float, default=60.0, help="bound of the setup phase")
+    p.add_argument("--tls", default="", metavar="CAFILE", help="recv, pub, relay: TLS, trusting CAFILE")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     a = parser().parse_args(argv)
+    a.tls_context = tlsclient.client_context(a.tls) if a.tls else None
     # No collector pauses inside a measurement: generators allocate little
     # that is cyclic, and every run is bounded in time.
     gc.disable()

@@ -18,6 +18,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -271,15 +272,17 @@ class Group:
         self.children.clear()
 
 
-def wait_port(port: int, proc: Child, timeout: float, path: str = "/healthz") -> None:
-    """Until ``GET path`` on 127.0.0.1:``port`` answers 200 (or raise)."""
+def wait_port(port: int, proc: Child, timeout: float, path: str = "/healthz",
+              tls: ssl.SSLContext | None = None) -> None:
+    """Until ``GET path`` on 127.0.0.1:``port`` (over TLS with ``tls``) answers 200 (or raise)."""
     deadline = time.monotonic() + timeout
     request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
     while time.monotonic() < deadline:
         if not proc.alive():
             raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}: {proc.tail()}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as raw, \
+                    (tls.wrap_socket(raw, server_hostname="127.0.0.1") if tls else raw) as s:
                 s.sendall(request)
                 if s.recv(64).startswith(b"HTTP/1.1 200"):
                     return

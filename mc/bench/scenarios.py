@@ -14,6 +14,7 @@ the generators' own counters (what arrived at the clients), CPU from psutil.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -23,6 +24,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .peers import PEERS, missing, nats_server
@@ -51,9 +53,10 @@ def key(target: str) -> str:
 
 
 def _start_server(group: Group, target: str, port: int, extra: list[str] | None = None) -> Child:
-    if target == "mc":
-        child = group.server("mc worker", ["-m", "mc.cli", "worker", "--port", str(port), "--id", "bench",
-                                           "--log-level", "WARNING", *(extra or [])])
+    if target in ("mc", "tls"):  # tls: the same worker serving wss (``--tls``)
+        child = group.server(f"{target} worker", [
+            "-m", "mc.cli", "worker", "--port", str(port), "--id", "bench", "--log-level", "WARNING",
+            *_tls(target)[0], *(extra or [])])
     elif target == "nats":
         monitor = free_port()  # nats-server's HTTP monitoring port answers /healthz
         child = group.command("nats-server", [nats_server() or "nats-server", "-a", "127.0.0.1",
@@ -68,8 +71,25 @@ def _start_server(group: Group, target: str, port: int, extra: list[str] | None 
                                       *(["--coalesce"] if target == "picows-coalesced" else [])])
     else:
         child = group.server("baseline", ["-m", "mc.bench.baseline", "--port", str(port)])
-    wait_port(port, child, STARTUP)
+    wait_port(port, child, STARTUP, tls=_certs()[0].client_context() if target == "tls" else None)
     return child
+
+
+@functools.cache
+def _certs() -> tuple[Any, tempfile.TemporaryDirectory[str]]:
+    """One throwaway CA + certificate per run (the directory goes when the process exits)."""
+    from .certs import make_certs
+
+    directory = tempfile.TemporaryDirectory(prefix="mc-bench-tls-")
+    return make_certs(Path(directory.name)), directory
+
+
+def _tls(target: str) -> tuple[list[str], list[str]]:
+    """The worker's and the generators' TLS flags for ``target`` (none unless "tls")."""
+    if target != "tls":
+        return [], []
+    certs = _certs()[0]
+    return [f"--tls-cert={certs.cert}", f"--tls-key={certs.key}"], ["--tls", str(certs.ca)]
 
 
 def _gen_module(target: str) -> str:
@@ -340,7 +360,7 @@ def _fanout_one(opts: Any, target: str, say: Say) -> dict[str, Any]:
         duration = opts.warmup + opts.seconds + 3
         common = ["--port", str(port), "--payload", str(opts.payload), "--flow", flow,
                   "--flow-slots", str(opts.receivers), "--duration", str(duration),
-                  "--timeout", str(2 * setup_budget(max(per)))]
+                  "--timeout", str(2 * setup_budget(max(per))), *_tls(target)[1]]
         recvs = [group.generator(f"recv{i}", ["recv", "--slot", str(i), "--conns", str(n), *common],
                                  module=module) for i, n in enumerate(per)]
         _wait_ready(recvs, opts.subscribers, f"fanout {target}", say)
@@ -423,7 +443,7 @@ def _relay_phase(opts: Any, target: str, group: Group, server: Child, port: int,
             "--rate", str(rate / len(per)), "--payload", str(opts.payload),
             "--warmup", str(opts.warmup), "--seconds", str(opts.seconds),
             "--duration", str(opts.warmup + opts.seconds + 1.5),
-            "--server-pid", str(server.pid), "--timeout", str(2 * setup_budget(2 * n)),
+            "--server-pid", str(server.pid), "--timeout", str(2 * setup_budget(2 * n)), *_tls(target)[1],
         ], module=_gen_module(target)))
         start += n
     _wait_ready(gens, 2 * opts.sessions, f"relay {target} {phase}", say)

@@ -14,6 +14,7 @@ import json
 import os
 import select
 import socket
+import ssl
 import sys
 import time
 from collections import deque
@@ -21,6 +22,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from mc.websocket import OP_PONG, OP_TEXT, encode_masked_frame
+
+from . import tlsclient
 
 HOST = "127.0.0.1"
 MASK = b"\x1f\x2e\x3d\x4c"  # one fixed mask: the server unmasks it like any other
@@ -60,12 +63,14 @@ def open_many(
     *,
     timeout: float,
     concurrency: int = 256,
+    tls: ssl.SSLContext | None = None,
 ) -> list[tuple[socket.socket, bytes]]:
     """Open one WebSocket per path to 127.0.0.1:``port``; returns (socket, bytes after the 101).
 
     At most ``concurrency`` handshakes are in progress at once; the whole
     batch must finish within ``timeout`` seconds. Sockets are left
-    non-blocking with TCP_NODELAY.
+    non-blocking with TCP_NODELAY. With ``tls`` each is a TLS socket
+    (mc/bench/tlsclient.py) whose handshake is done before the upgrade.
     """
     todo = deque(enumerate(paths))
     results: list[Any] = [None] * len(todo)
@@ -95,6 +100,13 @@ def open_many(
                     err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                     if err:
                         raise HandshakeFailed(f"connect: {os.strerror(err)}")
+                    if tls is not None:
+                        if not isinstance(s, ssl.SSLSocket):
+                            s = st[1] = tlsclient.wrap(s, tls, HOST)
+                        want = tlsclient.step(s)
+                        if want:
+                            ep.modify(fd, want)
+                            continue
                     s.send(request_bytes(st[2], port))
                     st[2] = None
                     ep.modify(fd, select.EPOLLIN)

@@ -73,6 +73,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r = scenarios.add_parser("relay", help="chat sessions of two members")
     common(r, 5.0)
     peers(r)
+    for sp in (f, r):
+        sp.add_argument("--tls", action="store_true",
+                        help="also measure mc over TLS (target 'tls'): its cost as mc / tls ratios")
     r.add_argument("--sessions", type=int, default=500)
     r.add_argument("--payload", type=int, default=100)
     r.add_argument("--window", type=int, default=4, help="messages in flight per connection (load phase)")
@@ -123,9 +126,10 @@ def run(args: argparse.Namespace) -> int:
 
     from mc.bench import scenarios
 
-    args.targets = [*((args.only,) if args.only else TARGETS), *getattr(args, "peers", [])]
+    tls = ["tls"] if getattr(args, "tls", False) else []
+    args.targets = [*((args.only,) if args.only else TARGETS), *tls, *getattr(args, "peers", [])]
     if getattr(args, "rounds", None) is None:
-        args.rounds = ROUNDS_WITH_PEERS if getattr(args, "peers", None) else 1
+        args.rounds = ROUNDS_WITH_PEERS if getattr(args, "peers", None) or tls else 1
     if args.rounds < 1:
         print("--rounds must be at least 1", file=sys.stderr)
         return 2

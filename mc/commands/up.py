@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import signal
+import ssl
 import sys
 
 import attrs
@@ -35,7 +36,8 @@ import httpx
 import trio
 
 from mc.runner import INTERRUPTED, setup_logging, until_signalled
-from mc.settings import LOG_FORMATS, LOG_LEVELS, ProcessSettings
+from mc.security import SecuritySettings
+from mc.settings import LOG_FORMATS, LOG_LEVELS, ProcessSettings, SettingsError, env_name
 
 log = logging.getLogger("mc.up")
 
@@ -77,7 +79,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="log level of every process (default: %(default)s)")
     p.add_argument("--log-format", default=ProcessSettings().log_format, type=str.lower, choices=LOG_FORMATS,
                    help="log lines of every process: text or one JSON object per line (default: %(default)s)")
+    for name in ("tls_cert", "tls_key"):
+        field = attrs.fields_dict(SecuritySettings)[name]
+        p.add_argument("--" + name.replace("_", "-"), dest=name, default=None, metavar="FILE",
+                       help=f"{field.metadata['help']}, for the master and every worker "
+                            f"(env {env_name(field)})")
     p.set_defaults(run=run)
+
+
+def tls_flags(args: argparse.Namespace) -> tuple[list[str], ssl.SSLContext | None]:
+    """The TLS flags for every child (one word each: ``--tls-cert=PATH``), and the context
+    ``mc up`` checks their health with: it trusts exactly the served certificate.
+
+    From ``--tls-cert``/``--tls-key``, else ``MC_TLS_CERT``/``MC_TLS_KEY``; a bad pair is a
+    SettingsError naming it (checked before anything starts).
+    """
+    fields = attrs.fields_dict(SecuritySettings)
+    cert, key = (os.path.abspath(v) if v else "" for v in (
+        getattr(args, n) if getattr(args, n) is not None else os.environ.get(env_name(fields[n]), "")
+        for n in ("tls_cert", "tls_key")))
+    SecuritySettings(tls_cert=cert, tls_key=key)
+    if not cert:
+        return [], None
+    pinned = ssl.create_default_context(cafile=cert)
+    pinned.check_hostname = False  # the certificate itself is the trust anchor (a pin), whatever it names
+    pinned.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return [f"--tls-cert={cert}", f"--tls-key={key}"], pinned
 
 
 def exit_status(code: int) -> str:
@@ -108,6 +135,7 @@ class Child:
     name: str
     args: list[str]
     health: str  # its /healthz URL
+    verify: ssl.SSLContext | bool = True  # how its /healthz certificate is checked (https)
     proc: trio.Process | None = None
     restarts: int = 0
 
@@ -119,7 +147,7 @@ class Child:
         """Until ``/healthz`` answers 200; RuntimeError if the process exits or takes too long."""
         proc = self.proc
         assert proc is not None
-        async with httpx.AsyncClient(timeout=0.5) as http:
+        async with httpx.AsyncClient(timeout=0.5, verify=self.verify) as http:
             with trio.move_on_after(STARTUP_TIMEOUT):
                 while True:
                     if proc.returncode is not None:
@@ -210,11 +238,13 @@ async def _start_redis(args: argparse.Namespace) -> tuple[trio.Process, str]:
     return proc, url
 
 
-async def up(args: argparse.Namespace) -> None:
+async def up(args: argparse.Namespace, tls: list[str], pinned: ssl.SSLContext | None) -> None:
     base = [sys.executable, "-m", "mc.cli"]
-    common = ["--host", args.host, "--log-level", args.log_level, "--log-format", args.log_format]
+    web, ws = ("https", "wss") if tls else ("http", "ws")
+    verify: ssl.SSLContext | bool = pinned or True
+    common = ["--host", args.host, "--log-level", args.log_level, "--log-format", args.log_format, *tls]
     n_masters = max(1, args.masters)
-    master_urls = [f"http://{args.host}:{args.port + i}" for i in range(n_masters)]
+    master_urls = [f"{web}://{args.host}:{args.port + i}" for i in range(n_masters)]
     first_worker = args.port + n_masters
     infra: list[trio.Process | None] = []
     masters: list[Child] = []
@@ -226,7 +256,7 @@ async def up(args: argparse.Namespace) -> None:
         workers.append(Child(f"worker w{i}", [
             *base, "worker", "--port", str(port), "--id", f"w{i}", "--master", mine,
             "--heartbeat", str(args.heartbeat), *common,
-        ], f"http://{args.host}:{port}/healthz"))
+        ], f"{web}://{args.host}:{port}/healthz", verify))
     try:
         store = args.store
         if store is None and n_masters > 1:
@@ -237,7 +267,7 @@ async def up(args: argparse.Namespace) -> None:
             name = "master" if n_masters == 1 else f"master m{i + 1}"
             masters.append(Child(name, [
                 *base, "master", "--port", str(args.port + i), *store_args,
-                *(["--master-id", f"m{i + 1}"] if n_masters > 1 else []), *common], f"{url}/healthz"))
+                *(["--master-id", f"m{i + 1}"] if n_masters > 1 else []), *common], f"{url}/healthz", verify))
         for master in masters:
             await master.start()
         for master in masters:
@@ -251,7 +281,7 @@ async def up(args: argparse.Namespace) -> None:
         else:
             print(f"mc is up: {n_masters} masters sharing {store}: {','.join(master_urls)}", flush=True)
         for i in range(1, args.workers + 1):
-            print(f"  worker w{i}: ws://{args.host}:{first_worker + i - 1}", flush=True)
+            print(f"  worker w{i}: {ws}://{args.host}:{first_worker + i - 1}", flush=True)
         print("Workers that die are restarted; Ctrl-C stops the cluster.", flush=True)
         async with trio.open_nursery() as nursery:
             for master in masters:
@@ -267,7 +297,12 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format, "up")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per health poll
     try:
-        stopped_by = trio.run(until_signalled, functools.partial(up, args))
+        tls, pinned = tls_flags(args)
+    except SettingsError as exc:
+        print(f"mc up: {exc}", file=sys.stderr)
+        return 2
+    try:
+        stopped_by = trio.run(until_signalled, functools.partial(up, args, tls, pinned))
     except BaseExceptionGroup as group:
         died = group.subgroup(MasterDied)
         if died is None:

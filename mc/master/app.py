@@ -110,6 +110,9 @@ def hypercorn_config(config: MasterConfig) -> HypercornConfig:
     hc.h11_max_incomplete_size = 16384
     hc.keep_alive_timeout = 60
     hc.graceful_timeout = 2
+    if config.tls_cert:  # https and wss; Hypercorn's context: TLS >= 1.2, AEAD ciphers, no compression
+        hc.certfile = config.tls_cert
+        hc.keyfile = config.tls_key
     return hc
 
 
@@ -127,8 +130,9 @@ async def serve_master(
             nursery.start_soon(state.router.run)
             nursery.start_soon(sample_loop, state, history)
             await nursery.start(hypercorn_serve, build_app(state, history), hypercorn_config(config))
-            log.info("master %s listening on http://%s:%d (store: %s)", store.master_id, config.host,
-                     config.port, "memory" if not store.shared else _masked(config.store))
+            log.info("master %s listening on %s://%s:%d (store: %s)", store.master_id,
+                     "https" if config.tls_cert else "http", config.host, config.port,
+                     "memory" if not store.shared else _masked(config.store))
             task_status.started()
 
 

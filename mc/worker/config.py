@@ -21,7 +21,8 @@ class WorkerConfig(SecuritySettings):
                         validator=port_number)
     id: str = setting("", "worker id, unique in the cluster (default HOSTNAME:PORT)",
                       validator=no_control_chars)
-    advertise: str = setting("", "ws:// URL clients are redirected to (default ws://HOST:PORT)",
+    advertise: str = setting("", "ws:// or wss:// URL clients are redirected to (default ws://HOST:PORT, "
+                                 "wss:// with tls_cert)",
                              validator=no_control_chars)
     masters: tuple[str, ...] = setting((), "master base URLs, tried in order; none = standalone",
                                        flags=("--master", "--masters"), validator=no_control_chars)
@@ -63,5 +64,6 @@ class WorkerConfig(SecuritySettings):
         return self.id or f"{socket.gethostname()}:{bound_port}"
 
     def advertised(self, bound_port: int) -> str:
-        """The URL clients are sent to: ``advertise``, else ws://HOST:PORT (the bound port)."""
-        return self.advertise or f"ws://{self.host}:{bound_port}"
+        """The URL clients are sent to: ``advertise``, else ws(s)://HOST:PORT (the bound port)."""
+        scheme = "wss" if self.tls_cert else "ws"
+        return self.advertise or f"{scheme}://{self.host}:{bound_port}"

@@ -43,6 +43,7 @@ from mc.websocket import encode_close
 from .connection import Connection
 from .events import closing
 from .states import OPEN
+from .tls import TLSStream
 
 #: at most this many dirty connections are written by the reader that made them
 #: dirty, at the end of its recv (a chat reply, an ack); more wait for the pass
@@ -233,13 +234,13 @@ class Flusher:
                 last = out.copy()
                 joined = out[0] if len(out) == 1 else b"".join(out)
             self._send_some(conn, joined)
-            if conn.out and self.nursery is not None:
+            if (conn.out or _backlog(conn)) and self.nursery is not None:
                 conn.blocked = True
                 self.nursery.start_soon(self._drain, conn)
 
     def final_flush(self, conn: Connection) -> None:
         """Best-effort last write (e.g. the close frame) before the socket closes."""
-        if conn.out and not conn.blocked:
+        if (conn.out or _backlog(conn)) and not conn.blocked:
             self._send_some(conn)
 
     @staticmethod
@@ -276,7 +277,7 @@ class Flusher:
 
     async def _drain(self, conn: Connection) -> None:
         try:
-            while conn.out:
+            while conn.out or _backlog(conn):
                 await trio.lowlevel.wait_writable(conn.sock)
                 self._send_some(conn)
         except (trio.ClosedResourceError, OSError):
@@ -298,6 +299,12 @@ class Flusher:
 
 _queued = attrgetter("queued")
 _out_bytes = attrgetter("out_bytes")
+
+
+def _backlog(conn: Connection) -> bool:
+    """TLS ciphertext the kernel has not taken yet (a plain socket has none): still output."""
+    sock = conn.sock
+    return type(sock) is TLSStream and bool(sock.backlog)
 
 
 def _lost(conn: Connection) -> None:

@@ -21,6 +21,7 @@ from typing import cast
 import trio
 
 from mc.protocol import CloseCode
+from mc.security import server_ssl_context
 from mc.tokens import TokenVerifier
 from mc.websocket import HandshakeError, HandshakeReader, HandshakeRequest, accept_response
 
@@ -34,6 +35,7 @@ from .flusher import Flusher
 from .master_link import MasterLink
 from .metrics import SAMPLE_EVERY, WorkerMetrics, send_all, wants_metrics
 from .reactor import RECV_SIZE, Reactor
+from .tls import handshake as tls_handshake
 
 log = logging.getLogger("mc.worker")
 
@@ -52,6 +54,7 @@ class Worker:
         self.config = config
         self.listener = _listen(config.host, config.port)
         self.port: int = self.listener.getsockname()[1]
+        self.tls = server_ssl_context(config)
         self.reactor = Reactor(self._received, self._closed)
         self.flusher = Flusher(max_frames=config.max_queued_frames, max_bytes=config.max_queued_bytes,
                                release=self.reactor.release)
@@ -167,6 +170,12 @@ class Worker:
 
     async def _serve_socket(self, sock: socket.socket) -> None:
         """The handshake; an accepted connection is handed to the reactor and this task ends."""
+        if self.tls is not None:
+            secured = await tls_handshake(sock, self.tls, self.config.handshake_timeout)
+            if secured is None:
+                sock.close()
+                return
+            sock = cast(socket.socket, secured)  # duck-compatible with every call below (mc/worker/tls.py)
         conn: Connection | None = None
         try:
             conn = await self._handshake(sock)
@@ -226,10 +235,11 @@ class Worker:
         reader = HandshakeReader()
         with trio.move_on_after(self.config.handshake_timeout):
             while True:
-                await trio.lowlevel.wait_readable(sock)
+                # recv first: the request is often in already (and TLS may hold it, tls.py ``early``)
                 try:
                     data = sock.recv(RECV_SIZE)
                 except BlockingIOError:
+                    await trio.lowlevel.wait_readable(sock)
                     continue
                 except OSError:
                     return None, b""

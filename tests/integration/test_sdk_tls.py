@@ -1,7 +1,7 @@
 """The SDK over TLS: certificates verified by default, a private CA through ``ssl_context=``.
 
 A real worker behind a TLS-terminating proxy (tests/integration/tlsproxy.py)
-with a certificate the test made (tests/tlscerts.py): the app, chat and
+with a certificate the test made (mc/bench/certs.py): the app, chat and
 consumer SDK and ``mc publish`` connect over ``https://`` / ``wss://`` when
 they trust the CA, and refuse to when they do not.
 """
@@ -17,8 +17,8 @@ import pytest
 import trio
 
 import mc
+from mc.bench.certs import make_certs
 from tests.procs import running, worker_proc
-from tests.tlscerts import make_certs
 
 from .tlsproxy import tls_proxy
 from .wsclient import unique
