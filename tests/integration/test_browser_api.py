@@ -81,7 +81,15 @@ async def test_draining_worker_says_503_with_retry_after(two: tuple[Proc, list[P
                 w = await get_json(http, f"{master.http}/v1/workers")
                 return any(x["id"] == worker_id(wa) and x["state"] != "up" for x in w["workers"])
             await wait_for(draining, what="drain")
-            frame, code = await framed(target(wa.url, "/v1/app", {"client": "web", "browser": 1}))
+            url = target(wa.url, "/v1/app", {"client": "web", "browser": 1})
+
+            async def refused() -> bool:
+                """The master marks the worker first; the worker refuses once its link brought the drain."""
+                async with open_websocket_url(url, subprotocols=[JSON], connect_timeout=TIMEOUT) as ws:
+                    return orjson.loads(await ws.get_message())["type"] != "welcome"
+
+            await wait_for(refused, what="the worker refusing")
+            frame, code = await framed(url)
             assert code == 4503 and frame["status"] == 503 and frame["retry_after"] >= 1
         finally:
             await http.delete(f"{master.http}/v1/workers/{worker_id(wa)}/drain")
