@@ -5,6 +5,8 @@
     mc bench connections   19,990 idle app connections on one worker: RSS per connection
                            (--up N --conns 100000: through ``mc up`` with N workers)
     mc bench master        claims + lookups per second through the master's /v1/control link
+    mc bench million       ``mc up`` holding --conns (1,000,000) idle app connections: memory by
+                           role, time to open, a broadcast notify's delivery time (mc.bench.million)
     mc bench report        benchmarks/results/report.png from the latest results
 
 Servers and generators are separate processes, all on 127.0.0.1; with two or
@@ -68,6 +70,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--codec", choices=["msgpack", "json"], default="msgpack",
                    help="the control link's codec (workers speak msgpack)")
 
+    mil = scenarios.add_parser("million", help="mc up holding a million idle app connections")
+    common(mil, 5.0)
+    mil.add_argument("--conns", type=int, default=1_000_000)
+    mil.add_argument("--up", type=int, default=0, metavar="N",
+                     help="workers (default: --conns / 19,600, rounded up)")
+
     rep = scenarios.add_parser("report", help="plot the latest results to benchmarks/results/report.png")
     rep.add_argument("--results", default=None)
     rep.add_argument("--json", action="store_true")
@@ -95,7 +103,12 @@ def run(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(line, flush=True)
 
-    fn = getattr(scenarios, args.scenario)
+    if args.scenario == "million":
+        from mc.bench import million
+
+        fn = million.million
+    else:
+        fn = getattr(scenarios, args.scenario)
     try:
         out = fn(args, say)
     except KeyboardInterrupt:
@@ -119,6 +132,10 @@ def render(out: dict[str, Any]) -> str:
 
     rows: list[tuple[Any, ...]] = []
     s = out["scenario"]
+    if s == "million":
+        from mc.bench.million import render as render_million
+
+        return render_million(out)
 
     def row(label: str, key: str, target: Any = None, met: str | None = None) -> None:
         mc, base = out.get(f"mc_{key}"), out.get(f"baseline_{key}")
