@@ -66,6 +66,19 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+class Handshake:
+    """A connection until its welcome: the only per-connection Python object, and short-lived."""
+
+    __slots__ = ("attempts", "buf", "index", "sent", "sock")
+
+    def __init__(self, index: int, sock: socket.socket, attempts: int) -> None:
+        self.index = index
+        self.sock = sock
+        self.attempts = attempts
+        self.sent = False
+        self.buf = b""
+
+
 class Hold:
     """The welcomed connections' frames: pongs, notify counts, closes."""
 
@@ -150,8 +163,7 @@ def run(a: argparse.Namespace) -> None:
     srcs = sources(a.slot)
     ep = select.epoll()
     hold = Hold(ep)
-    # fd -> [index, socket, request sent?, bytes received]; at most --concurrency entries
-    pending: dict[int, list] = {}
+    pending: dict[int, Handshake] = {}  # by fd; at most --concurrency entries
     todo: deque[tuple[int, int]] = deque((i, 0) for i in range(a.conns))  # (index, attempts so far)
     later: deque[tuple[float, int, int]] = deque()  # (not before, index, attempts)
     opened = failed = local = 0
@@ -163,14 +175,14 @@ def run(a: argparse.Namespace) -> None:
     next_report = 0.0
     last_reported: tuple[int, ...] = ()
 
-    def fail(st: list, why: str) -> None:
+    def fail(st: Handshake, why: str) -> None:
         nonlocal failed
         errors[why] = errors.get(why, 0) + 1
-        ep.unregister(st[1].fileno())
-        del pending[st[1].fileno()]
-        st[1].close()
-        if st[4] < a.retries:
-            later.append((time.monotonic() + RETRY_AFTER, st[0], st[4] + 1))
+        ep.unregister(st.sock.fileno())
+        del pending[st.sock.fileno()]
+        st.sock.close()
+        if st.attempts < a.retries:
+            later.append((time.monotonic() + RETRY_AFTER, st.index, st.attempts + 1))
         else:
             failed += 1
 
@@ -193,11 +205,11 @@ def run(a: argparse.Namespace) -> None:
                 s.bind((srcs[i % len(srcs)], 0))
                 s.setblocking(False)
                 err = s.connect_ex((HOST, ports[i % len(ports)]))
-                st = [i, s, False, b"", k]
-                pending[s.fileno()] = st
+                new = Handshake(i, s, k)
+                pending[s.fileno()] = new
                 ep.register(s.fileno(), select.EPOLLOUT)
                 if err not in (0, errno.EINPROGRESS):
-                    fail(st, os.strerror(err))
+                    fail(new, os.strerror(err))
             if not todo and not pending and not later:
                 ready = True
                 report("ready", seconds=round(now - t0, 2))
@@ -205,19 +217,19 @@ def run(a: argparse.Namespace) -> None:
                 raise SystemExit(f"hold{a.slot}: {opened}/{a.conns} welcomed within {a.timeout:.0f}s "
                                  f"(errors {errors})")
         now_ms = int(now * 1000)
-        for fd, ev in poll(0.05, 4096):
-            st = pending.get(fd)
-            if st is None:
+        for fd, _ in poll(0.05, 4096):
+            if fd not in pending:
                 hold.readable(fd, now_ms)
                 continue
-            s = st[1]
-            if not st[2]:
+            st = pending[fd]
+            s = st.sock
+            if not st.sent:
                 err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if err:
                     fail(st, os.strerror(err))
                     continue
-                s.send(request_bytes(f"/v1/app?client=h{a.slot}c{st[0]}", ports[st[0] % len(ports)]))
-                st[2] = True
+                s.send(request_bytes(f"/v1/app?client=h{a.slot}c{st.index}", ports[st.index % len(ports)]))
+                st.sent = True
                 ep.modify(fd, select.EPOLLIN)
                 continue
             try:
@@ -230,10 +242,10 @@ def run(a: argparse.Namespace) -> None:
             if not data:
                 fail(st, "closed in handshake")
                 continue
-            st[3] += data
-            head, sep, rest = st[3].partition(b"\r\n\r\n")
+            st.buf += data
+            head, sep, rest = st.buf.partition(b"\r\n\r\n")
             if not sep:
-                if len(st[3]) > MAX_HEAD:
+                if len(st.buf) > MAX_HEAD:
                     fail(st, "handshake too long")
                 continue
             status = head.split(b"\r\n", 1)[0]

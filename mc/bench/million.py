@@ -102,7 +102,8 @@ def preflight(conns: int) -> None:
             f"connection takes one: sysctl -w net.netfilter.nf_conntrack_max={want}")
     file_max = _read_int("/proc/sys/fs/file-max")
     if file_max is not None and file_max < 2 * conns + 10_000:
-        raise RuntimeError(f"fs.file-max is {file_max:,}; {2 * conns:,} sockets need more (sysctl -w fs.file-max)")
+        raise RuntimeError(f"fs.file-max is {file_max:,}; {2 * conns:,} sockets need more "
+                           "(sysctl -w fs.file-max=...)")
     avail = meminfo().get("MemAvailable", 0)
     need = conns * PLAN_KIB * 1024 + (1 << 30)
     if avail < need:
@@ -136,7 +137,8 @@ class Roles:
 def _kernel() -> dict[str, int]:
     m = meminfo()
     return {"slab": m.get("Slab", 0), "sunreclaim": m.get("SUnreclaim", 0),
-            "pagetables": m.get("PageTables", 0), "tcp_buffers": sockstat_tcp_pages() * os.sysconf("SC_PAGE_SIZE"),
+            "pagetables": m.get("PageTables", 0),
+            "tcp_buffers": sockstat_tcp_pages() * os.sysconf("SC_PAGE_SIZE"),
             "used": m.get("MemTotal", 0) - m.get("MemAvailable", 0),
             "conntrack": _read_int(CONNTRACK_COUNT) or 0}
 
@@ -312,6 +314,7 @@ def _broadcast(http: httpx.Client, gens: list[Child], held: int, say: Say) -> di
     """One ``POST /v1/notify`` to all apps; when it reached 50%, 99% and all of them."""
     before = sum(_last(g).get("notified", 0) for g in gens)
     t0 = time.monotonic()
+    status: int | str
     try:
         r = http.post("/v1/notify", json={"to": {}, "data": "m", "id": f"million-{os.getpid()}-{t0}"})
         delivered = r.json().get("delivered") if r.status_code == 200 else None
@@ -370,7 +373,8 @@ def render(out: dict[str, Any]) -> str:
         ("  machine (MemTotal - MemAvailable)", out.get("machine_used_kib_per_conn")),
         ("conntrack entries added", out.get("conntrack_entries")),
         ("broadcast notify: HTTP answer s", out.get("notify_ack_s")),
-        ("  delivered (ack) / frames received", f"{out.get('notify_delivered')} / {out.get('notify_received')}"),
+        ("  delivered (ack) / frames received",
+         f"{out.get('notify_delivered')} / {out.get('notify_received')}"),
         ("  received by 50% / 99% / all s",
          f"{out.get('notify_p50_s')} / {out.get('notify_p99_s')} / {out.get('notify_all_s')}"),
     ]
