@@ -51,6 +51,12 @@ NOTIFY_WAIT = 120.0
 PLAN_KIB = 16  # machine memory a connection may take (both ends, all roles), for the preflight
 STARTUP_PER_WORKER = 1.0  # seconds added to the startup bound per worker (imports share 2 cores)
 PRESENCE_SAMPLE = 200
+MAX_IN_FLIGHT = 1024  # handshakes in flight over all generators (each gets its share, at least 8)
+#: workers and generators run at this niceness, the master and mc up at 0: every
+#: connect waits for the master (presence before welcome) and every worker's lease
+#: on its heartbeats, yet with ~100 busy processes on 2 cores a fair share is ~2% of
+#: the CPU, and the master falls seconds behind (welcomes "local", leases missed)
+NICE = 10
 SAY_EVERY = 5.0
 
 Say = Any  # Callable[[str], None], as in mc.bench.scenarios
@@ -204,6 +210,8 @@ def million(opts: Any, say: Say) -> dict[str, Any]:
         _wait_registered(http, workers, up, max(5.0, t_start + startup - time.monotonic()))
         out["startup_s"] = round(time.monotonic() - t_start, 1)
         roles = Roles(up)
+        for w in roles.workers:
+            w.nice(NICE)
         time.sleep(1.0)
         rss0, k0 = roles.rss(), _kernel()
         say(f"  up in {out['startup_s']} s: master {rss0['master'] / 2**20:.0f} MiB, workers "
@@ -212,13 +220,16 @@ def million(opts: Any, say: Say) -> dict[str, Any]:
         ports = ",".join(str(port + 1 + i) for i in range(workers))
         t0 = time.monotonic()
         gens = []
+        concurrency = str(max(8, MAX_IN_FLIGHT // n_gens))
         for slot, n in enumerate(_split(conns, n_gens)):
             g = Child(f"hold{slot}", [sys.executable, "-m", "mc.bench.holdgen", "--ports", ports,
                                       "--conns", str(n), "--slot", str(slot), "--timeout", str(setup),
+                                      "--concurrency", concurrency,
                                       "--duration", str(setup + opts.seconds + NOTIFY_WAIT + 120)],
                       cpus=None, stdin=True)
             group.children.append(g)
             gens.append(g)
+            os.setpriority(os.PRIO_PROCESS, g.pid, NICE)
         _wait_ready(gens, up, t0 + setup + 10, say, conns)
         open_s = max(_first(g, "ready")["t"] for g in gens) - t0  # type: ignore[index]
         out["open_s"] = round(open_s, 1)
@@ -237,6 +248,8 @@ def million(opts: Any, say: Say) -> dict[str, Any]:
         out.update(_broadcast(http, gens, held, say))
         out["met_held"] = held >= conns
         out["met_delivered"] = out.get("notify_received") == held
+        # what the cluster complained about (mc up runs at WARNING): lease misses, refusals
+        out["cluster_warnings"] = [line.strip() for line in up.stderr if " WARNING " in line or " ERROR " in line]
     finally:
         group.stop_all()
     return out

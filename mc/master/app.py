@@ -96,12 +96,21 @@ async def sample_loop(state: MasterState, history: History) -> None:
         await trio.sleep(1.0)
 
 
+#: the largest WebSocket message the master reads: a worker's full ``register``
+#: (after a master restart or a resync) carries every presence entry it holds, up
+#: to 19,990 (max_connections) pairs of two 128-character names, ~261 bytes each
+#: in msgpack, plus as many chat sessions: ~8 MiB. A 64 KiB limit (max_body)
+#: closed such a register with 1009 over and over, so a worker with more than
+#: ~2,500 apps could never register again (mc bench million found it).
+CONTROL_MESSAGE_MAX = 16 * 1024 * 1024
+
+
 def hypercorn_config(config: MasterConfig) -> HypercornConfig:
     hc = HypercornConfig()
     hc.bind = [f"{config.host}:{config.port}"]
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
-    hc.websocket_max_message_size = config.max_body
+    hc.websocket_max_message_size = max(config.max_body, CONTROL_MESSAGE_MAX)
     # the same bounds as a worker's handshake: a request head or body that is not
     # complete within 10 s is cut, and heads are at most 16 KiB
     hc.read_timeout = HTTP_READ_TIMEOUT
