@@ -249,7 +249,8 @@ def million(opts: Any, say: Say) -> dict[str, Any]:
         out["met_held"] = held >= conns
         out["met_delivered"] = out.get("notify_received") == held
         # what the cluster complained about (mc up runs at WARNING): lease misses, refusals
-        out["cluster_warnings"] = [line.strip() for line in up.stderr if " WARNING " in line or " ERROR " in line]
+        out["cluster_warnings"] = [line.strip() for line in up.stderr
+                                   if " WARNING " in line or " ERROR " in line]
     finally:
         group.stop_all()
     return out
@@ -385,6 +386,7 @@ def render(out: dict[str, Any]) -> str:
         ("  all of the above", out.get("total_kib_per_conn")),
         ("  machine (MemTotal - MemAvailable)", out.get("machine_used_kib_per_conn")),
         ("conntrack entries added", out.get("conntrack_entries")),
+        ("cluster warnings (of mc up's last 50 log lines)", len(out.get("cluster_warnings", []))),
         ("broadcast notify: HTTP answer s", out.get("notify_ack_s")),
         ("  delivered (ack) / frames received",
          f"{out.get('notify_delivered')} / {out.get('notify_received')}"),
