@@ -52,11 +52,13 @@ PLAN_KIB = 16  # machine memory a connection may take (both ends, all roles), fo
 STARTUP_PER_WORKER = 1.0  # seconds added to the startup bound per worker (imports share 2 cores)
 PRESENCE_SAMPLE = 200
 MAX_IN_FLIGHT = 1024  # handshakes in flight over all generators (each gets its share, at least 8)
-#: workers and generators run at this niceness, the master and mc up at 0: every
-#: connect waits for the master (presence before welcome) and every worker's lease
-#: on its heartbeats, yet with ~100 busy processes on 2 cores a fair share is ~2% of
-#: the CPU, and the master falls seconds behind (welcomes "local", leases missed)
+#: generators run at this niceness, the cluster at 0: the generators are the load,
+#: and every connect waits for the master (presence before welcome) and every
+#: worker's lease on its heartbeats; with ~100 busy processes on 2 cores a fair
+#: share would leave the master ~2% of the CPU
 NICE = 10
+WORKER_BASE_MIB = 60  # RSS of a worker before its first connection, for the preflight
+MEM_FLOOR = 1536 << 20  # MemAvailable under which the run stops, before the OOM killer picks anyone
 SAY_EVERY = 5.0
 
 Say = Any  # Callable[[str], None], as in mc.bench.scenarios
@@ -95,7 +97,7 @@ CONNTRACK_MAX = "/proc/sys/net/netfilter/nf_conntrack_max"
 CONNTRACK_COUNT = "/proc/sys/net/netfilter/nf_conntrack_count"
 
 
-def preflight(conns: int) -> None:
+def preflight(conns: int, workers: int) -> None:
     """RuntimeError naming the fix when the machine cannot hold ``conns`` connections."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < PER_GEN + 100:
@@ -111,10 +113,11 @@ def preflight(conns: int) -> None:
         raise RuntimeError(f"fs.file-max is {file_max:,}; {2 * conns:,} sockets need more "
                            "(sysctl -w fs.file-max=...)")
     avail = meminfo().get("MemAvailable", 0)
-    need = conns * PLAN_KIB * 1024 + (1 << 30)
+    need = conns * PLAN_KIB * 1024 + workers * (WORKER_BASE_MIB << 20) + MEM_FLOOR
     if avail < need:
-        raise RuntimeError(f"{avail / 2**30:.1f} GiB available; {conns:,} connections plan for "
-                           f"{need / 2**30:.1f} GiB ({PLAN_KIB} KiB each + 1 GiB)")
+        raise RuntimeError(f"{avail / 2**30:.1f} GiB available; {conns:,} connections on {workers} workers "
+                           f"plan for {need / 2**30:.1f} GiB ({PLAN_KIB} KiB each, {WORKER_BASE_MIB} MiB "
+                           f"a worker, {MEM_FLOOR >> 20} MiB spare)")
 
 
 class Roles:
@@ -191,7 +194,7 @@ def million(opts: Any, say: Say) -> dict[str, Any]:
     if conns < 1 or conns > workers * PER_WORKER:
         raise RuntimeError(f"--conns must be 1..{workers * PER_WORKER:,} for {workers} workers "
                            f"(at most {PER_WORKER:,} each)")
-    preflight(conns)
+    preflight(conns, workers)
     n_gens = math.ceil(conns / PER_GEN)
     setup = SETUP_BASE + conns / MIN_RATE
     out: dict[str, Any] = {"scenario": "million", "conns": conns, "workers": workers, "generators": n_gens,
@@ -210,8 +213,6 @@ def million(opts: Any, say: Say) -> dict[str, Any]:
         _wait_registered(http, workers, up, max(5.0, t_start + startup - time.monotonic()))
         out["startup_s"] = round(time.monotonic() - t_start, 1)
         roles = Roles(up)
-        for w in roles.workers:
-            w.nice(NICE)
         time.sleep(1.0)
         rss0, k0 = roles.rss(), _kernel()
         say(f"  up in {out['startup_s']} s: master {rss0['master'] / 2**20:.0f} MiB, workers "
@@ -268,14 +269,17 @@ def _wait_ready(gens: list[Child], up: Child, deadline: float, say: Say, conns: 
         now = time.monotonic()
         if now > deadline:
             raise RuntimeError("generators not ready within the setup bound")
+        avail = meminfo().get("MemAvailable", 0)
+        opened = sum(_last(g).get("opened", 0) for g in gens)
+        if avail < MEM_FLOOR:
+            raise RuntimeError(f"stopped: {avail / 2**30:.2f} GiB available, under the "
+                               f"{MEM_FLOOR / 2**30:.1f} GiB floor, at {opened:,} connections")
         if now >= next_say:
             next_say += SAY_EVERY
-            opened = sum(_last(g).get("opened", 0) for g in gens)
             errors: dict[str, int] = {}
             for g in gens:
                 for k, v in _last(g).get("errors", {}).items():
                     errors[k] = errors.get(k, 0) + v
-            avail = meminfo().get("MemAvailable", 0)
             say(f"  {now - t0:5.0f} s: {opened:>9,}/{conns:,} welcomed ({opened / (now - t0):,.0f}/s), "
                 f"{avail / 2**30:.1f} GiB available" + (f", errors {errors}" if errors else ""))
         time.sleep(0.2)
