@@ -57,6 +57,10 @@ MAX_IN_FLIGHT = 1024  # handshakes in flight over all generators (each gets its 
 #: worker's lease on its heartbeats; with ~100 busy processes on 2 cores a fair
 #: share would leave the master ~2% of the CPU
 NICE = 10
+#: the master's lease for this run: it judges a worker's silence by when it reads
+#: the heartbeats, and with the machine this loaded it reads them seconds late; at
+#: 5 s it purged live workers, whose full re-registrations loaded it further
+LEASE = 30.0
 WORKER_BASE_MIB = 60  # RSS of a worker before its first connection, for the preflight
 MEM_FLOOR = 1536 << 20  # MemAvailable under which the run stops, before the OOM killer picks anyone
 SAY_EVERY = 5.0
@@ -204,7 +208,7 @@ def million(opts: Any, say: Say) -> dict[str, Any]:
         port = _pick_port(workers)
         t_start = time.monotonic()
         up = group.server("mc up", ["-m", "mc.cli", "up", "--workers", str(workers), "--port", str(port),
-                                    "--log-level", "WARNING"], grace=30.0)
+                                    f"--lease={LEASE}", "--log-level", "WARNING"], grace=30.0)
         startup = 20.0 + STARTUP_PER_WORKER * workers
         say(f"million: mc up with {workers} workers (pid {up.pid}), ports {port}..{port + workers}")
         for i in range(workers + 1):

@@ -73,6 +73,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="address every process listens on (default: %(default)s)")
     p.add_argument("--heartbeat", type=float, default=25.0,
                    help="worker ping interval, seconds (default: %(default)s)")
+    p.add_argument("--lease", type=float, default=None,
+                   help="seconds a silent worker stays alive, passed to the masters (default: theirs, 5); "
+                        "longer on a machine so loaded that heartbeats are read late")
     p.add_argument("--log-level", default=ProcessSettings().log_level, type=str.lower, choices=LOG_LEVELS,
                    help="log level of every process (default: %(default)s)")
     p.add_argument("--log-format", default=ProcessSettings().log_format, type=str.lower, choices=LOG_FORMATS,
@@ -233,10 +236,11 @@ async def up(args: argparse.Namespace) -> None:
             redis, store = await _start_redis(args)
             infra.append(redis)
         store_args = ["--store", store] if store else []
+        lease_args = [f"--lease={args.lease}"] if args.lease is not None else []
         for i, url in enumerate(master_urls):
             name = "master" if n_masters == 1 else f"master m{i + 1}"
             masters.append(Child(name, [
-                *base, "master", "--port", str(args.port + i), *store_args,
+                *base, "master", "--port", str(args.port + i), *store_args, *lease_args,
                 *(["--master-id", f"m{i + 1}"] if n_masters > 1 else []), *common], f"{url}/healthz"))
         for master in masters:
             await master.start()
