@@ -75,6 +75,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     mil.add_argument("--conns", type=int, default=1_000_000)
     mil.add_argument("--up", type=int, default=0, metavar="N",
                      help="workers (default: --conns / 19,600, rounded up)")
+    mil.add_argument("--setup-seconds", type=float, default=0.0,
+                     help="bound of the connecting phase (default: 60 + conns / 500); "
+                          "what is open then is held and measured")
 
     rep = scenarios.add_parser("report", help="plot the latest results to benchmarks/results/report.png")
     rep.add_argument("--results", default=None)
