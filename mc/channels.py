@@ -7,7 +7,7 @@ from typing import Any
 
 import trio
 
-from mc.protocol.control import MAX_BATCH, MAX_CONTROL_FRAME, ControlMessage
+from mc.protocol.control import MAX_BATCH, SPLIT_FRAME, ControlMessage
 
 
 def batch_of(first: Any, channel: trio.MemoryReceiveChannel[Any]) -> Any:
@@ -28,14 +28,14 @@ def batch_of(first: Any, channel: trio.MemoryReceiveChannel[Any]) -> Any:
 def encoded(batch: Any, encode: Callable[[Any], bytes]) -> list[bytes]:
     """``batch`` (from :func:`batch_of`) as frames the other end accepts.
 
-    A list whose encoding passes MAX_CONTROL_FRAME / 2 is split in halves
+    A list whose encoding passes SPLIT_FRAME is split in halves
     until each half fits (one message is bounded by its own fields), so a burst
     of large notifies cannot make a frame the other end refuses.
     """
     if type(batch) is not list:
         return [encode(batch.to_wire())]
     frame = encode([m.to_wire() for m in batch])
-    if len(frame) <= MAX_CONTROL_FRAME // 2 or len(batch) == 1:
+    if len(frame) <= SPLIT_FRAME or len(batch) == 1:
         return [frame]
     half = len(batch) // 2
     return encoded(_one_or_list(batch[:half]), encode) + encoded(_one_or_list(batch[half:]), encode)

@@ -6,6 +6,8 @@
                            (--up N --conns 100000: through ``mc up`` with N workers)
     mc bench master        claims + lookups per second through the master's /v1/control link
     mc bench notify        POST /v1/notify per second (one master core), p99 at half rate, batch notifies/s
+    mc bench million       ``mc up`` holding --conns (1,000,000) idle app connections: memory by
+                           role, time to open, a broadcast notify's delivery time (mc.bench.million)
     mc bench report        benchmarks/results/report.png from the latest results
 
 fanout, relay and connections take ``--peers picows,picows-coalesced,socketify,nats``
@@ -104,6 +106,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     common(n, 5.0)
     notify_arguments(n)
 
+    mil = scenarios.add_parser("million", help="mc up holding a million idle app connections")
+    common(mil, 5.0)
+    mil.add_argument("--conns", type=int, default=1_000_000)
+    mil.add_argument("--up", type=int, default=0, metavar="N",
+                     help="workers (default: --conns / 19,600, rounded up)")
+    mil.add_argument("--setup-seconds", type=float, default=0.0,
+                     help="bound of the connecting phase (default: 60 + conns / 500); "
+                          "what is open then is held and measured")
+
     rep = scenarios.add_parser("report", help="plot the latest results to benchmarks/results/report.png")
     rep.add_argument("--results", default=None)
     rep.add_argument("--json", action="store_true")
@@ -137,9 +148,10 @@ def run(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(line, flush=True)
 
-    from mc.bench import notify
+    from mc.bench import million, notify
 
-    fn = notify.notify if args.scenario == "notify" else getattr(scenarios, args.scenario)
+    fn = {"notify": notify.notify, "million": million.million}.get(args.scenario) or getattr(
+        scenarios, args.scenario)
     try:
         out = fn(args, say)
     except KeyboardInterrupt:
@@ -164,6 +176,10 @@ def render(out: dict[str, Any]) -> str:
     from mc.bench.scenarios import key
 
     s = out["scenario"]
+    if s == "million":
+        from mc.bench.million import render as render_million
+
+        return render_million(out)
     if s == "master":
         return _render_master(out) + machine_line(out.get("machine"))
     if s == "notify":

@@ -42,6 +42,9 @@ from mc.settings import LOG_FORMATS, LOG_LEVELS, ProcessSettings, SettingsError,
 log = logging.getLogger("mc.up")
 
 STARTUP_TIMEOUT = 20.0
+#: added to the workers' startup bound per worker: they start together and their
+#: imports share the CPUs (51 workers on 2 loaded cores took over 20 s)
+STARTUP_PER_WORKER = 1.0
 STOP_GRACE = 5.0
 #: restart delays: the first, the cap, and how long a worker must stay up for the next to be the first again
 RESTART_FIRST = 1.0
@@ -75,6 +78,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="address every process listens on (default: %(default)s)")
     p.add_argument("--heartbeat", type=float, default=25.0,
                    help="worker ping interval, seconds (default: %(default)s)")
+    p.add_argument("--lease", type=float, default=None,
+                   help="seconds a silent worker stays alive, passed to the masters (default: theirs, 5); "
+                        "longer on a machine so loaded that heartbeats are read late")
     p.add_argument("--log-level", default=ProcessSettings().log_level, type=str.lower, choices=LOG_LEVELS,
                    help="log level of every process (default: %(default)s)")
     p.add_argument("--log-format", default=ProcessSettings().log_format, type=str.lower, choices=LOG_FORMATS,
@@ -143,12 +149,12 @@ class Child:
         self.proc = await trio.lowlevel.open_process(self.args)
         return self.proc
 
-    async def wait_healthy(self) -> None:
-        """Until ``/healthz`` answers 200; RuntimeError if the process exits or takes too long."""
+    async def wait_healthy(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        """Until ``/healthz`` answers 200; RuntimeError if the process exits or takes ``timeout`` s."""
         proc = self.proc
         assert proc is not None
         async with httpx.AsyncClient(timeout=0.5, verify=self.verify) as http:
-            with trio.move_on_after(STARTUP_TIMEOUT):
+            with trio.move_on_after(timeout):
                 while True:
                     if proc.returncode is not None:
                         raise RuntimeError(f"{self.name} exited with {exit_status(proc.returncode)}")
@@ -158,7 +164,7 @@ class Child:
                     except httpx.HTTPError:
                         pass
                     await trio.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not answer {self.health} within {STARTUP_TIMEOUT} s")
+        raise RuntimeError(f"{self.name} did not answer {self.health} within {timeout:g} s")
 
 
 async def _stop(groups: list[list[trio.Process | None]]) -> None:
@@ -263,10 +269,11 @@ async def up(args: argparse.Namespace, tls: list[str], pinned: ssl.SSLContext | 
             redis, store = await _start_redis(args)
             infra.append(redis)
         store_args = ["--store", store] if store else []
+        lease_args = [f"--lease={args.lease}"] if args.lease is not None else []
         for i, url in enumerate(master_urls):
             name = "master" if n_masters == 1 else f"master m{i + 1}"
             masters.append(Child(name, [
-                *base, "master", "--port", str(args.port + i), *store_args,
+                *base, "master", "--port", str(args.port + i), *store_args, *lease_args,
                 *(["--master-id", f"m{i + 1}"] if n_masters > 1 else []), *common], f"{url}/healthz", verify))
         for master in masters:
             await master.start()
@@ -274,8 +281,10 @@ async def up(args: argparse.Namespace, tls: list[str], pinned: ssl.SSLContext | 
             await master.wait_healthy()
         for worker in workers:
             await worker.start()
+        # one deadline for all: they started together
+        deadline = trio.current_time() + STARTUP_TIMEOUT + STARTUP_PER_WORKER * len(workers)
         for worker in workers:
-            await worker.wait_healthy()
+            await worker.wait_healthy(max(STARTUP_TIMEOUT / 4, deadline - trio.current_time()))
         if n_masters == 1:
             print(f"mc is up: master {master_urls[0]}  (dashboard {master_urls[0]}/)", flush=True)
         else:

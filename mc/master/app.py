@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import secrets
 import socket
@@ -106,7 +107,10 @@ def hypercorn_config(config: MasterConfig) -> HypercornConfig:
     hc.websocket_max_message_size = MAX_CONTROL_FRAME  # /v1/control is the master's only WebSocket
     # the same bounds as a worker's handshake: a request head or body that is not
     # complete within 10 s is cut, and heads are at most 16 KiB
-    hc.read_timeout = HTTP_READ_TIMEOUT
+    # Hypercorn applies it to every read, the workers' control links too: a link
+    # silent for less than the lease is alive by definition, so it is never cut sooner
+    # (with a 30 s lease and 10 s here, starved workers lost their links at 10 s)
+    hc.read_timeout = max(HTTP_READ_TIMEOUT, math.ceil(config.lease))
     hc.h11_max_incomplete_size = 16384
     hc.keep_alive_timeout = 60
     hc.graceful_timeout = 2

@@ -31,7 +31,7 @@ class MasterConfig(SecuritySettings):
                                     validator=positive)
     link_queue: int = setting(10_000, "control messages waiting for one worker; more drops the link",
                               validator=positive)
-    max_body: int = setting(64 * 1024, "largest HTTP body, bytes (control frames: 1 MiB)",
+    max_body: int = setting(64 * 1024, "largest HTTP body, bytes (control frames: 16 MiB)",
                             validator=positive)
     dedup_max: int = setting(100_000, "notify ids remembered for 10 minutes, at most", validator=positive)
     rebalance_tolerance: float = setting(0.25, "a worker above (1 + this) x the mean share is rebalanced",

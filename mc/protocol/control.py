@@ -58,12 +58,16 @@ CONTROL_PATH = "/v1/control"
 MAX_BATCH = 256
 #: longest worker URL accepted at registration
 MAX_URL = 2048
-#: largest control frame either end accepts (both directions; the HTTP body limit
-#: ``max_body`` is for clients): a worker's registration carries its sessions
-MAX_CONTROL_FRAME = 1024 * 1024
+#: largest control frame either end reads (both directions; the HTTP body limit
+#: ``max_body`` is for clients). A worker's ``register`` carries all its chat
+#: sessions: up to 19,990 of 128-character names is ~3 MiB, so a 64 KiB limit
+#: closed it with 1009 at every attempt and the worker never came back after a
+#: master restart (``mc bench million`` found it).
+MAX_CONTROL_FRAME = 16 * 1024 * 1024
+#: a writer splits a batch whose frame would pass this (one message is sent whole)
+SPLIT_FRAME = 1024 * 1024
 #: [client, device] pairs in one ``register`` or ``presence``: a worker with more
 #: apps registers with the first ones and sends the rest as presence messages
-#: (names are at most 128 characters, so a chunk stays far below MAX_CONTROL_FRAME)
 PRESENCE_CHUNK = 1000
 
 

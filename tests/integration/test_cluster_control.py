@@ -54,3 +54,18 @@ async def test_bad_control_frames_close_with_4000(frame):
             with trio.fail_after(5), pytest.raises(ConnectionClosed) as closed:
                 await ws.get_message()
             assert closed.value.reason.code == 4000
+
+
+async def test_a_register_with_a_full_workers_presence_is_accepted():
+    """20,000 presence entries (~900 KiB of JSON, far over max_body) in one register:
+    what a busy worker sends after a master restart; 1009 here made it retry forever."""
+    presence = [[f"client-{i:06d}-{'x' * 20}", "default"] for i in range(20_000)]
+    with running(master_proc()) as (master,):
+        url = master.http.replace("http://", "ws://") + "/v1/control"
+        async with open_websocket_url(url) as ws:
+            await ws.send_message(orjson.dumps({
+                "type": "register", "worker": "big", "url": "ws://127.0.0.1:1",
+                "capacity": 20_000, "sessions": {}, "presence": presence,
+            }).decode())
+            (registered,) = await _receive_all(ws, 1)
+            assert registered["type"] == "registered"

@@ -23,8 +23,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from mc.channels import encoded
 from mc.protocol import JSON, MSGPACK, CloseCode, Notification, Target
 from mc.protocol.control import (
-    MAX_CONTROL_FRAME,
     PRESENCE_CHUNK,
+    SPLIT_FRAME,
     Adopt,
     Deliver,
     Delivered,
@@ -607,10 +607,10 @@ def test_a_large_registration_is_chunked_and_the_rest_follows_as_presence() -> N
 
 
 def test_control_batches_split_below_the_frame_limit() -> None:
-    """A burst of large messages becomes several frames, each under MAX_CONTROL_FRAME."""
+    """A burst of large messages becomes several frames, each at most SPLIT_FRAME."""
     big = [Presence(((f"{'x' * 100}{i}", "d" * 100),) * 1) for i in range(8000)]
     frames = encoded(big, msgpack.packb)
-    assert len(frames) > 1 and all(len(f) <= MAX_CONTROL_FRAME // 2 for f in frames)
+    assert len(frames) > 1 and all(len(f) <= SPLIT_FRAME for f in frames)
     decoded = [m for f in frames for m in (lambda v: v if isinstance(v, list) else [v])(msgpack.unpackb(f))]
     assert decoded == [m.to_wire() for m in big]
     assert encoded(big[0], msgpack.packb) == [msgpack.packb(big[0].to_wire())]
