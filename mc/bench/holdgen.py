@@ -222,8 +222,9 @@ def run(a: argparse.Namespace) -> None:
                 later.clear()
                 ready = True
                 report("ready", seconds=round(now - t0, 2), complete=False)
-        now_ms = int(now * 1000)
-        for fd, _ in poll(0.05, 4096):
+        events = poll(0.05, 4096)
+        now_ms = int(time.monotonic() * 1000)  # after the wait: arrivals are never stamped early
+        for fd, _ in events:
             if fd not in pending:
                 hold.readable(fd, now_ms)
                 continue
