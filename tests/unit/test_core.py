@@ -1004,3 +1004,15 @@ def test_made_up_traces_are_short_and_distinct() -> None:
     assert WorkerCore(WorkerConfig(), FakeSink(), worker_id="w2", instance=0xABC,
                       wall_ms=lambda: 0)._trace_prefix != core._trace_prefix
     assert other._trace_prefix == core._trace_prefix  # same worker id and start: same prefix
+
+
+def test_made_up_traces_count_in_base_36() -> None:
+    """The table-driven counter agrees with plain base 36 across its digit boundaries."""
+    core, _ = make_core()
+    prefix = core._trace_prefix
+    traces = [core._trace() for _ in range(3 * 36 * 36 + 5)]
+    assert all(t.startswith(prefix) for t in traces)
+    counts = [t[len(prefix):] for t in traces]
+    assert [int(c, 36) for c in counts] == list(range(1, len(traces) + 1))
+    assert not any(c.startswith("0") for c in counts)  # no padding
+    assert traces[36 * 36 - 1] == prefix + "100"
