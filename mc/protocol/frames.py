@@ -491,6 +491,14 @@ def _p_send(o: Mapping[str, Any], rid: str | None) -> Send:
     return Send(_data(o, rid), rid, _trace(o, rid))
 
 
+def send_fields(o: Mapping[str, Any]) -> tuple[str | None, Any, str | None]:
+    """A decoded ``send`` map's ``(id, data, trace)``, validated as :func:`parse_request`
+    validates a :class:`Send`, without making one: the worker relays a chat message
+    straight from the map (one frame object fewer per message on its hot path)."""
+    rid = _request_id(o)
+    return rid, _data(o, rid), _trace(o, rid)
+
+
 Parser = Callable[[Mapping[str, Any], "str | None"], Any]
 
 _COMMON: dict[str, Parser] = {"ping": _p_ping, "pong": _p_pong}

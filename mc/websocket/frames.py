@@ -155,6 +155,8 @@ class FrameParser:
 
         events: list[Event] = []
         mask_bit = self._mask_bit
+        head_short = 6 if mask_bit else 2
+        max_ = self._max
         end = len(data)
         pos = 0
         while True:
@@ -164,6 +166,26 @@ class FrameParser:
                 break
             b0 = data[pos]
             b1 = data[pos + 1]
+            ln = b1 ^ mask_bit  # the length if the mask bit is right, else >= 128
+            if ln < 126 and (b0 == 0x81 or b0 == 0x82) and ln <= max_ and not self._msg_op:
+                # The hot path: a whole short text or binary frame, correctly masked, no
+                # fragmented message open; the checks below could not fail for it.
+                need = head_short + ln
+                if avail < need:
+                    break
+                start = pos + head_short
+                pos = start + ln
+                payload = data[start:pos]
+                if mask_bit:
+                    key = int.from_bytes(data[start - 4 : start], "little") * _REP[ln] & _LOW[ln]
+                    payload = (int.from_bytes(payload, "little") ^ key).to_bytes(ln, "little")
+                if b0 == 0x81 and not payload.isascii():
+                    try:
+                        payload.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise self._fail(_INVALID_DATA, "invalid UTF-8", events) from None
+                events.append((b0 & 0x0F, payload))
+                continue
             op = b0 & 0x0F
             ln = b1 & 0x7F
             if b0 & 0x70:
@@ -311,11 +333,21 @@ _OPCODES = (OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG)
 _SHORT_HEADERS = {op: [bytes((0x80 | op, n)) for n in range(126)] for op in _OPCODES}
 
 
+_MEDIUM_HEADER = struct.Struct("!BBH")
+
+
 def encode_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    """An unmasked (server-to-client) frame."""
+    """An unmasked (server-to-client) frame.
+
+    Final data frames up to 64 KiB (nearly every frame a worker sends) skip the
+    general header path's validation: their header is one table lookup or one pack.
+    """
     n = len(payload)
-    if fin and n < 126 and opcode in _SHORT_HEADERS:
-        return _SHORT_HEADERS[opcode][n] + payload
+    if fin and opcode in _SHORT_HEADERS:
+        if n < 126:
+            return _SHORT_HEADERS[opcode][n] + payload
+        if n < 0x10000 and opcode < OP_CLOSE:
+            return _MEDIUM_HEADER.pack(0x80 | opcode, 126, n) + payload
     return _header(_first_byte(opcode, fin, n), 0, n) + payload
 
 

@@ -12,6 +12,11 @@ from collections.abc import Iterator
 
 from .peer import Peer
 
+#: A room of at most this many connections keeps each sender's list of the others
+#: (at most n * (n - 1) references, ~2 KiB); a bigger room makes the list per message,
+#: where the fan-out's n - 1 writes cost far more than making it.
+CACHED_OTHERS = 16
+
 
 class RoomFull(Exception):
     """The room already holds ``max_members`` connections (handshake 409)."""
@@ -20,13 +25,16 @@ class RoomFull(Exception):
 class ChatRoom:
     """One session: its connections, the next ``seq`` and when it emptied."""
 
-    __slots__ = ("session", "seq", "empty_since", "_conns")
+    __slots__ = ("session", "seq", "empty_since", "_conns", "_others")
 
     def __init__(self, session: str, now: float) -> None:
         self.session = session
         self.seq = 0
         self.empty_since: float | None = now
         self._conns: dict[str, dict[str, Peer]] = {}  # client -> device -> peer
+        # sender -> everyone else (small rooms), made on a member's first send and
+        # dropped on any join or leave: read once per message, membership rarely changes
+        self._others: dict[Peer, list[Peer]] = {}
 
     def __len__(self) -> int:
         return sum(len(d) for d in self._conns.values())
@@ -42,8 +50,13 @@ class ChatRoom:
         return device in self._conns.get(client, {})
 
     def others(self, sender: Peer) -> list[Peer]:
-        """Every connection but the sender's (its other devices included)."""
-        return [p for p in self.peers() if p is not sender]
+        """Every connection but the sender's (its other devices included); do not modify it."""
+        others = self._others.get(sender)
+        if others is None:
+            others = [p for p in self.peers() if p is not sender]
+            if len(others) < CACHED_OTHERS:
+                self._others[sender] = others
+        return others
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -56,6 +69,7 @@ class ChatRoom:
         old = devices.get(peer.device)
         devices[peer.device] = peer
         peer.room = self
+        self._others = {}
         self.empty_since = None
         if old is not None:
             old.room = None
@@ -68,6 +82,7 @@ class ChatRoom:
             return False
         del devices[peer.device]
         peer.room = None
+        self._others = {}
         if devices:
             return False
         del self._conns[peer.client]

@@ -28,7 +28,7 @@ import heapq
 import itertools
 import logging
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 import attrs
@@ -54,7 +54,6 @@ from mc.protocol import (
     Publish,
     Refresh,
     Resume,
-    Send,
     Subscribe,
     Target,
     Unsubscribe,
@@ -85,7 +84,7 @@ from mc.protocol.control import (
     Shed,
     Undrain,
 )
-from mc.protocol.frames import Notification, chat_wire, message_wire, notification_wire
+from mc.protocol.frames import Notification, chat_wire, message_wire, notification_wire, send_fields
 from mc.security import key_matches
 from mc.tokens import TokenError, TokenVerifier
 from mc.websocket import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, WebSocketError, encode_frame
@@ -183,7 +182,7 @@ class WorkerCore:
         self._instance = instance
         # short on purpose: a made-up trace rides in every fan-out frame (~20 bytes in all)
         self._trace_prefix = _base36(zlib.crc32(f"{worker_id}/{instance}".encode()))[:6] + "-"
-        self._traces = itertools.count(1)
+        self._trace = _trace_ids(self._trace_prefix).__next__
         #: per-frame debug lines (with their trace ids) cost a check per frame, nothing more
         self._debug = log.isEnabledFor(logging.DEBUG)
         self._ids = itertools.count(1)
@@ -194,7 +193,8 @@ class WorkerCore:
                 Subscribe: self._subscribe, Unsubscribe: self._unsubscribe, Pause: self._pause,
                 Resume: self._resume, Notify: self._notify, Ping: self._ping, Pong: _ignore,
             }),
-            CHAT: (CHAT_FRAMES, {Send: self._send, Refresh: self._refresh, Ping: self._ping, Pong: _ignore}),
+            # ``send`` never gets here: _frame relays it from the decoded map
+            CHAT: (CHAT_FRAMES, {Refresh: self._refresh, Ping: self._ping, Pong: _ignore}),
         }
         # (when, tie-breaker, conn): CLOSING connections waiting for the client's reply
         self._closes: list[tuple[float, int, Peer]] = []
@@ -515,24 +515,37 @@ class WorkerCore:
             # OP_PONG: any frame counts as activity, nothing else to do
 
     def _frame(self, conn: Peer, payload: bytes, now: float) -> None:
-        """One client frame: decode, validate, act; never raises."""
+        """One client frame: decode, validate, act; never raises.
+
+        A chat ``send`` (the relay's hot path) is validated and relayed straight
+        from the decoded map; every other frame becomes its typed object first.
+        """
         self.stats.messages_in += 1
-        table, actions = self._tables[conn.kind]
         frame: Any = None
+        rid: str | None = None  # a validated send's id, for an error after validation
         try:
-            frame = parse_request(conn.codec.decode(payload), table)
+            obj = conn.codec.decode(payload)
+            if conn.kind == CHAT and type(obj) is dict and obj.get("type") == "send":
+                rid, data, trace = send_fields(obj)
+                self._send(conn, rid, data, trace, now)
+                return
+            table, actions = self._tables[conn.kind]
+            frame = parse_request(obj, table)
             actions[type(frame)](conn, frame, now)
         except ProtocolError as exc:
             if exc.close_code is not None:
                 self.close(conn, exc.close_code, exc.reason, now)
             else:
-                rid = exc.request_id if exc.request_id is not None else getattr(frame, "id", None)
+                if exc.request_id is not None:
+                    rid = exc.request_id
+                elif frame is not None:
+                    rid = getattr(frame, "id", None)
                 self.stats.errors += 1
                 self._reply(conn, Error(exc.code, exc.reason, rid))
         except Exception:
             log.exception("frame handling failed on %r", conn)
             self.stats.errors += 1
-            self._reply(conn, Error(ErrorCode.INTERNAL, "internal error", getattr(frame, "id", None)))
+            self._reply(conn, Error(ErrorCode.INTERNAL, "internal error", getattr(frame, "id", rid)))
 
     def _reply(self, conn: Peer, frame: Any) -> None:
         """Encode one frame for one connection."""
@@ -671,30 +684,28 @@ class WorkerCore:
         self.stats.delivered_notify += count
         return count
 
-    def _trace(self) -> str:
-        """A trace id for a frame that came without one: a prefix per worker run (from its
-        id and start) and a counter; clients that need global uniqueness send their own."""
-        return self._trace_prefix + _base36(next(self._traces))
-
     def _new_id(self) -> str:
         """A notify id for senders that gave none: unique per worker run."""
         return f"{self.id}-{self._instance:x}-{next(self._ids)}"
 
-    def _send(self, conn: Peer, frame: Send, now: float) -> None:
-        self.stats.received_chat += 1
+    def _send(self, conn: Peer, rid: str | None, data: Any, trace: str | None, now: float) -> None:
+        """A chat ``send`` (already validated): the session's next seq to every other member."""
+        stats = self.stats
+        stats.received_chat += 1
         if self._publish_rate:
-            self._limit(conn, self._publish_rate, frame.id, now)
+            self._limit(conn, self._publish_rate, rid, now)
         room = conn.room
         assert room is not None  # a chat connection joins its room in open()
         seq = room.next_seq()
-        trace = frame.trace or self._trace()
-        self.stats.delivered_chat += self._fan_out(
-            chat_wire(conn.client, frame.data, seq, self._wall_ms(), trace), room.others(conn))
+        if trace is None:
+            trace = self._trace()
+        stats.delivered_chat += self._fan_out(
+            chat_wire(conn.client, data, seq, self._wall_ms(), trace), room.others(conn))
         if self._debug:
             log.debug("chat %s seq %d", room.session, seq,
                       extra={"trace": trace, "client": conn.client, "session": room.session})
-        if frame.id is not None:
-            self._reply(conn, Ack(frame.id, seq=seq))
+        if rid is not None:
+            self._reply(conn, Ack(rid, seq=seq))
 
     # ================================================================ timers
 
@@ -922,4 +933,22 @@ def _base36(n: int) -> str:
         out = _DIGITS[d] + out
         if not n:
             return out
+
+
+# The counter's last two base-36 digits come from tables: one string concatenation
+# per trace id instead of a divmod loop (a made-up trace rides in most chat frames).
+_LOW_SHORT = [_base36(n) for n in range(36 * 36)]
+_LOW_PADDED = [s.rjust(2, "0") for s in _LOW_SHORT]
+
+
+def _trace_ids(prefix: str) -> Iterator[str]:
+    """Trace ids for frames that came without one: a prefix per worker run (from its id
+    and start) and a base-36 counter from 1; clients that need global uniqueness send
+    their own."""
+    for low in _LOW_SHORT[1:]:
+        yield prefix + low
+    for high in itertools.count(1):
+        head = prefix + _base36(high)
+        for low in _LOW_PADDED:
+            yield head + low
 

@@ -391,6 +391,51 @@ def test_data_the_recipient_codec_cannot_carry_is_an_error_with_the_request_id()
     assert app.state is OPEN
 
 
+def test_chat_data_the_others_codec_cannot_carry_is_an_error_with_the_send_id() -> None:
+    core, sink = make_core()
+    connect(core, "/v1/chat/r?client=a")  # JSON
+    b = connect(core, "/v1/chat/r?client=b", protocols="mc.v1.msgpack")
+    sink.got(b)
+    core.received(b, encode_masked_frame(OP_BINARY, msgpack.packb(
+        {"type": "send", "data": {b"k": 1}, "id": "s1"}, use_bin_type=True)), 0.0)
+    reply = sink.got(b)[-1]
+    assert reply["type"] == "error" and reply["code"] == "bad_request" and reply["id"] == "s1"
+    assert b.state is OPEN
+
+
+@pytest.mark.parametrize(("frame", "reason", "rid"), [
+    ({"type": "send", "id": "s1"}, "data is required", "s1"),
+    ({"type": "send", "data": 1, "id": "s2", "trace": ""},
+     "trace must be a string of 1 to 128 characters", "s2"),
+    ({"type": "send", "data": 1, "id": 7}, "id must be a string of 1 to 64 characters", None),
+])
+def test_a_bad_chat_send_is_bad_request_and_relays_nothing(frame: dict, reason: str, rid: str | None) -> None:
+    core, sink = make_core()
+    a = connect(core, "/v1/chat/r?client=a")
+    b = connect(core, "/v1/chat/r?client=b")
+    sink.got(a), sink.got(b)
+    send(core, a, frame)
+    assert sink.got(a) == [{"type": "error", "code": "bad_request", "reason": reason, "id": rid}
+                           if rid is not None else {"type": "error", "code": "bad_request", "reason": reason}]
+    assert sink.got(b) == [] and a.state is OPEN
+
+
+def test_chat_others_follow_joins_and_leaves() -> None:
+    """A sender's cached list of the others is redone when anyone joins or leaves."""
+    core, sink = make_core()
+    a = connect(core, "/v1/chat/r?client=a")
+    b = connect(core, "/v1/chat/r?client=b")
+    send(core, a, {"type": "send", "data": 1})
+    c = connect(core, "/v1/chat/r?client=c")
+    sink.got(a), sink.got(b), sink.got(c)
+    send(core, a, {"type": "send", "data": 2})
+    assert [f["data"] for f in sink.got(c)] == [2] and [f["data"] for f in sink.got(b)] == [2]
+    core.closed(b, 1.0)
+    sink.got(a), sink.got(c)
+    send(core, a, {"type": "send", "data": 3})
+    assert [f["data"] for f in sink.got(c)] == [3] and sink.got(b) == []
+
+
 @pytest.mark.parametrize(("data", "code"), [
     (encode_masked_frame(OP_TEXT, b"x" * 70_000), 1009),
     (bytes([0x81 | 0x40, 0x80]) + b"\0\0\0\0", 1002),  # a reserved bit
@@ -1004,3 +1049,15 @@ def test_made_up_traces_are_short_and_distinct() -> None:
     assert WorkerCore(WorkerConfig(), FakeSink(), worker_id="w2", instance=0xABC,
                       wall_ms=lambda: 0)._trace_prefix != core._trace_prefix
     assert other._trace_prefix == core._trace_prefix  # same worker id and start: same prefix
+
+
+def test_made_up_traces_count_in_base_36() -> None:
+    """The table-driven counter agrees with plain base 36 across its digit boundaries."""
+    core, _ = make_core()
+    prefix = core._trace_prefix
+    traces = [core._trace() for _ in range(3 * 36 * 36 + 5)]
+    assert all(t.startswith(prefix) for t in traces)
+    counts = [t[len(prefix):] for t in traces]
+    assert [int(c, 36) for c in counts] == list(range(1, len(traces) + 1))
+    assert not any(c.startswith("0") for c in counts)  # no padding
+    assert traces[36 * 36 - 1] == prefix + "100"
