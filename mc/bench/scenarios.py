@@ -266,7 +266,8 @@ def _rounds(opts: Any, say: Say, one: One, main: str) -> dict[str, Any]:
 
     ``main`` names the figure whose per-round values are kept
     (``<target>_<main>_rounds``) and whose spread says how noisy the run was.
-    A peer that cannot run here is skipped with one line saying why.
+    A peer that cannot run here, or fails (it could not hold the connections,
+    say), is skipped with one line saying why; mc failing fails the run.
     """
     runs: dict[str, list[dict[str, Any]]] = {}
     skipped: dict[str, str] = {}
@@ -281,7 +282,14 @@ def _rounds(opts: Any, say: Say, one: One, main: str) -> dict[str, Any]:
                 continue
             if rounds > 1:
                 say(f"round {r + 1}/{rounds}: {target}")
-            runs.setdefault(target, []).append(one(opts, target, say))
+            try:
+                runs.setdefault(target, []).append(one(opts, target, say))
+            except RuntimeError as exc:  # one peer failing does not lose the others' figures
+                if target == "mc":
+                    raise
+                say(f"{target}: failed, {exc}")
+                skipped[target] = f"failed: {exc}"
+                runs.pop(target, None)
     out: dict[str, Any] = {"rounds": rounds, "targets": list(runs), "skipped": skipped}
     for target, rs in runs.items():
         k = key(target)

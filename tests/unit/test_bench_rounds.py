@@ -5,6 +5,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from mc.bench import procs, scenarios
 
 
@@ -35,6 +37,28 @@ def test_rounds_interleave_targets_and_skip_a_missing_peer(monkeypatch: Any) -> 
     assert out["mc_msgs_per_s_rounds"] == [100, 300] and out["nats_msgs_per_s"] == 300
     assert out["mc_spread_pct"] == 100.0
     assert said.count("socketify: skipped, not here") == 1
+
+
+def test_a_failing_peer_is_skipped_and_the_others_keep_their_figures(monkeypatch: Any) -> None:
+    monkeypatch.setattr(scenarios, "missing", lambda peer: None)
+    said: list[str] = []
+
+    def one(opts: Any, target: str, say: Any) -> dict[str, Any]:
+        if target == "picows":
+            raise RuntimeError("generators not ready")
+        return {"kib_per_conn": 1.0}
+
+    opts = SimpleNamespace(rounds=2, targets=["mc", "picows", "nats"])
+    out = scenarios._rounds(opts, said.append, one, "kib_per_conn")
+    assert out["targets"] == ["mc", "nats"] and out["mc_kib_per_conn"] == 1.0
+    assert out["skipped"] == {"picows": "failed: generators not ready"}
+    assert said.count("picows: failed, generators not ready") == 1  # not tried again
+
+    def broken_mc(opts: Any, target: str, say: Any) -> dict[str, Any]:
+        raise RuntimeError("mc died")
+
+    with pytest.raises(RuntimeError, match="mc died"):
+        scenarios._rounds(opts, said.append, broken_mc, "kib_per_conn")
 
 
 def test_free_ports_are_below_the_ephemeral_range() -> None:
