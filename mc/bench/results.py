@@ -249,7 +249,8 @@ def plot(override: str | None = None) -> Path:
         ax.bar(names, vals, color=colors)
         for i, v in enumerate(vals):
             ax.text(i, v, f"{v:.2f} KiB", ha="center", va="bottom", fontsize=8)
-        ax.axhline(6.0, color=target_color, linestyle="dashed", label="target (6 KiB)")
+        target = res.get("connections", {}).get("target_kib_per_conn", 2.0)
+        ax.axhline(target, color=target_color, linestyle="dashed", label=f"target ({target:g} KiB)")
         ax.legend(fontsize=7)
         ax.tick_params(axis="x", labelsize=8)
         ax.set_ylabel("KiB of worker RSS per idle connection")

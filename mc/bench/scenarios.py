@@ -405,7 +405,7 @@ def relay(opts: Any, say: Say) -> dict[str, Any]:
     out: dict[str, Any] = {
         "scenario": "relay", "sessions": opts.sessions, "payload_bytes": opts.payload,
         "window": opts.window, "rate": opts.rate, "seconds": opts.seconds,
-        "generators": opts.generators, "target_msgs_per_s": 30_000, "target_p99_ms": 2.0,
+        "generators": opts.generators, "target_msgs_per_s": 30_000, "target_p99_ms": 1.0,
     }
     out.update(_rounds(opts, say, _relay_one, "msgs_per_s"))
     _ratios(out, ("msgs_per_s", "msgs_per_cpu_s"))
@@ -524,7 +524,7 @@ GEN_MAX_CONNS = 16_000  # per generator process: its fd limit is 20,000
 
 def connections(opts: Any, say: Say) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "scenario": "connections", "target_kib_per_conn": 6.0, "seconds": opts.seconds,
+        "scenario": "connections", "target_kib_per_conn": 2.0, "seconds": opts.seconds,
     }
     if opts.up:
         out.update(_connections_up(opts, say))
