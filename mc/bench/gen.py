@@ -122,12 +122,29 @@ def run_recv(a: argparse.Namespace) -> None:
     rep.emit("ready", conns=n)
     if not wait_go(a.timeout):
         return
-    flow = _flow_map(a.flow, a.flow_slots) if a.flow else None
     sample_parser = FrameParser(1 << 20, expect_masked=False)
+
+    def text_frames(data: bytes) -> int:
+        try:
+            return sum(1 for op, _payload in sample_parser.feed(data) if op == OP_TEXT)
+        except WebSocketError:
+            return 0
+
+    count_received(a, rep, socks, ep, index, text_frames)
+
+
+def count_received(a: argparse.Namespace, rep: Reporter, socks: list[socket.socket], ep: select.epoll,
+                   index: dict[int, int], frames_in: Callable[[bytes], int]) -> None:
+    """Count what arrives on ``socks`` for ``a.duration`` (bytes into one reused buffer),
+    and frames as bytes over the mean frame size, which ``frames_in`` measures exactly
+    on the first connection (every subscriber receives the same stream). Keeps the
+    slowest connection's frame count in the flow map, so the publisher stays within
+    its window of it. Shared by the WebSocket and the NATS receivers."""
+    flow = _flow_map(a.flow, a.flow_slots) if a.flow else None
     sample_fd = socks[0].fileno()
     sample_frames = 0
     sample_bytes = 0
-    counts = [0] * n
+    counts = [0] * len(socks)
     closed = 0
     total = 0
     buf = bytearray(BUF)
@@ -155,17 +172,11 @@ def run_recv(a: argparse.Namespace) -> None:
             total += got
             if fd == sample_fd:
                 sample_bytes += got
-                try:
-                    for op, _payload in sample_parser.feed(bytes(buf[:got])):
-                        if op == OP_TEXT:
-                            sample_frames += 1
-                except WebSocketError:
-                    pass
+                sample_frames += frames_in(bytes(buf[:got]))
         now = time.monotonic()
-        if now >= next_flow and sample_frames:
+        if flow is not None and now >= next_flow and sample_frames:
             next_flow = now + 0.002
-            if flow is not None:
-                struct.pack_into("d", flow, 8 * a.slot, min(counts) * sample_frames / sample_bytes)
+            struct.pack_into("d", flow, 8 * a.slot, min(counts) * sample_frames / sample_bytes)
         if now >= next_report:
             next_report = now + PROGRESS_EVERY
             size = sample_bytes / sample_frames if sample_frames else 0.0

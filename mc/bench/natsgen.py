@@ -38,11 +38,9 @@ from typing import Any
 
 import orjson
 
-from .gen import Hist, Noise, _flow_map, _recv, _told_to_stop, parser
+from .gen import PROGRESS_EVERY, Hist, Noise, _flow_map, _recv, _told_to_stop, count_received, parser
 from .wsclient import HOST, HandshakeFailed, Reporter, send_all, wait_go
 
-PROGRESS_EVERY = 0.2
-BUF = 1 << 20
 CONNECT = b'CONNECT {"verbose":false,"pedantic":false,"echo":false,"headers":false}\r\nPING\r\n'
 PONG = b"PONG\r\n"
 TS_AT = 9  # the payload starts {"data":" and then 19 digits of perf_counter_ns
@@ -169,50 +167,8 @@ def run_recv(a: argparse.Namespace) -> None:
     for i, s in enumerate(socks):
         ep.register(s.fileno(), select.EPOLLIN)
         index[s.fileno()] = i
-    flow = _flow_map(a.flow, a.flow_slots) if a.flow else None
     sample = MsgParser()
-    sample_fd = socks[0].fileno()
-    sample_frames = 0
-    sample_bytes = 0
-    counts = [0] * len(socks)
-    closed = 0
-    total = 0
-    buf = bytearray(BUF)
-    recv_into = [s.recv_into for s in socks]
-    now = time.monotonic()
-    end = now + a.duration
-    next_report = now
-    next_flow = now
-    while now < end:
-        for fd, _ in ep.poll(0.01):
-            i = index[fd]
-            try:
-                got = recv_into[i](buf)
-            except BlockingIOError:
-                continue
-            except OSError:
-                got = 0
-            if not got:
-                ep.unregister(fd)
-                counts[i] = 1 << 62  # not the slowest any more
-                closed += 1
-                continue
-            counts[i] += got
-            total += got
-            if fd == sample_fd:
-                sample_bytes += got
-                sample_frames += len(sample.feed(bytes(buf[:got])))
-        now = time.monotonic()
-        if flow is not None and now >= next_flow and sample_frames:
-            next_flow = now + 0.002
-            struct.pack_into("d", flow, 8 * a.slot, min(counts) * sample_frames / sample_bytes)
-        if now >= next_report:
-            next_report = now + PROGRESS_EVERY
-            size = sample_bytes / sample_frames if sample_frames else 0.0
-            rep.emit("progress", bytes=total, frames=total / size if size else 0.0,
-                     frame_size=size, closed=closed)
-    size = sample_bytes / sample_frames if sample_frames else 0.0
-    rep.emit("done", bytes=total, frames=total / size if size else 0.0, frame_size=size, closed=closed)
+    count_received(a, rep, socks, ep, index, lambda data: len(sample.feed(data)))
 
 
 def message_payload(topic: str, payload: int, client: str) -> bytes:
