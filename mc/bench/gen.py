@@ -51,7 +51,7 @@ from mc.websocket import (
 )
 
 from . import tlsclient
-from .wsclient import MASK, Reporter, open_many, pong, send_all, text, wait_go
+from .wsclient import MASK, Reporter, open_many, pong, send_all, text, wait_go, watch
 
 PROGRESS_EVERY = 0.2
 BUF = 1 << 20
@@ -93,7 +93,6 @@ def run_recv(a: argparse.Namespace) -> None:
     conns = open_many(a.port, paths, timeout=a.timeout, tls=a.tls_context)
     socks = [s for s, _ in conns]
     n = len(socks)
-    index = {s.fileno(): i for i, s in enumerate(socks)}
     deadline = time.monotonic() + a.timeout
     sub = text({"type": "subscribe", "topic": a.topic, "id": "s"})
     for s in socks:
@@ -103,9 +102,7 @@ def run_recv(a: argparse.Namespace) -> None:
     for i, (_, trailing) in enumerate(conns):
         if trailing and _has_ack(parsers[i].feed(trailing)):
             waiting.discard(i)
-    ep = select.epoll()
-    for s in socks:
-        ep.register(s.fileno(), select.EPOLLIN)
+    ep, index = watch(socks)
     while waiting:
         if time.monotonic() > deadline:
             raise SystemExit(f"recv: {len(waiting)} subscriptions not acknowledged")
@@ -238,15 +235,12 @@ def run_relay(a: argparse.Namespace) -> None:
     conns = open_many(a.port, paths, timeout=a.timeout, tls=a.tls_context)
     socks = [s for s, _ in conns]
     n = len(socks)
-    index = {s.fileno(): i for i, s in enumerate(socks)}
     parsers = [FrameParser(1 << 20, expect_masked=False) for _ in socks]
     welcomed = [False] * n
     for i, (_, trailing) in enumerate(conns):
         if trailing:
             welcomed[i] = any(op == OP_TEXT for op, _ in parsers[i].feed(trailing))
-    ep = select.epoll()
-    for s in socks:
-        ep.register(s.fileno(), select.EPOLLIN)
+    ep, index = watch(socks)
     deadline = time.monotonic() + a.timeout
     while not all(welcomed):
         if time.monotonic() > deadline:
@@ -408,11 +402,8 @@ def run_idle(a: argparse.Namespace) -> None:
     paths = [f"/v1/app?client=i{a.port}x{a.slot}x{i}" for i in range(a.conns)]
     conns = open_many(a.port, paths, timeout=a.timeout, concurrency=a.concurrency)
     socks = [s for s, _ in conns]
-    index = {s.fileno(): i for i, s in enumerate(socks)}
     parsers: dict[int, FrameParser] = {}
-    ep = select.epoll()
-    for s in socks:
-        ep.register(s.fileno(), select.EPOLLIN)
+    ep, index = watch(socks)
     rep.emit("ready", conns=len(socks))
     end = time.monotonic() + a.duration
     open_count = len(socks)

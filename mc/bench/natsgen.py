@@ -25,7 +25,6 @@ A connection is set up when the server answered the ``PING`` that follows
 from __future__ import annotations
 
 import argparse
-import errno
 import gc
 import os
 import select
@@ -39,7 +38,7 @@ from typing import Any
 import orjson
 
 from .gen import PROGRESS_EVERY, Hist, Noise, _flow_map, _recv, _told_to_stop, count_received, parser
-from .wsclient import HOST, HandshakeFailed, Reporter, send_all, wait_go
+from .wsclient import HandshakeFailed, Reporter, connect_nowait, send_all, wait_go, watch
 
 CONNECT = b'CONNECT {"verbose":false,"pedantic":false,"echo":false,"headers":false}\r\nPING\r\n'
 PONG = b"PONG\r\n"
@@ -104,13 +103,7 @@ def open_many(port: int, subs: list[bytes], *, timeout: float,
                 raise HandshakeFailed(f"only {done}/{len(results)} NATS connections set up in {timeout}s")
             while todo and len(pending) < concurrency:
                 i, sub = todo.popleft()
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                s.setblocking(False)
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                err = s.connect_ex((HOST, port))
-                if err not in (0, errno.EINPROGRESS):
-                    s.close()
-                    raise HandshakeFailed(f"connect: {os.strerror(err)}")
+                s = connect_nowait(port)
                 pending[s.fileno()] = [i, s, sub, MsgParser()]
                 ep.register(s.fileno(), select.EPOLLOUT)
             for fd, _ in ep.poll(0.05):
@@ -162,11 +155,7 @@ def run_recv(a: argparse.Namespace) -> None:
     rep.emit("ready", conns=len(socks))
     if not wait_go(a.timeout):
         return
-    ep = select.epoll()
-    index = {}
-    for i, s in enumerate(socks):
-        ep.register(s.fileno(), select.EPOLLIN)
-        index[s.fileno()] = i
+    ep, index = watch(socks)
     sample = MsgParser()
     count_received(a, rep, socks, ep, index, lambda data: len(sample.feed(data)))
 
@@ -234,11 +223,7 @@ def run_relay(a: argparse.Namespace) -> None:
     rep.emit("ready", conns=n)
     if not wait_go(a.timeout):
         return
-    ep = select.epoll()
-    index = {}
-    for i, s in enumerate(socks):
-        ep.register(s.fileno(), select.EPOLLIN)
-        index[s.fileno()] = i
+    ep, index = watch(socks)
     clock = time.perf_counter_ns
     hist = Hist()
     noise = Noise(a.server_pid)
@@ -333,11 +318,7 @@ def run_idle(a: argparse.Namespace) -> None:
     rep = Reporter("idle", a.slot)
     conns = open_many(a.port, [b""] * a.conns, timeout=a.timeout, concurrency=a.concurrency)
     socks = [s for s, _ in conns]
-    ep = select.epoll()
-    index = {}
-    for i, s in enumerate(socks):
-        ep.register(s.fileno(), select.EPOLLIN)
-        index[s.fileno()] = i
+    ep, index = watch(socks)
     rep.emit("ready", conns=len(socks))
     end = time.monotonic() + a.duration
     open_count = len(socks)

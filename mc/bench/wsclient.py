@@ -84,13 +84,7 @@ def open_many(
                 raise HandshakeFailed(f"only {done}/{len(results)} connections opened in {timeout}s")
             while todo and len(pending) < concurrency:
                 i, path = todo.popleft()
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                s.setblocking(False)
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                err = s.connect_ex((HOST, port))
-                if err not in (0, errno.EINPROGRESS):
-                    s.close()
-                    raise HandshakeFailed(f"connect: {os.strerror(err)}")
+                s = connect_nowait(port)
                 pending[s.fileno()] = [i, s, path, b""]
                 ep.register(s.fileno(), select.EPOLLOUT)
             for fd, _ in ep.poll(0.05):
@@ -137,6 +131,26 @@ def open_many(
     finally:
         ep.close()
     return results
+
+
+def connect_nowait(port: int) -> socket.socket:
+    """A non-blocking TCP_NODELAY socket connecting to HOST:``port`` (writable once connected)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setblocking(False)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    err = s.connect_ex((HOST, port))
+    if err not in (0, errno.EINPROGRESS):
+        s.close()
+        raise HandshakeFailed(f"connect: {os.strerror(err)}")
+    return s
+
+
+def watch(socks: list[socket.socket]) -> tuple[select.epoll, dict[int, int]]:
+    """An epoll reading every socket, and each one's index by fd."""
+    ep = select.epoll()
+    for s in socks:
+        ep.register(s.fileno(), select.EPOLLIN)
+    return ep, {s.fileno(): i for i, s in enumerate(socks)}
 
 
 def send_all(sock: socket.socket, data: bytes, deadline: float) -> None:
