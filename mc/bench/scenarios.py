@@ -422,7 +422,7 @@ def relay(opts: Any, say: Say) -> dict[str, Any]:
 
 
 def _relay_one(opts: Any, target: str, say: Say) -> dict[str, Any]:
-    out: dict[str, Any] = {"closed": 0}
+    out: dict[str, Any] = {"closed": 0, "missing": 0}
     group = Group(pin=not opts.no_pin)
     try:
         port = free_port()
@@ -430,6 +430,7 @@ def _relay_one(opts: Any, target: str, say: Say) -> dict[str, Any]:
         for phase, first in (("load", 0), ("latency", 1_000_000)):
             figures = _relay_phase(opts, target, group, server, port, phase, first, say)
             figures["closed"] += out["closed"]
+            figures["missing"] += out["missing"]
             out.update(figures)
     finally:
         group.stop_all()
@@ -489,6 +490,8 @@ def _relay_phase(opts: Any, target: str, group: Group, server: Child, port: int,
         out["latency_server_cpu_pct"] = round(w.server_cpu(), 1)
         out["other_cpu_pct"] = round(w.foreign_cpu(), 1)
     out["closed"] = sum(d.get("closed", 0) for d in dones)
+    # sent and never counted as received, once the generators waited for the last ones: 0
+    out["missing"] = sum(d["missing"] for d in dones)
     for g in gens:  # the next phase starts on a quiet server
         g.stop()
         g.popen.wait(5)

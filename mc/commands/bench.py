@@ -229,6 +229,7 @@ def render(out: dict[str, Any]) -> str:
         rows.append(("machine wake-up delay p99 / p99.9 ms (1 ms sleep)",
                      f"{out.get('noise_p99_ms')} / {out.get('noise_p999_ms')}", *[None] * (len(cols) + 1)))
         row("connections closed", "closed")
+        row("messages sent, never received", "missing")
     elif s in ("connections", "connections-up"):
         if out.get("up_workers"):
             rows.append(("mc up workers", out["up_workers"], *[None] * (len(cols) + 1)))

@@ -50,13 +50,17 @@ def test_fanout_runs_a_peer_next_to_mc_with_ratios(tmp_path: Path, peer: str) ->
 def test_relay_drives_nats_with_the_nats_generator(tmp_path: Path) -> None:
     if missing("nats"):
         pytest.skip(missing("nats"))
-    done = bench(tmp_path, "relay", "--sessions", "5", "--rate", "200", "--seconds", "0.6",
+    done = bench(tmp_path, "relay", "--sessions", "5", "--rate", "200", "--window", "8", "--seconds", "0.6",
                  "--warmup", "0.2", "--noise-seconds", "0", "--only", "mc", "--peers", "nats", "--json")
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["nats_msgs_per_s"] > 0 and result["nats_rate_achieved"] > 0
     assert 0 < result["nats_p50_ms"] <= result["nats_p99_ms"]
-    assert result["nats_closed"] == 0
+    assert 0 < result["nats_load_p50_ms"] <= result["nats_load_p99_ms"]
+    for k in ("mc", "nats"):
+        assert result[f"{k}_closed"] == 0
+        # every message sent was counted once, parsed or by its read's length
+        assert result[f"{k}_missing"] == 0, k
 
 
 def test_an_unknown_peer_is_refused_with_the_known_ones(tmp_path: Path) -> None:
