@@ -9,7 +9,7 @@ from mc.bench.natsgen import MsgParser
 from mc.bench.wsclient import ChatFrames
 from mc.websocket import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, encode_frame
 
-CHAT = orjson.dumps({"type": "chat", "from": "a1", "data": "%019d" % 1234 + "x" * 81, "seq": 7, "ts": 1})
+CHAT = orjson.dumps({"type": "chat", "from": "a1", "data": f"{1234:019d}" + "x" * 81, "seq": 7, "ts": 1})
 
 
 def test_chat_frames_keep_chat_payloads_and_count_the_others() -> None:
