@@ -36,40 +36,37 @@ import time
 import orjson
 
 from .gen import PROGRESS_EVERY, _flow_map, _recv, count_received, parser, relay_loop
-from .wsclient import HandshakeFailed, Reporter, check_connected, open_all, send_all, wait_go, watch
+from .wsclient import HandshakeFailed, Reporter, Wire, check_connected, open_all, send_all, wait_go, watch
 
 CONNECT = b'CONNECT {"verbose":false,"pedantic":false,"echo":false,"headers":false}\r\nPING\r\n'
 PONG = b"PONG\r\n"
 TS_AT = 9  # the payload starts {"data":" and then 19 digits of perf_counter_ns
 
 
-class MsgParser:
-    """``MSG`` payloads out of a NATS server's stream; PINGs answered (``owed``), PONGs and errors counted."""
+class MsgParser(Wire):
+    """``MSG`` payloads out of a NATS server's stream; PINGs answered (``owed``), PONGs and errors counted.
 
-    __slots__ = ("buf", "closed", "errors", "mark", "owed", "pongs", "size")
+    NATS has no close message: the socket's EOF says it.
+    """
+
+    __slots__ = ("errors", "pongs")
 
     def __init__(self) -> None:
-        self.buf = b""
-        self.size = 0  # bytes of the last MSG, and its MSG line (``mark``): see gen.relay_loop
-        self.mark = b"MSG "
-        self.owed = b""  # a PONG per PING: the caller sends it
+        super().__init__(b"MSG ")
         self.pongs = 0
         self.errors: list[bytes] = []
-        self.closed = False  # NATS has no close message: the socket's EOF says it
 
-    def feed(self, data: bytes) -> list[bytes]:
-        buf = self.buf + data if self.buf else data
-        out = []
+    def split(self, buf: bytes, out: list[bytes]) -> int:
         pos = 0
         n = len(buf)
         while True:
             eol = buf.find(b"\r\n", pos)
             if eol < 0:
-                break
+                return pos
             if buf.startswith(b"MSG ", pos):
                 end = eol + 2 + int(buf[buf.rfind(b" ", pos, eol) + 1:eol])
                 if end + 2 > n:
-                    break
+                    return pos
                 out.append(buf[eol + 2:end])
                 self.size = end + 2 - pos
                 self.mark = buf[pos:eol + 2]
@@ -83,8 +80,6 @@ class MsgParser:
                 self.pongs += 1
             elif line.startswith(b"-ERR"):
                 self.errors.append(line)
-        self.buf = buf[pos:]
-        return out
 
 
 class Connect:

@@ -189,10 +189,55 @@ def open_many(
     return [(u.sock, u.rest) for u in open_all(port, starts, timeout=timeout, concurrency=concurrency)]
 
 
+def frame_header(buf: bytes, pos: int) -> tuple[int, int]:
+    """The header size and the payload length of the unmasked frame at ``buf[pos:]``; (0, 0) if cut short."""
+    avail = len(buf) - pos
+    if avail < 2:
+        return 0, 0
+    ln = buf[pos + 1] & 0x7F
+    if ln < 126:
+        return 2, ln
+    if ln == 126:
+        return (4, buf[pos + 2] << 8 | buf[pos + 3]) if avail >= 4 else (0, 0)
+    return (10, int.from_bytes(buf[pos + 2:pos + 10], "big")) if avail >= 10 else (0, 0)
+
+
 CHAT = b'{"type":"chat"'  # every server here writes "type" first (orjson keeps the order)
 
 
-class ChatFrames:
+class Wire:
+    """One relay connection's receiving side: the relayed messages out of its byte stream.
+
+    A subclass splits its protocol (:meth:`split`); this keeps what a read
+    left incomplete in ``buf``. ``owed`` is what the protocol wants sent back
+    (pongs: the caller sends it and clears it), ``closed`` says the server
+    closed. ``size`` and ``mark`` are the bytes of the last relayed message,
+    framing included, and its framing (which holds its length): see
+    gen.relay_loop.
+    """
+
+    __slots__ = ("buf", "closed", "mark", "owed", "size")
+
+    def __init__(self, mark: bytes) -> None:
+        self.buf = b""
+        self.owed = b""
+        self.closed = False
+        self.size = 0
+        self.mark = mark
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The relayed messages in ``data`` (the next bytes of the stream), each with ``"data":"<time>``."""
+        buf = self.buf + data if self.buf else data
+        out: list[bytes] = []
+        self.buf = buf[self.split(buf, out):]
+        return out
+
+    def split(self, buf: bytes, out: list[bytes]) -> int:
+        """Append the messages at the start of ``buf`` to ``out``; return the bytes they took."""
+        raise NotImplementedError
+
+
+class ChatFrames(Wire):
     """The ``chat`` payloads of a server's (unmasked) frame stream, parsed as cheaply as Python can.
 
     The relay generator reads hundreds of thousands of frames per second on
@@ -200,43 +245,24 @@ class ChatFrames:
     validates everything, at several times the cost): it only splits
     frames, keeps the text payloads that start with :data:`CHAT`, counts the
     other text frames (``welcome``, ``joined``) in ``others``, answers pings
-    (``owed``: the pongs the caller sends) and notes a close frame in ``closed``.
-    ``size`` and ``mark`` are the length and the header of the last chat
-    frame (see gen.relay_loop). The servers measured here never fragment.
+    and notes a close frame. The servers measured here never fragment.
     """
 
-    __slots__ = ("buf", "closed", "mark", "others", "owed", "size")
+    __slots__ = ("others",)
 
     def __init__(self) -> None:
-        self.buf = b""
+        super().__init__(b"\0")
         self.others = 0
-        self.owed = b""
-        self.closed = False
-        self.size = 0
-        self.mark = b"\0"
 
-    def feed(self, data: bytes) -> list[bytes]:
-        buf = self.buf + data if self.buf else data
-        out = []
+    def split(self, buf: bytes, out: list[bytes]) -> int:
         pos = 0
         n = len(buf)
-        while n - pos >= 2:
-            b0 = buf[pos]
-            ln = buf[pos + 1]
-            head = 2
-            if ln == 126:
-                if n - pos < 4:
-                    break
-                ln = buf[pos + 2] << 8 | buf[pos + 3]
-                head = 4
-            elif ln == 127:
-                if n - pos < 10:
-                    break
-                ln = int.from_bytes(buf[pos + 2:pos + 10], "big")
-                head = 10
+        while True:
+            head, ln = frame_header(buf, pos)
             end = pos + head + ln
-            if end > n:
-                break
+            if not head or end > n:
+                return pos
+            b0 = buf[pos]
             if b0 == 0x81:
                 payload = buf[pos + head:end]
                 if payload.startswith(CHAT):
@@ -250,8 +276,6 @@ class ChatFrames:
             elif b0 == 0x88:
                 self.closed = True
             pos = end
-        self.buf = buf[pos:]
-        return out
 
 
 def connect_nowait(port: int) -> socket.socket:

@@ -80,7 +80,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="also measure mc over TLS (target 'tls'): its cost as mc / tls ratios")
     r.add_argument("--sessions", type=int, default=500)
     r.add_argument("--payload", type=int, default=100)
-    r.add_argument("--window", type=int, default=4, help="messages in flight per connection (load phase)")
+    r.add_argument("--window", type=int, default=64,
+                   help="messages in flight per connection (load phase): every server at its limit")
     r.add_argument("--rate", type=float, default=4000.0, help="messages/s of the latency phase")
     r.add_argument("--generators", type=int, default=1, help="generator processes")
     r.add_argument("--noise-seconds", type=float, default=1.5,
