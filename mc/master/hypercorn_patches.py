@@ -36,6 +36,7 @@ requests are then handled as before.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from itertools import chain
 from typing import Any
@@ -70,7 +71,7 @@ async def stream_send(self: Any, event: Any) -> None:
         if event.status_code < 200:
             await _original(self, event)
             return
-        headers = list(chain(event.headers, self.config.response_headers("h11")))
+        headers = list(chain(event.headers, _server_headers(self.config)))
         if self.keep_alive_requests >= self.config.keep_alive_max_requests:
             headers.append((b"connection", b"close"))
         setattr(self, _HEAD, _encode(self, h11.Response(headers=headers, status_code=event.status_code)))
@@ -79,6 +80,19 @@ async def stream_send(self: Any, event: Any) -> None:
     head = self.__dict__.pop(_HEAD, b"")
     if head or data:
         await self.send(RawData(data=head + data))
+
+
+_server_headers_cache: tuple[Any, int, list[tuple[bytes, bytes]]] | None = None
+
+
+def _server_headers(config: Any) -> list[tuple[bytes, bytes]]:
+    """``config.response_headers("h11")`` (date, server), made once a second, not per response."""
+    global _server_headers_cache
+    second = int(time.time())
+    cached = _server_headers_cache
+    if cached is None or cached[0] is not config or cached[1] != second:
+        cached = _server_headers_cache = (config, second, config.response_headers("h11"))
+    return cached[2]
 
 
 def _encode(self: Any, event: Any) -> bytes:
