@@ -45,8 +45,10 @@ class IdleTimer:
 
     ``restart`` (the connection fell idle) moves the close ``keep_alive_timeout``
     ahead, spawning the timer task the first time; ``stop`` (a request came in)
-    lifts the deadline. Shutdown closes an idle connection at once, and a busy
-    one when its answer is out. :meth:`reading_over` ends it with the reads.
+    only marks the connection busy: a deadline that comes during a request
+    waits for its answer, and the next ``restart`` moves it on. Shutdown closes
+    an idle connection at once, and a busy one when its answer is out.
+    :meth:`reading_over` ends it with the reads.
     """
 
     __slots__ = ("_abandoned", "_busy", "_idle_again", "_scope", "_server")
@@ -56,7 +58,7 @@ class IdleTimer:
         self._scope: trio.CancelScope | None = None
         self._busy = False
         self._abandoned = False
-        self._idle_again = trio.Event()
+        self._idle_again: trio.Event | None = None  # only while a deadline waits for an answer
 
     async def restart(self, task_group: Any, action: Any) -> None:
         """The connection is idle: close it ``keep_alive_timeout`` from now (``action`` is that close)."""
@@ -67,14 +69,12 @@ class IdleTimer:
             task_group.spawn(self._run)
         else:
             self._scope.deadline = deadline
-        self._idle_again.set()
+        if self._idle_again is not None:
+            self._idle_again.set()
 
     async def stop(self) -> None:
-        """A request is being served: no keep-alive close until ``restart``."""
+        """A request is being served: no keep-alive close until its answer is out."""
         self._busy = True
-        self._idle_again = trio.Event()
-        if self._scope is not None:
-            self._scope.deadline = math.inf
 
     def reading_over(self) -> None:
         """No more reads (the peer closed, or a read timed out): close now if idle.
@@ -88,17 +88,31 @@ class IdleTimer:
         if self._busy:
             self._abandoned = True
             self._scope.cancel()
+            if self._idle_again is not None:
+                self._idle_again.set()
         else:
             self._scope.deadline = -math.inf
 
     async def _run(self) -> None:
-        assert self._scope is not None
-        with self._scope:
-            await self._server.context.terminated.wait()
-            if self._busy:  # shutdown: let the answer out first
-                await self._idle_again.wait()
-        if self._abandoned:
-            return
+        terminated = self._server.context.terminated
+        while True:
+            assert self._scope is not None
+            with self._scope:
+                await terminated.wait()
+            if self._abandoned:
+                return
+            if not self._busy:  # idle to the deadline, or shutdown
+                break
+            # the deadline, or shutdown, came during a request: once its answer is out, restart()
+            # gives the new scope its deadline
+            self._scope = trio.CancelScope()
+            self._idle_again = trio.Event()
+            await self._idle_again.wait()
+            self._idle_again = None
+            if self._abandoned:
+                return
+            if terminated.is_set():
+                break
         with trio.CancelScope(shield=True):
             await self._server._initiate_server_close()
 

@@ -8,6 +8,7 @@ read timeouts kept, closed peers released at once, big writes whole.
 
 from __future__ import annotations
 
+import functools
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from hypercorn.trio import serve
 
 from mc.master import hypercorn_patches
 from mc.master.hypercorn_patches import INLINE_BODY
+from tests.procs import free_port
 
 INLINE = "/inline"
 BIG = 16 * 1024 * 1024  # past the kernel's send and receive buffers (4 + 6 MiB at most)
@@ -57,18 +59,22 @@ class App:
         await send({"type": "http.response.body", "body": answer})
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[tuple[int, App]]:
+def _config() -> tuple[int, Config]:
     assert hypercorn_patches.install(frozenset({INLINE}))
-    app = App()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
     config.accesslog = None
     config.keep_alive_timeout = 0.5
     config.read_timeout = 1
+    config.graceful_timeout = 3
+    return port, config
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[int, App]]:
+    port, config = _config()
+    app = App()
     async with trio.open_nursery() as nursery:
         await nursery.start(serve, app, config)
         yield port, app
@@ -199,3 +205,37 @@ async def test_a_big_answer_to_a_slow_reader_arrives_whole(server: tuple[int, Ap
             time.sleep(0.3)  # the server's first write fills the buffers
             return _answer(sock)[1]
     assert await trio.to_thread.run_sync(run) == b"x" * BIG
+
+
+async def test_shutdown_closes_idle_connections_at_once_and_busy_ones_after_their_answer() -> None:
+    port, config = _config()
+    config.keep_alive_timeout = 30
+    stop = trio.Event()
+
+    def idle() -> float:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(_request(INLINE, b"a"))
+            _answer(sock)
+            idle_from = time.monotonic()
+            assert sock.recv(10) == b""  # closed at shutdown, long before the keep-alive timeout
+            return time.monotonic() - idle_from
+
+    def busy() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(_request("/sleep"))
+            head, _ = _answer(sock)
+            assert sock.recv(10) == b""
+            return head
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(serve, App(), config, shutdown_trigger=stop.wait))
+        results: dict[str, Any] = {}
+
+        async def run(name: str, fn: Any) -> None:
+            results[name] = await trio.to_thread.run_sync(fn)
+        nursery.start_soon(run, "idle", idle)
+        nursery.start_soon(run, "busy", busy)
+        await trio.sleep(0.3)  # both connected; the busy one's answer is 0.5 s away
+        stop.set()
+    assert results["busy"].startswith(b"HTTP/1.1 200")
+    assert results["idle"] < 1.0
