@@ -526,7 +526,11 @@ class WorkerCore:
         try:
             obj = conn.codec.decode(payload)
             if conn.kind == CHAT and type(obj) is dict and obj.get("type") == "send":
-                rid, data, trace = send_fields(obj)
+                if "id" in obj or "trace" in obj or "data" not in obj:
+                    rid, data, trace = send_fields(obj)
+                else:  # the bare send, the common case: send_fields would give (None, data, None)
+                    data = obj["data"]
+                    trace = None
                 self._send(conn, rid, data, trace, now)
                 return
             table, actions = self._tables[conn.kind]
@@ -699,8 +703,15 @@ class WorkerCore:
         seq = room.next_seq()
         if trace is None:
             trace = self._trace()
-        stats.delivered_chat += self._fan_out(
-            chat_wire(conn.client, data, seq, self._wall_ms(), trace), room.others(conn))
+        wire = chat_wire(conn.client, data, seq, self._wall_ms(), trace)
+        others = room.others(conn)
+        if len(others) == 1:  # a room of two, the common chat: one encode, no codec table
+            peer = others[0]
+            self._write(peer, _encode(peer.codec, wire))
+            stats.messages_out += 1
+            stats.delivered_chat += 1
+        else:
+            stats.delivered_chat += self._fan_out(wire, others)
         if self._debug:
             log.debug("chat %s seq %d", room.session, seq,
                       extra={"trace": trace, "client": conn.client, "session": room.session})
