@@ -169,6 +169,7 @@ class FrameParser:
         mask_bit = self._mask_bit
         head_short = 6 if mask_bit else 2
         max_ = self._max
+        msg_op = self._msg_op  # changes only in _fragment, which refreshes it
         unmask = apply_mask
         end = len(data)
         pos = 0
@@ -180,7 +181,7 @@ class FrameParser:
             b0 = data[pos]
             b1 = data[pos + 1]
             ln = b1 ^ mask_bit  # the length if the mask bit is right, else >= 128
-            if ln < 126 and (b0 == 0x81 or b0 == 0x82) and ln <= max_ and not self._msg_op:
+            if ln < 126 and (b0 == 0x81 or b0 == 0x82) and ln <= max_ and not msg_op:
                 # The hot path: a whole short text or binary frame, correctly masked, no
                 # fragmented message open; the checks below could not fail for it.
                 need = head_short + ln
@@ -265,6 +266,7 @@ class FrameParser:
                 events.append((op, payload))
             else:
                 self._fragment(op, b0 & 0x80, payload, events)
+                msg_op = self._msg_op
 
         if pos < end:
             self._pending = [data[pos:]]

@@ -175,6 +175,10 @@ class WorkerCore:
         self.clustered = bool(config.masters)
         self.linked = False
         self._wall_ms = wall_ms
+        #: the wall clock (ms) of the read being handled, taken at its first message: every
+        #: ``message`` and ``chat`` frame of one read carries the same ``ts`` (one clock read
+        #: per read, not per message; they are relayed within microseconds of each other)
+        self._read_ms = 0
         self._handshakes: PerAddress | None = None
         self._configure(config, tokens)
         self._write = sink.write
@@ -485,6 +489,7 @@ class WorkerCore:
     def received(self, conn: Peer, data: bytes, now: float) -> None:
         """Bytes read from ``conn``: frames are parsed and acted on in order."""
         conn.last_seen = now
+        self._read_ms = 0
         try:
             events = conn.parser.feed(data)
         except WebSocketError as exc:
@@ -621,8 +626,10 @@ class WorkerCore:
         if count:
             self.stats.delivered_publish += count
             self.seq += 1
-            obj = message_wire(frame.topic, frame.data, conn.sender, self.id, self.seq, self._wall_ms(),
-                               frame.key, trace)
+            ts = self._read_ms
+            if not ts:
+                ts = self._read_ms = self._wall_ms()
+            obj = message_wire(frame.topic, frame.data, conn.sender, self.id, self.seq, ts, frame.key, trace)
             frames: dict[Codec, bytes] = {}
             write_many = self._write_many
             for codec, peers in route.plain:
@@ -703,7 +710,10 @@ class WorkerCore:
         seq = room.next_seq()
         if trace is None:
             trace = self._trace()
-        wire = chat_wire(conn.client, data, seq, self._wall_ms(), trace)
+        ts = self._read_ms
+        if not ts:
+            ts = self._read_ms = self._wall_ms()
+        wire = chat_wire(conn.client, data, seq, ts, trace)
         others = room.others(conn)
         if len(others) == 1:  # a room of two, the common chat: one encode, no codec table
             peer = others[0]

@@ -96,3 +96,18 @@ def test_shortcuts_and_general_path_give_the_same_chat_frame(
               for obj in (bare, general) for others in ([other], [other, third])]
     assert len(frames[0]) == 1
     assert all(f == frames[0] for f in frames), frames
+
+
+def test_the_frames_of_one_read_share_a_ts_and_the_next_read_reads_the_clock_again() -> None:
+    sink = RawSink()
+    clock = iter(range(1000, 2000))
+    core = WorkerCore(WorkerConfig(heartbeat=10.0), sink, worker_id="w1", instance=7,
+                      wall_ms=lambda: next(clock))
+    a = join(core, "a", JSON)
+    b = join(core, "b", JSON)
+    sink.out.clear()
+    send = encode_masked_frame(OP_TEXT, b'{"type":"send","data":1}')
+    core.received(a, send * 3, 0.0)
+    core.received(a, send, 0.0)
+    ts = [JSON.decode(frame[2:])["ts"] for frame in sink.out[b]]
+    assert ts[0] == ts[1] == ts[2] < ts[3]
