@@ -99,9 +99,12 @@ class Flusher:
         conn.out.append(frame)
         conn.queued += 1
         conn.out_bytes = size
-        if not conn.dirty:
+        if not conn.dirty:  # _mark, inlined: it runs on nearly every relayed read
             conn.dirty = True
-            self._mark(conn)
+            dirty = self._dirty
+            dirty.append(conn)
+            if len(dirty) == 1:
+                self._wake.set()
 
     def write_many(self, conns: Sequence[Connection], frame: bytes) -> None:
         """Queue ``frame`` for every connection in ``conns`` (kept, never mutated: see above).

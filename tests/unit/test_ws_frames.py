@@ -457,7 +457,7 @@ def wsproto_client_parse(data: bytes) -> list[tuple[int, object]]:
     return out
 
 
-@pytest.mark.parametrize("n", LENGTHS)
+@pytest.mark.parametrize("n", [*LENGTHS, frames.HEADER_TABLE - 1, frames.HEADER_TABLE])
 @pytest.mark.parametrize("opcode", [OP_TEXT, OP_BINARY])
 def test_encode_frame_is_understood_by_wsproto(opcode: int, n: int) -> None:
     payload = b"z" * n
