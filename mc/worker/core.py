@@ -522,21 +522,49 @@ class WorkerCore:
     def _frame(self, conn: Peer, payload: bytes, now: float) -> None:
         """One client frame: decode, validate, act; never raises.
 
-        A chat ``send`` (the relay's hot path) is validated and relayed straight
-        from the decoded map; every other frame becomes its typed object first.
+        A chat ``send`` (the relay's hot path) is validated and relayed right
+        here, straight from the decoded map (no typed object, no further call
+        per message but the encode and the write); every other frame becomes
+        its typed object first.
         """
-        self.stats.messages_in += 1
+        stats = self.stats
+        stats.messages_in += 1
         frame: Any = None
         rid: str | None = None  # a validated send's id, for an error after validation
         try:
             obj = conn.codec.decode(payload)
             if conn.kind == CHAT and type(obj) is dict and obj.get("type") == "send":
+                # the session's next seq to every other member
                 if "id" in obj or "trace" in obj or "data" not in obj:
                     rid, data, trace = send_fields(obj)
                 else:  # the bare send, the common case: send_fields would give (None, data, None)
                     data = obj["data"]
                     trace = None
-                self._send(conn, rid, data, trace, now)
+                stats.received_chat += 1
+                if self._publish_rate:
+                    self._limit(conn, self._publish_rate, rid, now)
+                room = conn.room
+                assert room is not None  # a chat connection joins its room in open()
+                seq = room.next_seq()
+                if trace is None:
+                    trace = self._trace()
+                ts = self._read_ms
+                if not ts:
+                    ts = self._read_ms = self._wall_ms()
+                wire = chat_wire(conn.client, data, seq, ts, trace)
+                others = room.others(conn)
+                if len(others) == 1:  # a room of two, the common chat: one encode, no codec table
+                    peer = others[0]
+                    self._write(peer, _encode(peer.codec, wire))
+                    stats.messages_out += 1
+                    stats.delivered_chat += 1
+                else:
+                    stats.delivered_chat += self._fan_out(wire, others)
+                if self._debug:
+                    log.debug("chat %s seq %d", room.session, seq,
+                              extra={"trace": trace, "client": conn.client, "session": room.session})
+                if rid is not None:
+                    self._reply(conn, Ack(rid, seq=seq))
                 return
             table, actions = self._tables[conn.kind]
             frame = parse_request(obj, table)
@@ -698,35 +726,6 @@ class WorkerCore:
     def _new_id(self) -> str:
         """A notify id for senders that gave none: unique per worker run."""
         return f"{self.id}-{self._instance:x}-{next(self._ids)}"
-
-    def _send(self, conn: Peer, rid: str | None, data: Any, trace: str | None, now: float) -> None:
-        """A chat ``send`` (already validated): the session's next seq to every other member."""
-        stats = self.stats
-        stats.received_chat += 1
-        if self._publish_rate:
-            self._limit(conn, self._publish_rate, rid, now)
-        room = conn.room
-        assert room is not None  # a chat connection joins its room in open()
-        seq = room.next_seq()
-        if trace is None:
-            trace = self._trace()
-        ts = self._read_ms
-        if not ts:
-            ts = self._read_ms = self._wall_ms()
-        wire = chat_wire(conn.client, data, seq, ts, trace)
-        others = room.others(conn)
-        if len(others) == 1:  # a room of two, the common chat: one encode, no codec table
-            peer = others[0]
-            self._write(peer, _encode(peer.codec, wire))
-            stats.messages_out += 1
-            stats.delivered_chat += 1
-        else:
-            stats.delivered_chat += self._fan_out(wire, others)
-        if self._debug:
-            log.debug("chat %s seq %d", room.session, seq,
-                      extra={"trace": trace, "client": conn.client, "session": room.session})
-        if rid is not None:
-            self._reply(conn, Ack(rid, seq=seq))
 
     # ================================================================ timers
 
