@@ -8,6 +8,7 @@ SIGKILL after a grace period). Nothing here mocks mc.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import ssl
@@ -23,10 +24,41 @@ import httpx
 STARTUP_TIMEOUT = 15.0
 
 
-def free_port() -> int:
+def bindable(port: int) -> bool:
+    """Can a server listen on ``port`` now (as the master and workers do, SO_REUSEADDR)?"""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            s.listen()
+        except OSError:
+            return False
+    return True
+
+
+def free_run(n: int) -> int:
+    """A port P with P .. P+n-1 all free (mc up gives its workers the ports after the master's).
+
+    Chosen below the kernel's ephemeral range: a port from that range may be
+    taken meanwhile as the local end of an outgoing connection (or linger in
+    TIME_WAIT) and then the worker could not listen on it.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    top = max(low, 12_000) - n
+    for _ in range(200):
+        base = random.randrange(10_000, top)
+        if all(bindable(base + i) for i in range(n)):
+            return base
+    raise RuntimeError("no run of free ports")
+
+
+def free_port() -> int:
+    """A free port below the ephemeral range (see :func:`free_run`)."""
+    return free_run(1)
 
 
 class Proc:

@@ -11,11 +11,11 @@ hand (``CONNECT``, ``SUB``, ``PUB``, ``PING``/``PONG`` and ``MSG`` parsing):
 ``pub``    one connection publishing payloads shaped like mc's ``message``
            frame, within ``--window`` of the slowest subscriber.
 ``relay``  two-member "sessions": member a subscribes to ``chat.<i>.a`` and
-           publishes to ``chat.<i>.b`` and back. A received message is only
-           sliced (the send time sits at a fixed offset of the payload) and
-           every reply of one poll round goes out as one write per
-           connection, so one generator process drives nats-server close to
-           its limit; ``--generators`` adds processes.
+           publishes to ``chat.<i>.b`` and back; mc.bench.gen.relay_loop,
+           the loop of mc's relay generator, with NATS framing (reads of
+           whole messages counted by their length, one write per connection
+           per poll round), so one generator core drives nats-server to
+           its limit.
 ``idle``   N idle connections (memory), answering the server's PINGs.
 
 A connection is set up when the server answered the ``PING`` that follows
@@ -25,123 +25,103 @@ A connection is set up when the server answered the ``PING`` that follows
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
-import os
 import select
 import socket
 import struct
 import sys
 import time
-from collections import deque
-from typing import Any
 
 import orjson
 
-from .gen import PROGRESS_EVERY, Hist, Noise, _flow_map, _recv, _told_to_stop, count_received, parser
-from .wsclient import HandshakeFailed, Reporter, connect_nowait, send_all, wait_go, watch
+from .gen import PROGRESS_EVERY, _flow_map, _recv, count_received, parser, relay_loop
+from .wsclient import HandshakeFailed, Reporter, Wire, check_connected, open_all, send_all, wait_go, watch
 
 CONNECT = b'CONNECT {"verbose":false,"pedantic":false,"echo":false,"headers":false}\r\nPING\r\n'
 PONG = b"PONG\r\n"
 TS_AT = 9  # the payload starts {"data":" and then 19 digits of perf_counter_ns
 
 
-class MsgParser:
-    """``MSG`` payloads out of a NATS server's byte stream; counts PINGs and errors."""
+class MsgParser(Wire):
+    """``MSG`` payloads out of a NATS server's stream; PINGs answered (``owed``), PONGs and errors counted.
 
-    __slots__ = ("buf", "errors", "pings", "pongs")
+    NATS has no close message: the socket's EOF says it.
+    """
+
+    __slots__ = ("errors", "pongs")
 
     def __init__(self) -> None:
-        self.buf = b""
-        self.pings = 0
+        super().__init__(b"MSG ")
         self.pongs = 0
         self.errors: list[bytes] = []
 
-    def feed(self, data: bytes) -> list[bytes]:
-        buf = self.buf + data if self.buf else data
-        out = []
+    def split(self, buf: bytes, out: list[bytes]) -> int:
         pos = 0
         n = len(buf)
         while True:
             eol = buf.find(b"\r\n", pos)
             if eol < 0:
-                break
+                return pos
             if buf.startswith(b"MSG ", pos):
                 end = eol + 2 + int(buf[buf.rfind(b" ", pos, eol) + 1:eol])
                 if end + 2 > n:
-                    break
+                    return pos
                 out.append(buf[eol + 2:end])
+                self.size = end + 2 - pos
+                self.mark = buf[pos:eol + 2]
                 pos = end + 2
                 continue
             line = buf[pos:eol]
             pos = eol + 2
             if line == b"PING":
-                self.pings += 1
+                self.owed += PONG
             elif line == b"PONG":
                 self.pongs += 1
             elif line.startswith(b"-ERR"):
                 self.errors.append(line)
-        self.buf = buf[pos:]
-        return out
+
+
+class Connect:
+    """A NATS connection being set up: ``CONNECT``, its SUB lines, then ``PING``; done at the PONG."""
+
+    __slots__ = ("parser", "sock", "sub")
+
+    def __init__(self, sock: socket.socket, sub: bytes) -> None:
+        self.sock = sock
+        self.sub: bytes | None = sub
+        self.parser = MsgParser()
+
+    def event(self) -> int:
+        if self.sub is not None:
+            check_connected(self.sock)
+            # the server answers PING only after CONNECT and the SUBs before it
+            self.sock.send(CONNECT[:-6] + self.sub + b"PING\r\n")
+            self.sub = None
+            return select.EPOLLIN
+        try:
+            data = self.sock.recv(65536)
+        except BlockingIOError:
+            return select.EPOLLIN
+        if not data:
+            raise HandshakeFailed("nats-server closed the connection during setup")
+        p = self.parser
+        p.feed(data)
+        if p.errors:
+            raise HandshakeFailed(f"nats-server: {p.errors[0].decode(errors='replace')}")
+        return 0 if p.pongs else select.EPOLLIN
 
 
 def open_many(port: int, subs: list[bytes], *, timeout: float,
               concurrency: int = 256) -> list[tuple[socket.socket, MsgParser]]:
     """One connection per entry of ``subs`` (its SUB lines, may be empty), each answered by PONG.
 
-    At most ``concurrency`` are being set up at once; all within
-    ``timeout`` seconds. Sockets are left non-blocking with TCP_NODELAY.
+    wsclient.open_all with :class:`Connect`: at most ``concurrency`` at
+    once, all within ``timeout`` seconds.
     """
-    todo = deque(enumerate(subs))
-    results: list[Any] = [None] * len(todo)
-    ep = select.epoll()
-    pending: dict[int, list[Any]] = {}  # fd -> [index, sock, SUB lines or None once sent, parser]
-    deadline = time.monotonic() + timeout
-    try:
-        while todo or pending:
-            if time.monotonic() > deadline:
-                done = sum(r is not None for r in results)
-                raise HandshakeFailed(f"only {done}/{len(results)} NATS connections set up in {timeout}s")
-            while todo and len(pending) < concurrency:
-                i, sub = todo.popleft()
-                s = connect_nowait(port)
-                pending[s.fileno()] = [i, s, sub, MsgParser()]
-                ep.register(s.fileno(), select.EPOLLOUT)
-            for fd, _ in ep.poll(0.05):
-                st = pending[fd]
-                s = st[1]
-                if st[2] is not None:
-                    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                    if err:
-                        raise HandshakeFailed(f"connect: {os.strerror(err)}")
-                    # the server answers PING only after CONNECT and the SUBs before it
-                    s.send(CONNECT[:-6] + st[2] + b"PING\r\n")
-                    st[2] = None
-                    ep.modify(fd, select.EPOLLIN)
-                    continue
-                try:
-                    data = s.recv(65536)
-                except BlockingIOError:
-                    continue
-                if not data:
-                    raise HandshakeFailed("nats-server closed the connection during setup")
-                p = st[3]
-                p.feed(data)
-                if p.errors:
-                    raise HandshakeFailed(f"nats-server: {p.errors[0].decode(errors='replace')}")
-                if p.pongs:
-                    ep.unregister(fd)
-                    del pending[fd]
-                    results[st[0]] = (s, p)
-    except BaseException:
-        for st in pending.values():
-            st[1].close()
-        for r in results:
-            if r is not None:
-                r[0].close()
-        raise
-    finally:
-        ep.close()
-    return results
+    starts = [functools.partial(Connect, sub=sub) for sub in subs]
+    done = open_all(port, starts, timeout=timeout, concurrency=concurrency, what="NATS connections")
+    return [(c.sock, c.parser) for c in done]
 
 
 # ------------------------------------------------------------------ fan-out
@@ -218,97 +198,11 @@ def run_relay(a: argparse.Namespace) -> None:
             tails.append(tail + b"\r\n")
     conns = open_many(a.port, subs, timeout=a.timeout, concurrency=a.concurrency)
     socks = [s for s, _ in conns]
-    parsers = [p for _, p in conns]
-    n = len(socks)
-    rep.emit("ready", conns=n)
+    rep.emit("ready", conns=len(socks))
     if not wait_go(a.timeout):
         return
     ep, index = watch(socks)
-    clock = time.perf_counter_ns
-    hist = Hist()
-    noise = Noise(a.server_pid)
-    seconds: list[dict[str, Any]] = []  # per measured second: other CPU %, histogram
-    sec_hist = Hist()
-    received = sent = closed = 0
-    start = time.monotonic()
-    rec_from = start + a.warmup
-    rec_to = rec_from + a.seconds
-    end = start + a.duration
-    next_report = start
-    next_sec = rec_from
-    outq: dict[int, int] = {}  # connection -> messages to send after this round
-
-    def flush() -> None:
-        nonlocal sent
-        for j, k in outq.items():
-            h, t = heads[j], tails[j]
-            try:
-                send_all(socks[j], b"".join([h + b"%019d" % clock() + t for _ in range(k)]), end + 5)
-            except OSError:
-                pass
-            sent += k
-        outq.clear()
-
-    if a.rate <= 0:
-        for j in range(n):
-            outq[j] = a.window
-        flush()
-    rr = 0
-    now = start
-    while now < end:
-        if a.rate > 0:
-            due = int((now - start) * a.rate) - sent
-            if due > 0:
-                for _ in range(min(due, 1000)):
-                    outq[rr] = outq.get(rr, 0) + 1
-                    rr = (rr + 1) % n
-                flush()
-            events = ep.poll(max(0.0, min((sent + 1) / a.rate - (time.monotonic() - start), 0.05)))
-        else:
-            events = ep.poll(0.05)
-        measuring = rec_from <= now < rec_to
-        for fd, _ in events:
-            i = index[fd]
-            got = _recv(socks[i], 262144)
-            if got is None:
-                continue
-            if not got:
-                ep.unregister(fd)
-                closed += 1
-                continue
-            p = parsers[i]
-            msgs = p.feed(got)
-            if p.pings:
-                p.pings = 0
-                send_all(socks[i], PONG, end + 5)
-            if not msgs:
-                continue
-            received += len(msgs)
-            if measuring:
-                t_ns = clock()
-                for m in msgs:
-                    us = (t_ns - int(m[TS_AT:TS_AT + 19])) / 1000
-                    hist.add_us(us)
-                    sec_hist.add_us(us)
-            if a.rate <= 0:
-                mate = i ^ 1  # the session's other member answers
-                outq[mate] = outq.get(mate, 0) + len(msgs)
-        if outq:
-            flush()
-        now = time.monotonic()
-        if now >= next_sec and next_sec <= rec_to:
-            other = noise.sample()
-            if next_sec > rec_from:
-                seconds.append({"other_cpu": other, "hist": {str(k): v for k, v in sec_hist.counts.items()}})
-            sec_hist = Hist()
-            next_sec += 1.0
-        if now >= next_report:
-            next_report = now + PROGRESS_EVERY
-            rep.emit("progress", received=received, sent=sent, closed=closed)
-            if _told_to_stop():
-                break
-    rep.emit("done", received=received, sent=sent, closed=closed,
-             hist={str(k): v for k, v in hist.counts.items()}, seconds=seconds)
+    relay_loop(a, rep, socks, ep, index, [p for _, p in conns], heads, tails)
 
 
 # --------------------------------------------------------------------- idle

@@ -80,7 +80,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="also measure mc over TLS (target 'tls'): its cost as mc / tls ratios")
     r.add_argument("--sessions", type=int, default=500)
     r.add_argument("--payload", type=int, default=100)
-    r.add_argument("--window", type=int, default=4, help="messages in flight per connection (load phase)")
+    r.add_argument("--window", type=int, default=64,
+                   help="messages in flight per connection (load phase): every server at its limit")
     r.add_argument("--rate", type=float, default=4000.0, help="messages/s of the latency phase")
     r.add_argument("--generators", type=int, default=1, help="generator processes")
     r.add_argument("--noise-seconds", type=float, default=1.5,
@@ -229,6 +230,7 @@ def render(out: dict[str, Any]) -> str:
         rows.append(("machine wake-up delay p99 / p99.9 ms (1 ms sleep)",
                      f"{out.get('noise_p99_ms')} / {out.get('noise_p999_ms')}", *[None] * (len(cols) + 1)))
         row("connections closed", "closed")
+        row("messages sent, never received", "missing")
     elif s in ("connections", "connections-up"):
         if out.get("up_workers"):
             rows.append(("mc up workers", out["up_workers"], *[None] * (len(cols) + 1)))

@@ -60,6 +60,10 @@ class MasterDied(Exception):
     """The master exited: the cluster cannot go on."""
 
 
+class NotHealthy(Exception):
+    """A child exited, or did not answer its ``/healthz``, while starting."""
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="run a local cluster: a master and N workers (restarted if they die)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -150,21 +154,21 @@ class Child:
         return self.proc
 
     async def wait_healthy(self, timeout: float = STARTUP_TIMEOUT) -> None:
-        """Until ``/healthz`` answers 200; RuntimeError if the process exits or takes ``timeout`` s."""
+        """Until ``/healthz`` answers 200; NotHealthy if the process exits or takes ``timeout`` s."""
         proc = self.proc
         assert proc is not None
         async with httpx.AsyncClient(timeout=0.5, verify=self.verify) as http:
             with trio.move_on_after(timeout):
                 while True:
                     if proc.returncode is not None:
-                        raise RuntimeError(f"{self.name} exited with {exit_status(proc.returncode)}")
+                        raise NotHealthy(f"{self.name} exited with {exit_status(proc.returncode)}")
                     try:
                         if (await http.get(self.health)).status_code == 200:
                             return
                     except httpx.HTTPError:
                         pass
                     await trio.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not answer {self.health} within {timeout:g} s")
+        raise NotHealthy(f"{self.name} did not answer {self.health} within {timeout:g} s")
 
 
 async def _stop(groups: list[list[trio.Process | None]]) -> None:
@@ -202,7 +206,7 @@ async def _supervise(worker: Child, port: int) -> None:
         await worker.start()
         try:
             await worker.wait_healthy()
-        except RuntimeError as exc:
+        except NotHealthy as exc:
             log.error("%s did not come back: %s", worker.name, exc)
             if worker.proc is not None and worker.proc.returncode is None:
                 worker.proc.kill()
@@ -314,12 +318,19 @@ def run(args: argparse.Namespace) -> int:
         stopped_by = trio.run(until_signalled, functools.partial(up, args, tls, pinned))
     except BaseExceptionGroup as group:
         died = group.subgroup(MasterDied)
-        if died is None:
+        if died is not None:
+            print(f"mc up: the master exited with {_first(died)}; the cluster was stopped", file=sys.stderr)
+            return 1
+        failed = group.subgroup(NotHealthy)
+        if failed is None:
             raise
-        print(f"mc up: the master exited with {_first(died)}; the cluster was stopped", file=sys.stderr)
+        print(f"mc up: {_first(failed)} while starting; the cluster was stopped", file=sys.stderr)
         return 1
     except MasterDied as exc:
         print(f"mc up: the master exited with {exc}; the cluster was stopped", file=sys.stderr)
+        return 1
+    except NotHealthy as exc:
+        print(f"mc up: {exc} while starting; the cluster was stopped", file=sys.stderr)
         return 1
     return INTERRUPTED if stopped_by == signal.SIGINT else 0
 

@@ -34,7 +34,7 @@ from .entry import http_entry, websocket_entry
 from .guard import Guard
 from .history import History
 from .metrics import metrics_endpoint
-from .notify_api import BATCH_PATH, SINGLE_PATH, FastPath, NotifyAPI
+from .notify_api import BATCH_PATH, PATHS, SINGLE_PATH, FastPath, NotifyAPI
 from .origins import OriginMiddleware
 from .registry import Registry
 from .state import MasterState
@@ -125,7 +125,7 @@ async def serve_master(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the master until cancelled."""
-    hypercorn_patches.install()  # one write per response, no task start per request
+    hypercorn_patches.install(inline=PATHS)  # one write per response, notifies in their connection's task
     async with open_store(config) as store:
         state = MasterState(config, reloader, store)
         async with trio.open_nursery() as nursery:

@@ -1,4 +1,4 @@
-"""Two cuts in Hypercorn's per-request work on HTTP/1.1 (the notify API's rate).
+"""Cuts in Hypercorn's per-request work on HTTP/1.1 (the notify API's rate).
 
 **One write per response.** Hypercorn's h11 protocol writes a response in three sends: the head as soon
 as the app starts the response, the body, then the end of message (empty with
@@ -12,15 +12,23 @@ Only HTTP streams are affected: a WebSocket handshake and its frames (the
 control links, the entry point) go through unchanged, and a streaming response
 (``/v1/events``) sends its head with its first chunk, which it yields at once.
 
-**No task start per request for the keep-alive timer.** Each connection's
-idle timer is stopped when a request arrives and restarted when its answer is
-out; Hypercorn restarts it with ``Nursery.start`` under a lock (a task, a
-start handshake, about a tenth of the master's CPU under notify load).
-:class:`IdleTask` cancels the old timer's scope and spawns the new one with
-``start_soon``: the same timeout, the same action, less than half the work.
+**No task per request for the notify API.** Hypercorn runs every request's
+app in a task of its own, fed through a memory channel, so that it can read
+on meanwhile; that machinery was about a third of the master's CPU under
+notify load. A ``POST`` to one of :func:`install`'s ``inline`` paths with a
+``Content-Length`` of at most :data:`INLINE_BODY` is answered at once (the
+notify API never streams), so its app runs in the connection's own task once
+the body is in: the same ``HTTPStream`` (scope, checks, answer, access log),
+given :class:`InlineApps` for a task group. HTTP/1.1 without pipelining has
+nothing else to read meanwhile: a client that goes away is seen when the
+answer is written, as on every other route. Any other request is served as
+before, streamed into a task of its own.
 
-:func:`install` replaces ``H11Protocol.stream_send`` and the ``TrioSingleTask``
-of ``hypercorn.trio.tcp_server`` (Hypercorn 0.16 to 0.18 have the same ones); if
+**A leaner connection task**: :class:`mc.master.lean_tcp.LeanTCPServer` (its
+timers as deadlines, direct writes).
+
+:func:`install` replaces ``H11Protocol.stream_send`` and ``_create_stream``, and the ``TCPServer``
+of ``hypercorn.trio.run`` (Hypercorn 0.16 to 0.18 have the same ones); if
 they are not there, a later Hypercorn changed them, and it is left alone:
 requests are then handled as before.
 """
@@ -28,6 +36,7 @@ requests are then handled as before.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from itertools import chain
 from typing import Any
@@ -38,12 +47,20 @@ from hypercorn.events import RawData
 from hypercorn.protocol import h11 as hyper_h11
 from hypercorn.protocol.events import Body, EndBody, Response
 from hypercorn.protocol.http_stream import HTTPStream
-from hypercorn.trio import tcp_server
+from hypercorn.trio import run as hyper_run
+from hypercorn.trio import task_group
+
+from .lean_tcp import LeanTCPServer, fits
 
 log = logging.getLogger("mc.master")
 
 _original = hyper_h11.H11Protocol.stream_send
+_original_create = hyper_h11.H11Protocol._create_stream
 _HEAD = "_mc_pending_head"
+#: largest ``Content-Length`` served inline (buffered whole before the app runs); larger or
+#: chunked bodies take Hypercorn's streamed path, where the app bounds them itself (413)
+INLINE_BODY = 256 * 1024
+_inline_paths: frozenset[bytes] = frozenset()
 
 
 async def stream_send(self: Any, event: Any) -> None:
@@ -54,7 +71,7 @@ async def stream_send(self: Any, event: Any) -> None:
         if event.status_code < 200:
             await _original(self, event)
             return
-        headers = list(chain(event.headers, self.config.response_headers("h11")))
+        headers = list(chain(event.headers, _server_headers(self.config)))
         if self.keep_alive_requests >= self.config.keep_alive_max_requests:
             headers.append((b"connection", b"close"))
         setattr(self, _HEAD, _encode(self, h11.Response(headers=headers, status_code=event.status_code)))
@@ -63,6 +80,19 @@ async def stream_send(self: Any, event: Any) -> None:
     head = self.__dict__.pop(_HEAD, b"")
     if head or data:
         await self.send(RawData(data=head + data))
+
+
+_server_headers_cache: tuple[Any, int, list[tuple[bytes, bytes]]] | None = None
+
+
+def _server_headers(config: Any) -> list[tuple[bytes, bytes]]:
+    """``config.response_headers("h11")`` (date, server), made once a second, not per response."""
+    global _server_headers_cache
+    second = int(time.time())
+    cached = _server_headers_cache
+    if cached is None or cached[0] is not config or cached[1] != second:
+        cached = _server_headers_cache = (config, second, config.response_headers("h11"))
+    return cached[2]
 
 
 def _encode(self: Any, event: Any) -> bytes:
@@ -75,38 +105,92 @@ def _encode(self: Any, event: Any) -> bytes:
         return b""
 
 
-class IdleTask:
-    """``TrioSingleTask``'s job (run one action at a time, restartable), without ``Nursery.start``."""
-
-    __slots__ = ("_scope",)
-
-    def __init__(self) -> None:
-        self._scope: trio.CancelScope | None = None
-
-    async def restart(self, task_group: Any, action: Callable[[], Awaitable[None]]) -> None:
-        if self._scope is not None:
-            self._scope.cancel()
-        self._scope = trio.CancelScope()  # cancelling it before the task enters it is allowed
-        task_group.spawn(_run_in, self._scope, action)
-
-    async def stop(self) -> None:
-        if self._scope is not None:
-            self._scope.cancel()
-            self._scope = None
+async def create_stream(self: Any, request: h11.Request) -> None:
+    """Hypercorn's ``_create_stream``; an inline request's stream gets :data:`INLINE` for a task group."""
+    if request.method != b"POST" or request.target not in _inline_paths or not _small_body(request):
+        await _original_create(self, request)
+        return
+    spawner = self.task_group
+    self.task_group = INLINE
+    try:
+        await _original_create(self, request)
+    finally:
+        self.task_group = spawner
 
 
-async def _run_in(scope: trio.CancelScope, action: Callable[[], Awaitable[None]]) -> None:
-    with scope:
-        await action()
+def _small_body(request: h11.Request) -> bool:
+    """A ``Content-Length`` body of at most :data:`INLINE_BODY` (h11 holds the body to it)."""
+    for name, value in request.headers:
+        if name == b"content-length":
+            return int(value) <= INLINE_BODY  # h11 validated it: digits
+        if name == b"transfer-encoding":
+            return False
+    return False
 
 
-def install() -> bool:
-    """Patch Hypercorn (once); False if it is not the Hypercorn this was written for."""
+class InlineApps:
+    """What an inline request's ``HTTPStream`` takes for its task group: ``spawn_app`` spawns nothing.
+
+    It hands back the ``put`` of an :class:`InlineCall`, which runs the app
+    when the body is complete.
+    """
+
+    async def spawn_app(self, app: Any, config: Any, scope: Any, send: Any,
+                        ) -> Callable[[Any], Awaitable[None]]:
+        return InlineCall(app, config, scope, send).put
+
+
+INLINE = InlineApps()
+
+
+class InlineCall:
+    """One request's app, run in the caller's task once ``put`` has the last body chunk.
+
+    ``receive`` gives the app the whole body, then ``http.disconnect``: the
+    request is over by then (an inline app answers, it does not wait).
+    """
+
+    __slots__ = ("_app", "_body", "_config", "_scope", "_send", "_started")
+
+    def __init__(self, app: Any, config: Any, scope: Any, send: Any) -> None:
+        self._app = app
+        self._config = config
+        self._scope = scope
+        self._send = send
+        self._body: bytes | None = b""
+        self._started = False
+
+    async def put(self, message: dict[str, Any]) -> None:
+        if self._started or message["type"] != "http.request" or self._body is None:
+            return  # a disconnect before the body was complete: the app never ran
+        self._body += message["body"]
+        if not message["more_body"]:
+            self._started = True
+            await task_group._handle(self._app, self._config, self._scope, self._receive, self._send,
+                                     trio.to_thread.run_sync, trio.from_thread.run)
+
+    async def _receive(self) -> Any:
+        body, self._body = self._body, None
+        if body is None:
+            return {"type": "http.disconnect"}
+        return {"type": "http.request", "body": body, "more_body": False}
+
+
+def install(inline: frozenset[str] = frozenset()) -> bool:
+    """Patch Hypercorn (once); False if it is not the Hypercorn this was written for.
+
+    ``inline``: the paths whose ``POST`` is served in the connection's task.
+    """
+    global _inline_paths
+    _inline_paths = frozenset(path.encode() for path in inline)
     if hyper_h11.H11Protocol.stream_send is stream_send:
         return True
-    if "_send_h11_event" not in vars(hyper_h11.H11Protocol) or not hasattr(tcp_server, "TrioSingleTask"):
+    if ("_send_h11_event" not in vars(hyper_h11.H11Protocol)
+            or not fits(getattr(hyper_run, "TCPServer", None))
+            or not callable(getattr(task_group, "_handle", None))):
         log.warning("hypercorn's h11 protocol changed: mc.master.hypercorn_patches not applied")
         return False
     hyper_h11.H11Protocol.stream_send = stream_send  # type: ignore[method-assign]
-    tcp_server.TrioSingleTask = IdleTask  # type: ignore[misc, assignment]
+    hyper_h11.H11Protocol._create_stream = create_stream  # type: ignore[method-assign]
+    hyper_run.TCPServer = LeanTCPServer  # type: ignore[misc, assignment]
     return True

@@ -8,6 +8,7 @@ master makes of workers (``deliver``) are matched to replies by id.
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 import logging
@@ -56,13 +57,37 @@ class WorkerLink:
         self.pending.clear()
 
 
+class Gather:
+    """One ``deliver_many``: each job's total so far, and how many replies are still due."""
+
+    __slots__ = ("deadline", "done", "remaining", "totals")
+
+    def __init__(self, jobs: int, deadline: float) -> None:
+        self.totals = [0] * jobs
+        self.remaining = 0
+        self.deadline = deadline
+        self.done = trio.Event()
+
+    def reply(self, job: int, count: int) -> None:
+        self.totals[job] += count
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.done.set()
+
+
 class Links:
-    """All live control links, and scatter-gather of deliveries over them."""
+    """All live control links, and scatter-gather of deliveries over them.
+
+    :meth:`expire_gathers` must run (``Router.run`` runs it) for a delivery
+    that a worker never answers to end at ``notify_timeout``.
+    """
 
     def __init__(self, *, notify_timeout: float) -> None:
         self.notify_timeout = notify_timeout
         self._links: dict[str, WorkerLink] = {}
         self._ids = itertools.count(1)
+        self._gathers: collections.deque[Gather] = collections.deque()
+        self._watched = trio.Event()  # set when the first wait is added to an empty deque
 
     def __len__(self) -> int:
         return len(self._links)
@@ -109,17 +134,7 @@ class Links:
         One wait (at most ``notify_timeout``) for every reply, however many
         jobs: a batch costs one round trip, not one per notify.
         """
-        totals = [0] * len(jobs)
-        remaining = 0
-        done = trio.Event()
-
-        def reply(job: int, count: int) -> None:
-            nonlocal remaining
-            totals[job] += count
-            remaining -= 1
-            if remaining == 0:
-                done.set()
-
+        gather = Gather(len(jobs), trio.current_time() + self.notify_timeout)
         asked: list[tuple[WorkerLink, int]] = []
         for job, (worker_ids, to, frame) in enumerate(jobs):
             for wid in worker_ids:
@@ -131,15 +146,42 @@ class Links:
                     link.send(Deliver(rid, to, frame))
                 except LinkOverflow:
                     continue
-                link.pending[rid] = functools.partial(reply, job)
+                link.pending[rid] = functools.partial(gather.reply, job)
                 asked.append((link, rid))
-                remaining += 1
-        if remaining:
-            with trio.move_on_after(self.notify_timeout):
-                await done.wait()
-            for link, rid in asked:  # forget the ones that never answered
-                link.pending.pop(rid, None)
-        return totals
+        if not asked:
+            return gather.totals
+        gather.remaining = len(asked)
+        if not self._gathers:
+            self._watched.set()
+        self._gathers.append(gather)
+        try:
+            await gather.done.wait()
+        finally:
+            if gather.remaining:  # forget the ones that never answered
+                for link, rid in asked:
+                    link.pending.pop(rid, None)
+        return gather.totals
+
+    async def expire_gathers(self) -> None:
+        """End the waits of deliveries not fully answered within ``notify_timeout``, until cancelled.
+
+        One task for all of them instead of a timeout scope per request: the
+        waits are kept in deadline order (every one is ``notify_timeout``
+        long), so this sleeps until the oldest one's deadline. At most
+        ``notify_timeout`` worth of deliveries are held.
+        """
+        gathers = self._gathers
+        while True:
+            while gathers and gathers[0].done.is_set():
+                gathers.popleft()
+            if not gathers:
+                self._watched = trio.Event()
+                await self._watched.wait()
+                continue
+            await trio.sleep_until(gathers[0].deadline)
+            now = trio.current_time()
+            while gathers and gathers[0].deadline <= now:
+                gathers.popleft().done.set()
 
     def replied(self, link: WorkerLink, rid: int, count: int) -> None:
         callback = link.pending.pop(rid, None)

@@ -35,6 +35,7 @@ learns again what the cluster holds.
 from __future__ import annotations
 
 import itertools
+import math
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
@@ -144,6 +145,7 @@ class Registry:
         "_sessions",
         "_devices",
         "_notify_ids",
+        "_oldest_seen",
     )
 
     def __init__(
@@ -169,6 +171,11 @@ class Registry:
         self._devices: dict[str, dict[str, str]] = {}
         # notify id -> first use; insertion order is time order because `now` never decreases.
         self._notify_ids: OrderedDict[str, float] = OrderedDict()
+        # at most the oldest last_seen of any member (exact after a scan): while it is alive, all
+        # are, so expire(), called before every notify, is one comparison, not a scan. Heartbeats
+        # and registrations move last_seen to now (later, unless a clock goes back: then this
+        # follows); a new member and lapse() bring it down.
+        self._oldest_seen = math.inf
 
     @property
     def version(self) -> int:
@@ -197,10 +204,12 @@ class Registry:
                 raise RegistryFull(f"at most {self.max_workers} workers")
             info = WorkerInfo(worker_id, url, capacity, UP, Metrics(), now, now)
             self._members[worker_id] = _Member(info)
+            self._oldest_seen = min(self._oldest_seen, now)
             self._version += 1
             return info
         old = member.info
         member.info = attrs.evolve(old, url=url, capacity=capacity, state=UP, last_seen=now)
+        self._oldest_seen = min(self._oldest_seen, now)  # a clock that went back
         if (old.url, old.capacity, old.state) != (url, capacity, UP):
             self._version += 1
         return member.info
@@ -215,6 +224,7 @@ class Registry:
         if member is None or not self._alive(member, now):
             return False
         member.info = attrs.evolve(member.info, metrics=metrics, last_seen=now)
+        self._oldest_seen = min(self._oldest_seen, now)
         return True
 
     def expire(self, now: float) -> list[str]:
@@ -223,9 +233,12 @@ class Registry:
         Their chat sessions are forgotten (the next member to open one makes a
         live worker its owner) and so are their presence entries.
         """
+        if now - self._oldest_seen <= self.lease:  # _alive() of the oldest member
+            return []
         dead = sorted(wid for wid, m in self._members.items() if not self._alive(m, now))
         for wid in dead:
             self._purge(wid)
+        self._oldest_seen = min((m.info.last_seen for m in self._members.values()), default=math.inf)
         return dead
 
     def remove(self, worker_id: str) -> bool:
@@ -548,6 +561,7 @@ class Registry:
         last_seen = at - self.lease
         if last_seen < member.info.last_seen:
             member.info = attrs.evolve(member.info, last_seen=last_seen)
+            self._oldest_seen = min(self._oldest_seen, last_seen)
         return True
 
 def _sum_counters(maps: Iterable[Mapping[str, int]]) -> dict[str, int]:

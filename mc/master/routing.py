@@ -160,10 +160,12 @@ class Router:
     # ------------------------------------------------------------ the loops
 
     async def run(self) -> None:
-        """Publish queued commands and handle other masters' messages, until cancelled."""
-        if not self.store.shared:
-            return
+        """End overdue deliveries' waits; publish queued commands and handle other masters'
+        messages (with a shared store), until cancelled."""
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.links.expire_gathers)
+            if not self.store.shared:
+                return
             nursery.start_soon(self._publisher)
             nursery.start_soon(self._handler, nursery)
 

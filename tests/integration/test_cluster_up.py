@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
 import socket
@@ -17,41 +16,11 @@ import psutil
 import pytest
 import trio
 
+from tests.procs import free_run
+
 from .cluster import follow, get_json, http_client, port_open, wait_for, wait_registered
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def bindable(port: int) -> bool:
-    """Can a server listen on ``port`` now (as the master and workers do, SO_REUSEADDR)?"""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-            s.listen()
-        except OSError:
-            return False
-    return True
-
-
-def free_run(n: int) -> int:
-    """A port P with P .. P+n-1 all free (mc up gives its workers the ports after the master's).
-
-    Chosen below the kernel's ephemeral range: a port from that range may be
-    taken meanwhile as the local end of an outgoing connection (or linger in
-    TIME_WAIT) and then the worker could not listen on it.
-    """
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            low = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    top = max(low, 12_000) - n
-    for _ in range(200):
-        base = random.randrange(10_000, top)
-        if all(bindable(base + i) for i in range(n)):
-            return base
-    raise RuntimeError("no run of free ports")
 
 
 class McUp:
@@ -222,3 +191,18 @@ async def test_up_restarts_a_killed_worker_and_stops_when_the_master_dies():
             assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, child
         for p in (port, port + 1, port + 2):
             assert not port_open(p), f"port {p} still open after mc up stopped"
+
+
+async def test_up_stops_with_one_line_when_a_worker_cannot_start():
+    port = free_run(2)
+    with socket.socket() as taken:  # the worker's port is in use
+        taken.bind(("127.0.0.1", port + 1))
+        taken.listen()
+        with McUp("--workers", "1", "--port", str(port)) as up:
+            code = await trio.to_thread.run_sync(lambda: up.proc.wait(30))
+            err = read(up.err)
+    assert code == 1, err[-2000:]
+    assert "mc up: worker w1 exited with 2 while starting; the cluster was stopped" in err, err[-2000:]
+    assert f"Address already in use: 127.0.0.1:{port + 1}" in err
+    assert "Traceback" not in err
+    assert not port_open(port), "the master still listens after mc up stopped"

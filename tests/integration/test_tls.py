@@ -29,7 +29,7 @@ import mc
 from mc.bench.certs import CertFiles
 from mc.bench.wsclient import request_bytes
 from mc.websocket import OP_TEXT, FrameParser
-from tests.procs import Proc, free_port
+from tests.procs import Proc, free_port, free_run
 
 from .test_sdk_support import receive
 from .wsclient import JSON, header
@@ -261,7 +261,7 @@ async def test_plain_http_to_the_tls_worker_is_answered_and_harmless(tls_cluster
 
 def test_mc_up_forwards_tls(certs: CertFiles) -> None:
     """``mc up --tls-cert --tls-key``: an https master, wss workers, registered over wss."""
-    port = _two_free_ports()
+    port = free_run(2)
     env = {"SSL_CERT_FILE": str(certs.ca), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "mc.cli", "up", "--workers", "1", "--port", str(port),
                              *tls_flags(certs)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -285,16 +285,6 @@ def test_mc_up_forwards_tls(certs: CertFiles) -> None:
     finally:
         proc.terminate()
         proc.wait(15)
-
-
-def _two_free_ports() -> int:
-    """A port P with P + 1 free too (mc up's master and its worker)."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port + 1)) != 0:
-                return port
-    raise AssertionError("no two consecutive free ports")
 
 
 def test_mc_up_refuses_half_a_pair(certs: CertFiles) -> None:
