@@ -84,7 +84,7 @@ from mc.protocol.control import (
     Shed,
     Undrain,
 )
-from mc.protocol.frames import Notification, chat_wire, message_wire, notification_wire, send_fields
+from mc.protocol.frames import Notification, message_wire, notification_wire, send_fields
 from mc.security import key_matches
 from mc.tokens import TokenError, TokenVerifier
 from mc.websocket import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, WebSocketError, encode_frame
@@ -551,11 +551,15 @@ class WorkerCore:
                 ts = self._read_ms
                 if not ts:
                     ts = self._read_ms = self._wall_ms()
-                wire = chat_wire(conn.client, data, seq, ts, trace)
+                # chat_wire's map, inlined (here the trace is always set)
+                wire = {"type": "chat", "from": conn.client, "data": data, "seq": seq, "ts": ts,
+                        "trace": trace}
                 others = room.others(conn)
                 if len(others) == 1:  # a room of two, the common chat: one encode, no codec table
                     peer = others[0]
-                    self._write(peer, _encode(peer.codec, wire))
+                    codec = peer.codec  # _encode, inlined
+                    op = OP_TEXT if codec is JSON else OP_BINARY
+                    self._write(peer, encode_frame(op, codec.encode(wire)))
                     stats.messages_out += 1
                     stats.delivered_chat += 1
                 else:

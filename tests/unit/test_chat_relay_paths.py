@@ -1,11 +1,12 @@
 """The chat relay's shortcuts give the bytes the general path gives.
 
 A bare ``send`` (no ``id``, no ``trace``) skips ``send_fields``, and a room
-of two writes its one frame without ``_fan_out``'s per-codec table
-(mc/worker/core.py). Here the same message goes through every combination of
-shortcut and general path, each in a fresh core (so ``seq``, ``ts`` and the
-made-up trace id are the same), and the other member must receive the very
-same frame bytes.
+of two writes its one frame without ``_fan_out``'s per-codec table; the
+``chat`` map is built inline, not by ``chat_wire`` (mc/worker/core.py).
+Here the same message goes through every combination of shortcut and
+general path, each in a fresh core (so ``seq``, ``ts`` and the made-up trace
+id are the same): the other member must receive the very same frame bytes,
+``chat_wire``'s map in its codec.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import hypothesis.strategies as st
 from hypothesis import given, settings
 
 from mc.protocol import JSON, MSGPACK, Codec
-from mc.websocket import OP_BINARY, OP_TEXT, HandshakeReader, encode_masked_frame
+from mc.protocol.frames import chat_wire
+from mc.websocket import OP_BINARY, OP_TEXT, HandshakeReader, encode_frame, encode_masked_frame
 from mc.worker.answers import Accept
 from mc.worker.config import WorkerConfig
 from mc.worker.core import WorkerCore
@@ -96,6 +98,11 @@ def test_shortcuts_and_general_path_give_the_same_chat_frame(
               for obj in (bare, general) for others in ([other], [other, third])]
     assert len(frames[0]) == 1
     assert all(f == frames[0] for f in frames), frames
+    # and that frame is chat_wire's map in the recipient's codec (the core inlines the map)
+    core = WorkerCore(WorkerConfig(), RawSink(), worker_id="w1", instance=7, wall_ms=lambda: 1234)
+    made_up = core._trace_prefix + "1"
+    wire = chat_wire("a", sender.decode(sender.encode(data)), 1, 1234, trace or made_up)
+    assert frames[0] == [encode_frame(OP_TEXT if other is JSON else OP_BINARY, other.encode(wire))]
 
 
 def test_the_frames_of_one_read_share_a_ts_and_the_next_read_reads_the_clock_again() -> None:
