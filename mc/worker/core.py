@@ -84,7 +84,7 @@ from mc.protocol.control import (
     Shed,
     Undrain,
 )
-from mc.protocol.frames import Notification, chat_wire, message_wire, notification_wire, send_fields
+from mc.protocol.frames import Notification, message_wire, notification_wire, send_fields
 from mc.security import key_matches
 from mc.tokens import TokenError, TokenVerifier
 from mc.websocket import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, WebSocketError, encode_frame
@@ -175,6 +175,10 @@ class WorkerCore:
         self.clustered = bool(config.masters)
         self.linked = False
         self._wall_ms = wall_ms
+        #: the wall clock (ms) of the read being handled, taken at its first message: every
+        #: ``message`` and ``chat`` frame of one read carries the same ``ts`` (one clock read
+        #: per read, not per message; they are relayed within microseconds of each other)
+        self._read_ms = 0
         self._handshakes: PerAddress | None = None
         self._configure(config, tokens)
         self._write = sink.write
@@ -485,6 +489,7 @@ class WorkerCore:
     def received(self, conn: Peer, data: bytes, now: float) -> None:
         """Bytes read from ``conn``: frames are parsed and acted on in order."""
         conn.last_seen = now
+        self._read_ms = 0
         try:
             events = conn.parser.feed(data)
         except WebSocketError as exc:
@@ -517,17 +522,53 @@ class WorkerCore:
     def _frame(self, conn: Peer, payload: bytes, now: float) -> None:
         """One client frame: decode, validate, act; never raises.
 
-        A chat ``send`` (the relay's hot path) is validated and relayed straight
-        from the decoded map; every other frame becomes its typed object first.
+        A chat ``send`` (the relay's hot path) is validated and relayed right
+        here, straight from the decoded map (no typed object, no further call
+        per message but the encode and the write); every other frame becomes
+        its typed object first.
         """
-        self.stats.messages_in += 1
+        stats = self.stats
+        stats.messages_in += 1
         frame: Any = None
         rid: str | None = None  # a validated send's id, for an error after validation
         try:
             obj = conn.codec.decode(payload)
             if conn.kind == CHAT and type(obj) is dict and obj.get("type") == "send":
-                rid, data, trace = send_fields(obj)
-                self._send(conn, rid, data, trace, now)
+                # the session's next seq to every other member
+                if "id" in obj or "trace" in obj or "data" not in obj:
+                    rid, data, trace = send_fields(obj)
+                else:  # the bare send, the common case: send_fields would give (None, data, None)
+                    data = obj["data"]
+                    trace = None
+                stats.received_chat += 1
+                if self._publish_rate:
+                    self._limit(conn, self._publish_rate, rid, now)
+                room = conn.room
+                assert room is not None  # a chat connection joins its room in open()
+                seq = room.next_seq()
+                if trace is None:
+                    trace = self._trace()
+                ts = self._read_ms
+                if not ts:
+                    ts = self._read_ms = self._wall_ms()
+                # chat_wire's map, inlined (here the trace is always set)
+                wire = {"type": "chat", "from": conn.client, "data": data, "seq": seq, "ts": ts,
+                        "trace": trace}
+                others = room.others(conn)
+                if len(others) == 1:  # a room of two, the common chat: one encode, no codec table
+                    peer = others[0]
+                    codec = peer.codec  # _encode, inlined
+                    op = OP_TEXT if codec is JSON else OP_BINARY
+                    self._write(peer, encode_frame(op, codec.encode(wire)))
+                    stats.messages_out += 1
+                    stats.delivered_chat += 1
+                else:
+                    stats.delivered_chat += self._fan_out(wire, others)
+                if self._debug:
+                    log.debug("chat %s seq %d", room.session, seq,
+                              extra={"trace": trace, "client": conn.client, "session": room.session})
+                if rid is not None:
+                    self._reply(conn, Ack(rid, seq=seq))
                 return
             table, actions = self._tables[conn.kind]
             frame = parse_request(obj, table)
@@ -617,8 +658,10 @@ class WorkerCore:
         if count:
             self.stats.delivered_publish += count
             self.seq += 1
-            obj = message_wire(frame.topic, frame.data, conn.sender, self.id, self.seq, self._wall_ms(),
-                               frame.key, trace)
+            ts = self._read_ms
+            if not ts:
+                ts = self._read_ms = self._wall_ms()
+            obj = message_wire(frame.topic, frame.data, conn.sender, self.id, self.seq, ts, frame.key, trace)
             frames: dict[Codec, bytes] = {}
             write_many = self._write_many
             for codec, peers in route.plain:
@@ -687,25 +730,6 @@ class WorkerCore:
     def _new_id(self) -> str:
         """A notify id for senders that gave none: unique per worker run."""
         return f"{self.id}-{self._instance:x}-{next(self._ids)}"
-
-    def _send(self, conn: Peer, rid: str | None, data: Any, trace: str | None, now: float) -> None:
-        """A chat ``send`` (already validated): the session's next seq to every other member."""
-        stats = self.stats
-        stats.received_chat += 1
-        if self._publish_rate:
-            self._limit(conn, self._publish_rate, rid, now)
-        room = conn.room
-        assert room is not None  # a chat connection joins its room in open()
-        seq = room.next_seq()
-        if trace is None:
-            trace = self._trace()
-        stats.delivered_chat += self._fan_out(
-            chat_wire(conn.client, data, seq, self._wall_ms(), trace), room.others(conn))
-        if self._debug:
-            log.debug("chat %s seq %d", room.session, seq,
-                      extra={"trace": trace, "client": conn.client, "session": room.session})
-        if rid is not None:
-            self._reply(conn, Ack(rid, seq=seq))
 
     # ================================================================ timers
 

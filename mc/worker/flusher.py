@@ -99,9 +99,12 @@ class Flusher:
         conn.out.append(frame)
         conn.queued += 1
         conn.out_bytes = size
-        if not conn.dirty:
+        if not conn.dirty:  # _mark, inlined: it runs on nearly every relayed read
             conn.dirty = True
-            self._mark(conn)
+            dirty = self._dirty
+            dirty.append(conn)
+            if len(dirty) == 1:
+                self._wake.set()
 
     def write_many(self, conns: Sequence[Connection], frame: bytes) -> None:
         """Queue ``frame`` for every connection in ``conns`` (kept, never mutated: see above).
@@ -217,7 +220,8 @@ class Flusher:
 
     def flush_now(self) -> None:
         """Write the dirty connections now, from the task that queued their frames."""
-        self._settle()
+        if self._run is not None:
+            self._settle()
         self._flush_all()
 
     def _flush_all(self) -> None:
@@ -230,11 +234,16 @@ class Flusher:
             out = conn.out
             if conn.blocked or not out:
                 continue
-            if out != last:  # a pointer comparison per frame, ~free next to a join
-                last = out.copy()
-                joined = out[0] if len(out) == 1 else b"".join(out)
-            self._send_some(conn, joined)
-            if (conn.out or _backlog(conn)) and self.nursery is not None:
+            if len(out) == 1:  # nothing to join (nor to share: that saves a join)
+                self._send_some(conn, out[0])
+            else:
+                if out != last:  # a pointer comparison per frame, ~free next to a join
+                    last = out.copy()
+                    joined = b"".join(out)
+                self._send_some(conn, joined)
+            # _backlog inlined: after nearly every send the queue is empty and the socket plain
+            sock = conn.sock
+            if (conn.out or (type(sock) is TLSStream and sock.backlog)) and self.nursery is not None:
                 conn.blocked = True
                 self.nursery.start_soon(self._drain, conn)
 

@@ -37,7 +37,7 @@ from mc.websocket import (
     FrameParser,
     encode_masked_frame,
 )
-from mc.websocket.frames import _header, _mask
+from mc.websocket.frames import _header, apply_mask
 
 JSON = "mc.v1.json"
 MSGPACK = "mc.v1.msgpack"
@@ -249,7 +249,7 @@ def masked_fragment(first_byte: int, payload: bytes) -> bytes:
     """One masked client frame with a hand-set first byte (FIN bit and opcode), e.g.
     ``OP_TEXT`` (a first fragment) or ``0x80 | OP_CONT`` (the last one)."""
     key = b"\x01\x02\x03\x04"
-    return _header(first_byte, 0x80, len(payload)) + key + _mask(key, payload)
+    return _header(first_byte, 0x80, len(payload)) + key + apply_mask(payload, key)
 
 
 class RawClient:

@@ -38,7 +38,9 @@ from mc.websocket import (
     encode_close,
     encode_frame,
     encode_masked_frame,
+    frames,
 )
+from mc.websocket.frames import apply_mask, py_apply_mask
 
 LENGTHS = [0, 1, 125, 126, 127, 65535, 65536, 70000]
 
@@ -405,6 +407,26 @@ def test_unmasking_every_length_class(n: int) -> None:
     assert run_wsproto([frame]) == ([(OP_BINARY, payload)], None)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=1500) | st.binary(min_size=1500, max_size=5000), st.binary(min_size=4, max_size=4))
+def test_the_python_mask_gives_the_c_masks_bytes(payload: bytes, mask: bytes) -> None:
+    assert py_apply_mask(payload, mask) == apply_mask(payload, mask)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_the_parser_with_the_python_mask_matches_wsproto(data: st.DataObject) -> None:
+    """Where websockets' C extension is missing the parser falls back to py_apply_mask."""
+    stream = data.draw(streams)
+    chunks = data.draw(chunked(stream))
+    saved = frames.apply_mask
+    frames.apply_mask = py_apply_mask
+    try:
+        assert run_ours(chunks) == run_wsproto(chunks)
+    finally:
+        frames.apply_mask = saved
+
+
 def test_server_frames_with_expect_masked_false() -> None:
     parser = FrameParser(expect_masked=False)
     stream = (
@@ -435,7 +457,7 @@ def wsproto_client_parse(data: bytes) -> list[tuple[int, object]]:
     return out
 
 
-@pytest.mark.parametrize("n", LENGTHS)
+@pytest.mark.parametrize("n", [*LENGTHS, frames.HEADER_TABLE - 1, frames.HEADER_TABLE])
 @pytest.mark.parametrize("opcode", [OP_TEXT, OP_BINARY])
 def test_encode_frame_is_understood_by_wsproto(opcode: int, n: int) -> None:
     payload = b"z" * n
