@@ -50,7 +50,6 @@ PONG_HEAD = b"\x8a\x80"
 PONG_SIZE = 6
 
 
-
 class Reactor:
     """Readiness for every open connection, and their orderly end."""
 
