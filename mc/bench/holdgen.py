@@ -14,7 +14,8 @@ Lean on purpose, because a million of these share the machine with the
 cluster: once welcomed, a connection is only its file descriptor, in the
 epoll set and in no Python object (the socket is detached). Server frames are
 parsed from each read: pings are answered (the worker's idle timeout is
-3 x heartbeat), ``notify`` frames counted and their arrival times kept in a
+3 x heartbeat; a read that is just the worker's empty ping gets a constant
+pong without parsing), ``notify`` frames counted and their arrival times kept in a
 1 ms histogram on CLOCK_MONOTONIC (system-wide, so the runner can merge the
 generators' histograms against the moment it posted the notify). A frame
 split across reads (rare: server frames here are small) waits in a dict
@@ -51,6 +52,10 @@ RETRY_AFTER = 0.5
 READ = 65536
 MAX_HEAD = 16384  # bytes of handshake answer before it counts as failed
 OP_TEXT, OP_CLOSE, OP_PING = 0x1, 0x8, 0x9
+#: the worker's keep-alive ping (empty, unmasked) as one read, and its answer: an
+#: empty pong with a zero mask key (any key is allowed), so constant bytes
+PING = b"\x89\x00"
+PONG = b"\x8a\x80\x00\x00\x00\x00"
 
 
 def sources(slot: int) -> list[str]:
@@ -110,6 +115,13 @@ class Hold:
         if not data:
             self.close(fd)
             return
+        if data == PING and fd not in self.partial:  # holding is mostly this: one recv, one send
+            self.pings += 1
+            try:
+                os.write(fd, PONG)
+            except OSError:
+                pass
+            return
         if fd in self.partial:
             data = self.partial.pop(fd) + data
         pos = 0
@@ -139,7 +151,7 @@ class Hold:
             elif op == OP_PING:
                 self.pings += 1
                 try:
-                    os.write(fd, pong(payload))
+                    os.write(fd, pong(payload) if payload else PONG)
                 except OSError:
                     pass
             elif op == OP_CLOSE:

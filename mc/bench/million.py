@@ -58,6 +58,11 @@ MAX_IN_FLIGHT = 1024  # handshakes in flight over all generators (each gets its 
 #: worker's lease on its heartbeats; with ~100 busy processes on 2 cores a fair
 #: share would leave the master ~2% of the CPU
 NICE = 10
+#: and the master, the one process every connect waits for (its presence), ahead of
+#: the workers: at a fair share it got ~1/50 of the machine once 52 workers were busy
+#: with keep-alive, and the connect rate fell with it; negative needs CAP_SYS_NICE
+#: (else the master stays at 0)
+MASTER_NICE = -5
 #: the master's lease for this run: it judges a worker's silence by when it reads
 #: the heartbeats, and with the machine this loaded it reads them seconds late; at
 #: 5 s it purged live workers, whose full re-registrations loaded it further
@@ -147,6 +152,21 @@ class Roles:
 
         return {"master": total(self.master), "workers": total(self.workers), "supervisor": total([self.up])}
 
+    def cpu(self, gens: list[Child]) -> dict[str, float]:
+        """CPU seconds (user + system) so far of the master, the workers and ``gens``."""
+        def total(ps: list[psutil.Process]) -> float:
+            n = 0.0
+            for p in ps:
+                try:
+                    t = p.cpu_times()
+                    n += t.user + t.system
+                except psutil.Error:
+                    pass
+            return n
+
+        return {"master": total(self.master), "workers": total(self.workers),
+                "generators": total([psutil.Process(g.pid) for g in gens if g.alive()])}
+
 
 def _kernel() -> dict[str, int]:
     m = meminfo()
@@ -218,12 +238,14 @@ def million(opts: Any, say: Say) -> dict[str, Any]:
         _wait_registered(http, workers, up, max(5.0, t_start + startup - time.monotonic()))
         out["startup_s"] = round(time.monotonic() - t_start, 1)
         roles = Roles(up)
+        out["master_nice"] = _renice(roles.master, MASTER_NICE)
         time.sleep(1.0)
         rss0, k0 = roles.rss(), _kernel()
         say(f"  up in {out['startup_s']} s: master {rss0['master'] / 2**20:.0f} MiB, workers "
             f"{rss0['workers'] / 2**20:.0f} MiB in all; opening {conns:,} connections "
             f"from {n_gens} generators (bound {setup:.0f} s)")
         ports = ",".join(str(port + 1 + i) for i in range(workers))
+        cpu0 = roles.cpu([])
         t0 = time.monotonic()
         gens = []
         concurrency = str(max(8, MAX_IN_FLIGHT // n_gens))
@@ -243,9 +265,12 @@ def million(opts: Any, say: Say) -> dict[str, Any]:
         out["setup_bound_s"] = round(setup)
         out["complete"] = all(r.get("complete", True) for r in readies)
         out["connect_per_s"] = round(sum(r.get("opened", 0) for r in readies) / open_s)
+        cpu1, t1 = roles.cpu(gens), time.monotonic()
         time.sleep(opts.seconds)
+        cpu2, t2 = roles.cpu(gens), time.monotonic()
         rss1, k1 = roles.rss(), _kernel()
         held = sum(_last(g).get("opened", 0) for g in gens)
+        out.update(_cpu(cpu0, cpu1, cpu2, t2 - t1, held))
         out.update(_memory(rss0, rss1, k0, k1, gens, held))
         out["held"] = held
         out["presence_local"] = sum(_last(g).get("local", 0) for g in gens)
@@ -263,6 +288,30 @@ def million(opts: Any, say: Say) -> dict[str, Any]:
     finally:
         group.stop_all()
     return out
+
+
+def _cpu(cpu0: dict[str, float], cpu1: dict[str, float], cpu2: dict[str, float], hold_s: float,
+         held: int) -> dict[str, Any]:
+    """CPU by role: milliseconds per connection opened (from the first connect to the
+    last ready, generators' start-up included) and, while holding, CPU seconds per
+    second per 100,000 idle connections (keep-alive, reports; a window of at least one
+    heartbeat sees every connection's ping once)."""
+    per = max(1, held)
+    return {
+        "connect_cpu_ms_per_conn": {r: round((cpu1[r] - cpu0[r]) * 1000 / per, 3) for r in cpu1},
+        "hold_cpu_per_100k": {r: round((cpu2[r] - cpu1[r]) / max(hold_s, 1e-9) * 1e5 / per, 4)
+                              for r in cpu2},
+    }
+
+
+def _renice(procs: list[psutil.Process], nice: int) -> int:
+    """Set ``procs``' niceness; returns the one they have (unchanged when not permitted)."""
+    for p in procs:
+        try:
+            p.nice(nice)
+        except psutil.Error:
+            pass
+    return procs[0].nice() if procs else 0
 
 
 def _wait_ready(gens: list[Child], up: Child, deadline: float, say: Say, conns: int) -> None:
@@ -381,6 +430,7 @@ def render(out: dict[str, Any]) -> str:
     rows = [
         ("workers / generators", f"{out['workers']} / {out['generators']}"),
         ("mc up startup s (all workers registered)", out.get("startup_s")),
+        ("niceness: master / workers / generators", f"{out.get('master_nice')} / 0 / {NICE}"),
         ("connections held (welcomed) / asked", f"{out.get('held', 0):,} / {out['conns']:,}"),
         ("  welcomed with presence local / failed", f"{out.get('presence_local')} / {out.get('failed')}"),
         ("  presence on the master (sampled clients online)",
@@ -388,6 +438,10 @@ def render(out: dict[str, Any]) -> str:
         ("time to open them all s (setup bound)", f"{out.get('open_s')} ({out.get('setup_bound_s')})"),
         ("  all opened within the bound", out.get("complete")),
         ("connections opened/s", out.get("connect_per_s")),
+        ("  CPU ms per connection opened: master / workers / generators",
+         " / ".join(str(v) for v in out.get("connect_cpu_ms_per_conn", {}).values())),
+        ("holding: CPU s/s per 100k connections: master / workers / generators",
+         " / ".join(str(v) for v in out.get("hold_cpu_per_100k", {}).values())),
         ("RSS total GiB (cluster + generators)", out.get("rss_total_gib")),
         ("KiB per connection: workers", out.get("workers_kib_per_conn")),
         ("  master (presence)", out.get("master_kib_per_conn")),

@@ -27,6 +27,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
@@ -170,6 +171,9 @@ class WorkerCore:
         self.rooms = Rooms(max_members=config.chat_max_members, linger=config.chat_linger)
         self.stats = Stats()
         self.connections: set[Peer] = set()
+        #: len(connections) by kind, kept as they come and go: each heartbeat reports it
+        #: (counting 19,990 connections twice a second was a worker's largest idle cost)
+        self.kind_counts: dict[str, int] = {}
         self.seq = 0
         self.draining = False
         self.clustered = bool(config.masters)
@@ -203,10 +207,13 @@ class WorkerCore:
         # (when, tie-breaker, conn): CLOSING connections waiting for the client's reply
         self._closes: list[tuple[float, int, Peer]] = []
         self._order = itertools.count()
-        hb = config.heartbeat
-        self._scan_period = min(1.0, hb / 4)
+        # keep-alive: the connections are spread over ``_ping_slots`` slots (round-robin
+        # as they open) and each scan pings one slot, so every connection is pinged once
+        # per heartbeat and a mass connect never makes a burst of pings
         self._next_scan = 0.0
-        self._next_ping = hb
+        self._ping_phase = 0
+        self._next_slot = 0
+        self._keepalive(config.heartbeat)
         # forwarded notifies: control id -> (consumer conn, request id, local count, deadline)
         self._forwarded: dict[int, tuple[Peer, str | None, int, float]] = {}
         # apps whose welcome waits for the master to record them: control id -> (conn, deadline)
@@ -232,9 +239,30 @@ class WorkerCore:
         elif self._handshakes is None or self._handshakes.rate != rate:
             self._handshakes = PerAddress(rate)
 
+    def _keepalive(self, heartbeat: float) -> None:
+        """The scan period (at most 1 s, a quarter heartbeat for short ones) and the
+        ping slots: one slot is pinged per scan, the slots take one heartbeat."""
+        self._ping_slots = max(4, math.ceil(heartbeat))
+        self._scan_period = heartbeat / self._ping_slots
+
+    def _ping_slot(self) -> int:
+        """A new connection's slot: round-robin over the half of the slots that are
+        pinged between half a heartbeat and one heartbeat from now (its welcome,
+        which may wait for the master, comes before its first ping)."""
+        slots = self._ping_slots
+        half = slots // 2
+        self._next_slot = (self._next_slot + 1) % (slots - half)
+        return (self._ping_phase + half + self._next_slot) % slots
+
     def reload(self, config: WorkerConfig, tokens: TokenVerifier | None, now: float) -> None:
         """New keys, limits and token settings, without dropping a connection; a
         consumer whose API key was removed is closed with 4001 (revocation)."""
+        if config.heartbeat != self.config.heartbeat:
+            self._keepalive(config.heartbeat)
+            slots = self._ping_slots
+            self._ping_phase %= slots
+            for conn in self.connections:
+                conn.ping_slot %= slots
         self._configure(config, tokens)
         revoked = [c for c in self.connections
                    if c.key is not None and (not config.api_keys or not key_matches(c.key, config.api_keys))]
@@ -350,7 +378,10 @@ class WorkerCore:
         conn.state = advance(conn.state, Event.ACCEPT)
         conn.auth = accept.auth
         conn.key = accept.key
+        conn.ping_slot = self._ping_slot()
         self.connections.add(conn)
+        kinds = self.kind_counts
+        kinds[conn.kind] = kinds.get(conn.kind, 0) + 1
         opened = self.stats.opened
         opened[conn.kind] = opened.get(conn.kind, 0) + 1
         welcome: dict[str, Any] = {"worker": self.id, "heartbeat": cfg.heartbeat}
@@ -382,6 +413,7 @@ class WorkerCore:
         if conn not in self.connections:
             return
         self.connections.discard(conn)
+        self.kind_counts[conn.kind] -= 1
         if conn.kind == CHAT:
             room = conn.room
             if room is not None and room.remove(conn, now):
@@ -778,12 +810,12 @@ class WorkerCore:
             self.close(conn, CloseCode.DRAINING, reason, now)
         if now < self._next_scan:
             return
-        self._next_scan = now + self._scan_period
-        hb = self.config.heartbeat
-        ping = now >= self._next_ping
-        if ping:
-            self._next_ping = now + hb
-        deadline = now - 3 * hb
+        # the slots take one heartbeat: a late scan does not push the next ones back
+        period = self._scan_period
+        self._next_scan = self._next_scan + period if now < self._next_scan + period else now + period
+        phase = self._ping_phase
+        self._ping_phase = (phase + 1) % self._ping_slots
+        deadline = now - 3 * self.config.heartbeat
         write = self._write
         wall = self._wall_ms() / 1000 if self._tokens is not None else 0.0
         for conn in list(self.connections):
@@ -795,7 +827,7 @@ class WorkerCore:
             elif conn.auth is not None and conn.auth.exp <= wall:
                 self.stats.token_expiries += 1
                 self.close(conn, CloseCode.TOKEN_EXPIRED, "token expired", now)
-            elif ping:
+            elif conn.ping_slot == phase:
                 write(conn, PING_FRAME)
         for session in self.rooms.expire(now):
             self._members_sent.pop(session, None)

@@ -9,6 +9,13 @@ reconnects with jittered backoff (trying each master URL in turn) and
 registers again with its full state, so a restarted master is whole again
 within one report interval of the reconnect.
 
+Presence before welcome costs the master one message per app connect; the
+writer merges a run of such announcements queued together into one
+``presence`` (at most PRESENCE_CHUNK apps, under the first one's id) and,
+when its ``recorded`` comes back, hands the core one ``recorded`` per id it
+stood for. During a mass connect that divides the master's per-message work
+(parse, store call, reply) by the run length.
+
 Bounds: one outbound queue of ``QUEUE`` messages (full: the message is not
 sent and the caller falls back, e.g. a notify is acked with its local
 count), at most ``MAX_PENDING`` awaited requests, ``REQUEST_TIMEOUT`` each.
@@ -33,6 +40,7 @@ from mc.protocol import MSGPACK, ProtocolError
 from mc.protocol.control import (
     CONTROL_PATH,
     MAX_CONTROL_FRAME,
+    PRESENCE_CHUNK,
     TO_WORKER,
     Claim,
     ControlMessage,
@@ -42,6 +50,8 @@ from mc.protocol.control import (
     Lookup,
     Metrics,
     Owner,
+    Presence,
+    Recorded,
     Register,
     Registered,
     Reregister,
@@ -90,6 +100,8 @@ class MasterLink:
         self._out: trio.MemorySendChannel[ControlMessage] | None = None
         self._pending: dict[int, trio.MemorySendChannel[ControlMessage | None]] = {}
         self._ids = itertools.count(1 << 40)  # apart from the core's notify ids
+        #: merged presence: the id it went under -> the other ids it stands for
+        self._merged: dict[int, list[int]] = {}
         self._process = psutil.Process()
         self.leaving = False
         self.bad_messages = 0
@@ -142,6 +154,7 @@ class MasterLink:
                 await self._reader(ws)
         finally:
             self._out = None
+            self._merged.clear()
             self.core.link_down()
             pending, self._pending = self._pending, {}
             for waiter in pending.values():
@@ -158,8 +171,43 @@ class MasterLink:
 
     async def _writer(self, ws: Any, receive: trio.MemoryReceiveChannel[ControlMessage]) -> None:
         async for first in receive:
-            for frame in encoded(batch_of(first, receive), MSGPACK.encode):
+            batch = batch_of(first, receive)
+            if type(batch) is list:
+                batch = self._merge_presence(batch)
+            for frame in encoded(batch, MSGPACK.encode):
                 await ws.send_message(frame)
+
+    def _merge_presence(self, batch: list[ControlMessage]) -> ControlMessage | list[ControlMessage]:
+        """``batch`` with each run of announcements (a ``presence`` adding apps, with an
+        id) merged into one; the order of everything else is kept."""
+        out: list[ControlMessage] = []
+        run: list[Presence] = []
+
+        def end_run() -> None:
+            if len(run) == 1:
+                out.append(run[0])
+            elif run:
+                first = run[0].id
+                assert first is not None
+                self._merged[first] = [m.id for m in run[1:] if m.id is not None]
+                out.append(Presence(tuple(p for m in run for p in m.added), id=first))
+            run.clear()
+
+        size = 0
+        for msg in batch:
+            if (type(msg) is Presence and msg.id is not None and not msg.removed and not msg.members
+                    and len(self._merged) < MAX_PENDING):
+                if size + len(msg.added) > PRESENCE_CHUNK:
+                    end_run()
+                    size = 0
+                run.append(msg)
+                size += len(msg.added)
+                continue
+            end_run()
+            size = 0
+            out.append(msg)
+        end_run()
+        return out[0] if len(out) == 1 else out
 
     async def _reader(self, ws: Any) -> None:
         while True:
@@ -175,6 +223,11 @@ class MasterLink:
         elif isinstance(msg, Reregister):
             if not self.leaving:
                 raise Resync()
+        elif isinstance(msg, Recorded) and msg.id in self._merged:
+            now = trio.current_time()
+            self.core.control(msg, now)
+            for other in self._merged.pop(msg.id):
+                self.core.control(Recorded(other), now)
         else:
             self.core.control(msg, trio.current_time())
         if self.core.resync_needed:

@@ -124,9 +124,9 @@ def counters(core: WorkerCore) -> dict[str, int]:
         out[f"closed.{code}"] = n
     for status, n in s.refused.items():
         out[f"refused.{status}"] = n
-    for conn in core.connections:
-        key = f"connections.{conn.kind}"
-        out[key] = out.get(key, 0) + 1
+    for kind, n in core.kind_counts.items():
+        if n:
+            out[f"connections.{kind}"] = n
     return out
 
 

@@ -50,6 +50,7 @@ class Peer:
     __slots__ = (
         "kind", "client", "device", "tags", "name", "paused", "state", "subs", "queued", "room",
         "codec", "parser", "last_seen", "close_at", "auth", "key", "bucket", "_sender",
+        "ping_slot",
     )
 
     def __init__(
@@ -89,6 +90,8 @@ class Peer:
         self.key: str | None = None
         self.bucket: Bucket | None = None
         self._sender: dict[str, str] | None = None
+        #: which of the core's keep-alive scans pings this connection (WorkerCore.open)
+        self.ping_slot = 0
 
     @property
     def sender(self) -> dict[str, str]:

@@ -10,6 +10,13 @@ is left is reported again next pass, so one busy connection cannot starve
 the others), fed to the core through ``received``. A pass ends with a trio
 checkpoint, so the flusher, the timer and the handshakes run between passes.
 
+The one exception is a client's answer to the keep-alive ping: a read that is
+exactly one empty masked pong (6 bytes, ``0x8A 0x80`` + a mask key) arriving
+at a frame boundary only marks the connection alive (``last_seen``), which is
+all the core would do with it (PROTOCOL.md "Keepalive": any frame counts).
+Holding many idle connections is mostly this: one pong per connection per
+heartbeat, so it skips the parser, the event list and the dispatch.
+
 Closing is never done inside the call that asks for it (``release`` comes
 from the core in the middle of its own work: a fan-out, a tick): the
 connection leaves the epoll set at once and a second task, the reaper,
@@ -37,6 +44,10 @@ log = logging.getLogger("mc.worker")
 MAX_EVENTS = 256
 #: bytes read from one connection per pass
 RECV_SIZE = 65536
+#: the first two bytes of an empty masked pong (FIN + opcode 0xA, mask bit + length 0)
+PONG_HEAD = b"\x8a\x80"
+#: its length: the two bytes and the 4-byte mask key
+PONG_SIZE = 6
 
 
 class Reactor:
@@ -99,11 +110,13 @@ class Reactor:
         ep = self._ep
         conns = self._conns
         received = self._received
+        current_time = trio.current_time
         while True:
             ready = ep.poll(0, MAX_EVENTS)
             if not ready:
                 await trio.lowlevel.wait_readable(ep)
                 continue
+            now = current_time()
             for fd, _ in ready:
                 conn = conns.get(fd)
                 if conn is None:  # released earlier in this pass
@@ -116,6 +129,11 @@ class Reactor:
                     data = b""
                 if not data:
                     self.release(conn)
+                    continue
+                # a bare pong at a frame boundary (the parser holds no partial frame;
+                # FrameParser has no public accessor for that: mc/websocket is not ours)
+                if len(data) == PONG_SIZE and data.startswith(PONG_HEAD) and not conn.parser._pending:
+                    conn.last_seen = now
                     continue
                 try:
                     received(conn, data)
