@@ -149,6 +149,11 @@ class FrameParser:
         self._error: WebSocketError | None = None
         self._closed = False
 
+    @property
+    def at_boundary(self) -> bool:
+        """No partial frame is buffered: the next byte fed starts a frame (the reactor's bare-pong check)."""
+        return not self._pending
+
     def feed(self, data: bytes) -> list[Event]:
         """Parse ``data`` (the next bytes of the stream) into complete events."""
         if self._error is not None:

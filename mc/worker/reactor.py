@@ -132,7 +132,7 @@ class Reactor:
                     continue
                 # a bare pong at a frame boundary (the parser holds no partial frame;
                 # FrameParser has no public accessor for that: mc/websocket is not ours)
-                if len(data) == PONG_SIZE and data.startswith(PONG_HEAD) and not conn.parser._pending:
+                if len(data) == PONG_SIZE and data.startswith(PONG_HEAD) and conn.parser.at_boundary:
                     conn.last_seen = now
                     continue
                 try:
