@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -48,16 +47,25 @@ class Guard:
 
     def refusal(self, scope: Scope) -> JSONResponse | None:
         method, path = scope["method"], scope["path"]
-        headers = Headers(scope=scope)
+        auth = length = kind = None
+        chunked = False
+        for name, value in scope["headers"]:  # one pass (ASGI names are lower case); the first counts
+            if name == b"authorization":
+                auth = value.decode("latin-1") if auth is None else auth
+            elif name == b"content-length":
+                length = value if length is None else length
+            elif name == b"content-type":
+                kind = value.decode("latin-1") if kind is None else kind
+            elif name == b"transfer-encoding":
+                chunked = True
         keys = self.keys()
-        if keys and needs_key(method, path) and not key_matches(bearer(headers.get("authorization")), keys):
+        if keys and needs_key(method, path) and not key_matches(bearer(auth), keys):
             return JSONResponse({"error": "unauthorized", "reason": "an API key is required"},
                                 status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
-        if method == "POST" and has_body:
-            kind = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-            if kind != "application/json":
-                return JSONResponse({"error": "unsupported_media_type",
-                                     "reason": "POST bodies must be Content-Type: application/json"},
-                                    status_code=415)
+        has_body = (length is not None and length != b"0") or chunked
+        json_body = (kind or "").split(";", 1)[0].strip().lower() == "application/json"
+        if method == "POST" and has_body and not json_body:
+            return JSONResponse({"error": "unsupported_media_type",
+                                 "reason": "POST bodies must be Content-Type: application/json"},
+                                status_code=415)
         return None

@@ -24,6 +24,11 @@ nothing else to read meanwhile: a client that goes away is seen when the
 answer is written, as on every other route. Any other request is served as
 before, streamed into a task of its own.
 
+**h11's headers iterate as a list.** ``h11.Headers`` is a ``Sequence``
+iterated through ``__getitem__`` and an ``IndexError``; h11 and Hypercorn
+walk each request's headers four times (about 8% of the master's CPU under
+notify load). It iterates its item list directly: the same pairs.
+
 **A leaner connection task**: :class:`mc.master.lean_tcp.LeanTCPServer` (its
 timers as deadlines, direct writes).
 
@@ -37,12 +42,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from itertools import chain
 from typing import Any
 
 import h11
 import trio
+from h11._headers import Headers as H11Headers
 from hypercorn.events import RawData
 from hypercorn.protocol import h11 as hyper_h11
 from hypercorn.protocol.events import Body, EndBody, Response
@@ -176,6 +182,11 @@ class InlineCall:
         return {"type": "http.request", "body": body, "more_body": False}
 
 
+def _iter_headers(self: Any) -> Iterator[tuple[bytes, bytes]]:
+    """``iter(h11.Headers)``: its (lower-case name, value) pairs, from its list."""
+    return iter([(name, value) for _, name, value in self._full_items])
+
+
 def install(inline: frozenset[str] = frozenset()) -> bool:
     """Patch Hypercorn (once); False if it is not the Hypercorn this was written for.
 
@@ -190,6 +201,8 @@ def install(inline: frozenset[str] = frozenset()) -> bool:
             or not callable(getattr(task_group, "_handle", None))):
         log.warning("hypercorn's h11 protocol changed: mc.master.hypercorn_patches not applied")
         return False
+    if hasattr(H11Headers([]), "_full_items"):
+        H11Headers.__iter__ = _iter_headers  # type: ignore[method-assign]
     hyper_h11.H11Protocol.stream_send = stream_send  # type: ignore[method-assign]
     hyper_h11.H11Protocol._create_stream = create_stream  # type: ignore[method-assign]
     hyper_run.TCPServer = LeanTCPServer  # type: ignore[misc, assignment]
