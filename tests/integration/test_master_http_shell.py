@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import socket
+import struct
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -239,3 +240,25 @@ async def test_shutdown_closes_idle_connections_at_once_and_busy_ones_after_thei
         stop.set()
     assert results["busy"].startswith(b"HTTP/1.1 200")
     assert results["idle"] < 1.0
+
+
+async def test_a_reset_peer_is_released_and_others_are_served(server: tuple[int, App]) -> None:
+    port, _ = server
+
+    def count(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(count(child) for nursery in task.child_nurseries for child in nursery.child_tasks)
+    root = trio.lowlevel.current_root_task()
+    before = count(root)
+
+    def reset() -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(_request(INLINE, b"a"))
+            _answer(sock)
+            sock.sendall(b"POST /inline HTTP/1.1\r\nhost: t\r\n")  # half a head, then a reset
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await trio.to_thread.run_sync(reset)
+    with trio.fail_after(0.4):
+        while count(root) > before:
+            await trio.sleep(0.02)
+    ((head, _),) = await _exchange(port, _request(INLINE, b"b"))
+    assert head.startswith(b"HTTP/1.1 200")
