@@ -40,7 +40,7 @@ from typing import Any
 import httpx
 import psutil
 
-from .procs import Child, Group, wait_port
+from .procs import Child, Group, cpu_seconds, wait_port
 from .results import table
 from .scenarios import _busy, _split
 
@@ -154,18 +154,8 @@ class Roles:
 
     def cpu(self, gens: list[Child]) -> dict[str, float]:
         """CPU seconds (user + system) so far of the master, the workers and ``gens``."""
-        def total(ps: list[psutil.Process]) -> float:
-            n = 0.0
-            for p in ps:
-                try:
-                    t = p.cpu_times()
-                    n += t.user + t.system
-                except psutil.Error:
-                    pass
-            return n
-
-        return {"master": total(self.master), "workers": total(self.workers),
-                "generators": total([psutil.Process(g.pid) for g in gens if g.alive()])}
+        return {"master": cpu_seconds(self.master), "workers": cpu_seconds(self.workers),
+                "generators": cpu_seconds([psutil.Process(g.pid) for g in gens if g.alive()])}
 
 
 def _kernel() -> dict[str, int]:

@@ -65,6 +65,18 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {first}..{low - 1} after {PORT_TRIES} tries")
 
 
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    """User + system CPU seconds of ``procs`` so far; one that is gone counts 0."""
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def cpus() -> list[int]:
     try:
         return sorted(os.sched_getaffinity(0))
@@ -158,15 +170,7 @@ class Child:
         if self.ps is None:
             return 0.0
         try:
-            t = self.ps.cpu_times()
-            total = t.user + t.system
-            for c in self.ps.children(recursive=True):
-                try:
-                    ct = c.cpu_times()
-                    total += ct.user + ct.system
-                except psutil.Error:
-                    pass
-            return total
+            return cpu_seconds([self.ps, *self.ps.children(recursive=True)])
         except psutil.Error:
             return 0.0
 

@@ -107,6 +107,13 @@ def _answer(sock: socket.socket) -> tuple[bytes, bytes]:
     return head, body
 
 
+def _tasks(task: trio.lowlevel.Task | None = None) -> int:
+    """Tasks in the test's trio run (the server's connection tasks among them)."""
+    task = task or trio.lowlevel.current_root_task()
+    assert task is not None
+    return 1 + sum(_tasks(child) for nursery in task.child_nurseries for child in nursery.child_tasks)
+
+
 async def _exchange(port: int, *requests: bytes) -> list[tuple[bytes, bytes]]:
     def run() -> list[tuple[bytes, bytes]]:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
@@ -179,10 +186,7 @@ async def test_read_timeout_cuts_a_half_sent_request(server: tuple[int, App]) ->
 async def test_a_closed_peer_releases_its_connection_at_once(server: tuple[int, App]) -> None:
     port, _ = server
 
-    def count(task: trio.lowlevel.Task) -> int:
-        return 1 + sum(count(child) for nursery in task.child_nurseries for child in nursery.child_tasks)
-    root = trio.lowlevel.current_root_task()
-    before = count(root)
+    before = _tasks()
 
     def run() -> None:
         socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(10)]
@@ -193,7 +197,7 @@ async def test_a_closed_peer_releases_its_connection_at_once(server: tuple[int, 
             sock.close()
     await trio.to_thread.run_sync(run)
     with trio.fail_after(0.4):  # far below the 0.5 s keep-alive timeout
-        while count(root) > before:
+        while _tasks() > before:
             await trio.sleep(0.02)
 
 
@@ -245,10 +249,7 @@ async def test_shutdown_closes_idle_connections_at_once_and_busy_ones_after_thei
 async def test_a_reset_peer_is_released_and_others_are_served(server: tuple[int, App]) -> None:
     port, _ = server
 
-    def count(task: trio.lowlevel.Task) -> int:
-        return 1 + sum(count(child) for nursery in task.child_nurseries for child in nursery.child_tasks)
-    root = trio.lowlevel.current_root_task()
-    before = count(root)
+    before = _tasks()
 
     def reset() -> None:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
@@ -258,7 +259,7 @@ async def test_a_reset_peer_is_released_and_others_are_served(server: tuple[int,
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     await trio.to_thread.run_sync(reset)
     with trio.fail_after(0.4):
-        while count(root) > before:
+        while _tasks() > before:
             await trio.sleep(0.02)
     ((head, _),) = await _exchange(port, _request(INLINE, b"b"))
     assert head.startswith(b"HTTP/1.1 200")
