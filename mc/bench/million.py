@@ -213,13 +213,14 @@ def million(opts: Any, say: Say) -> dict[str, Any]:
     n_gens = math.ceil(conns / PER_GEN)
     setup = opts.setup_seconds or SETUP_BASE + conns / MIN_RATE
     out: dict[str, Any] = {"scenario": "million", "conns": conns, "workers": workers, "generators": n_gens,
-                           "seconds": opts.seconds, "cpus": os.cpu_count()}
+                           "seconds": opts.seconds, "cpus": os.cpu_count(), "heartbeat": opts.heartbeat}
     group = Group(pin=False)
     try:
         port = _pick_port(workers)
         t_start = time.monotonic()
         up = group.server("mc up", ["-m", "mc.cli", "up", "--workers", str(workers), "--port", str(port),
-                                    f"--lease={LEASE}", "--log-level", "WARNING"], grace=30.0)
+                                    f"--lease={LEASE}", f"--heartbeat={opts.heartbeat}",
+                                    "--log-level", "WARNING"], grace=30.0)
         startup = 20.0 + STARTUP_PER_WORKER * workers
         say(f"million: mc up with {workers} workers (pid {up.pid}), ports {port}..{port + workers}")
         for i in range(workers + 1):
@@ -419,6 +420,7 @@ def render(out: dict[str, Any]) -> str:
     """The result table of ``mc bench million``."""
     rows = [
         ("workers / generators", f"{out['workers']} / {out['generators']}"),
+        ("workers' heartbeat s (a ping per connection each)", out.get("heartbeat")),
         ("mc up startup s (all workers registered)", out.get("startup_s")),
         ("niceness: master / workers / generators", f"{out.get('master_nice')} / 0 / {NICE}"),
         ("connections held (welcomed) / asked", f"{out.get('held', 0):,} / {out['conns']:,}"),

@@ -28,6 +28,10 @@ import json
 import sys
 from typing import Any
 
+import attrs
+
+from mc.worker.config import WorkerConfig
+
 TARGETS = ("mc", "baseline")
 ROUNDS_WITH_PEERS = 3  # --rounds when --peers is given and --rounds is not
 
@@ -115,6 +119,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     mil.add_argument("--setup-seconds", type=float, default=0.0,
                      help="bound of the connecting phase (default: 60 + conns / 500); "
                           "what is open then is held and measured")
+    mil.add_argument("--heartbeat", type=float, default=attrs.fields(WorkerConfig).heartbeat.default,
+                     help="the workers' ping interval, seconds (default: %(default)s)")
 
     rep = scenarios.add_parser("report", help="plot the latest results to benchmarks/results/report.png")
     rep.add_argument("--results", default=None)

@@ -38,6 +38,7 @@ import trio
 from mc.runner import INTERRUPTED, setup_logging, until_signalled
 from mc.security import SecuritySettings
 from mc.settings import LOG_FORMATS, LOG_LEVELS, ProcessSettings, SettingsError, env_name
+from mc.worker.config import WorkerConfig
 
 log = logging.getLogger("mc.up")
 
@@ -80,7 +81,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="port of the redis-server mc up starts (default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address every process listens on (default: %(default)s)")
-    p.add_argument("--heartbeat", type=float, default=25.0,
+    p.add_argument("--heartbeat", type=float, default=attrs.fields(WorkerConfig).heartbeat.default,
                    help="worker ping interval, seconds (default: %(default)s)")
     p.add_argument("--lease", type=float, default=None,
                    help="seconds a silent worker stays alive, passed to the masters (default: theirs, 5); "
