@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from typing import Any
 
@@ -159,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
 
     fn = {"notify": notify.notify, "million": million.million}.get(args.scenario) or getattr(
         scenarios, args.scenario)
+    stop_on_signals()
     try:
         out = fn(args, say)
     except KeyboardInterrupt:
@@ -175,6 +177,19 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, sort_keys=True))
     return 0
+
+
+def stop_on_signals() -> None:
+    """SIGTERM and SIGINT end a run as Ctrl-C does: every started process stopped by its PID.
+
+    Installed explicitly: a run started in the background of a script has
+    SIGINT ignored, and Python's default SIGTERM ends it without its
+    ``finally``, leaving a cluster and its generators behind.
+    """
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, interrupt)
 
 
 def render(out: dict[str, Any]) -> str:

@@ -7,10 +7,14 @@ performance targets: those are checked by running the benchmarks themselves.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 TINY = {
@@ -78,3 +82,29 @@ def test_report_writes_a_png(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     png = tmp_path / "report.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sigterm_stops_a_run_and_every_process_it_started(tmp_path: Path) -> None:
+    """Started in the background (SIGINT ignored, as a script's ``&`` does), then SIGTERM:
+    the run ends as Ctrl-C ends it, with no server or generator left behind."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mc.cli", "bench", "fanout", "--only", "mc", "--subscribers", "20",
+         "--seconds", "60", "--results", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        runner = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 30
+        while len(runner.children()) < 2 and time.monotonic() < deadline:  # the worker and a generator
+            time.sleep(0.1)
+        started = runner.children(recursive=True)
+        assert len(started) >= 2, "the run started no processes"
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted; every started process was stopped" in err
+    assert "Traceback" not in err
+    assert not [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
