@@ -190,7 +190,21 @@ def _has_ack(events: list) -> bool:
 def run_pub(a: argparse.Namespace) -> None:
     rep = Reporter("pub", a.slot)
     ((sock, _),) = open_many(a.port, [f"/v1/app?client=pub{a.slot}"], timeout=a.timeout, tls=a.tls_context)
-    frame = text({"type": "publish", "topic": a.topic, "data": "x" * a.payload})
+
+    def read(deadline: float) -> None:
+        try:
+            sock.recv(65536)  # welcome or errors; nothing else is expected
+        except BlockingIOError:
+            pass
+    publish_loop(a, rep, sock, text({"type": "publish", "topic": a.topic, "data": "x" * a.payload}), read)
+
+
+def publish_loop(a: argparse.Namespace, rep: Reporter, sock: socket.socket, frame: bytes,
+                 read: Callable[[float], None]) -> None:
+    """The pub role's loop, whatever the wire: ``frame`` published in batches of at most
+    ``--batch``, never more than ``--window`` ahead of the slowest subscriber (the flow map);
+    ``read(deadline)`` takes what the server sends meanwhile (replies bounded by ``deadline``).
+    Ends at ``--duration``."""
     rep.emit("ready", frame_bytes=len(frame))
     if not wait_go(a.timeout):
         return
@@ -212,10 +226,7 @@ def run_pub(a: argparse.Namespace) -> None:
         else:
             blocked += 1
             select.select([sock], [], [], 0.0002)
-        try:
-            sock.recv(65536)  # welcome or errors; nothing else is expected
-        except BlockingIOError:
-            pass
+        read(end + 5)
         now = time.monotonic()
         if now >= next_report:
             next_report = now + PROGRESS_EVERY
@@ -453,6 +464,23 @@ def run_idle(a: argparse.Namespace) -> None:
     conns = open_many(a.port, paths, timeout=a.timeout, concurrency=a.concurrency)
     socks = [s for s, _ in conns]
     parsers: dict[int, FrameParser] = {}
+
+    def answer(i: int, data: bytes) -> None:
+        parser = parsers.setdefault(i, FrameParser(1 << 20, expect_masked=False))
+        try:
+            for op, payload in parser.feed(data):
+                if op == OP_PING:
+                    socks[i].send(pong(payload))
+        except (WebSocketError, OSError):
+            pass
+    hold_idle(a, rep, socks, answer)
+
+
+def hold_idle(a: argparse.Namespace, rep: Reporter, socks: list[socket.socket],
+              answer: Callable[[int, bytes], None]) -> None:
+    """The idle role's loop, whatever the wire: ``answer(i, data)`` replies to what connection
+    ``i`` got (pings); closes are counted, progress reported every 0.5 s, until ``--duration``
+    or the runner goes away."""
     ep, index = watch(socks)
     rep.emit("ready", conns=len(socks))
     end = time.monotonic() + a.duration
@@ -470,13 +498,7 @@ def run_idle(a: argparse.Namespace) -> None:
                 ep.unregister(fd)
                 open_count -= 1
                 continue
-            parser = parsers.setdefault(i, FrameParser(1 << 20, expect_masked=False))
-            try:
-                for op, payload in parser.feed(data):
-                    if op == OP_PING:
-                        socks[i].send(pong(payload))
-            except (WebSocketError, OSError):
-                pass
+            answer(i, data)
         if not go_seen and select.select([sys.stdin], [], [], 0)[0]:
             go_seen = True
             if not sys.stdin.readline():  # the runner went away

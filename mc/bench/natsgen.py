@@ -29,13 +29,11 @@ import functools
 import gc
 import select
 import socket
-import struct
-import sys
 import time
 
 import orjson
 
-from .gen import PROGRESS_EVERY, _flow_map, _recv, count_received, parser, relay_loop
+from .gen import _recv, count_received, hold_idle, parser, publish_loop, relay_loop
 from .wsclient import HandshakeFailed, Reporter, Wire, check_connected, open_all, send_all, wait_go, watch
 
 CONNECT = b'CONNECT {"verbose":false,"pedantic":false,"echo":false,"headers":false}\r\nPING\r\n'
@@ -148,38 +146,15 @@ def message_payload(topic: str, payload: int, client: str) -> bytes:
 
 
 def run_pub(a: argparse.Namespace) -> None:
-    rep = Reporter("pub", a.slot)
     ((sock, _),) = open_many(a.port, [b""], timeout=a.timeout)
     body = message_payload(a.topic, a.payload, f"pub{a.slot}")
-    frame = b"PUB %s %d\r\n%s\r\n" % (a.topic.encode(), len(body), body)
-    rep.emit("ready", frame_bytes=len(frame))
-    if not wait_go(a.timeout):
-        return
-    flow = _flow_map(a.flow, a.flow_slots)
-    slots = a.flow_slots
-    batches = [frame * k for k in range(a.batch + 1)]
-    published = 0
-    blocked = 0
-    now = time.monotonic()
-    end = now + a.duration
-    next_report = now
-    while now < end:
-        room = int(min(struct.unpack_from(f"{slots}d", flow, 0))) + a.window - published
-        if room > 0:
-            k = min(room, a.batch)
-            send_all(sock, batches[k], end + 5)
-            published += k
-        else:
-            blocked += 1
-            select.select([sock], [], [], 0.0002)
+
+    def read(deadline: float) -> None:
         data = _recv(sock, 65536)  # the server's PINGs and errors only
         if data and b"PING\r\n" in data:
-            send_all(sock, PONG, end + 5)
-        now = time.monotonic()
-        if now >= next_report:
-            next_report = now + PROGRESS_EVERY
-            rep.emit("progress", published=published, blocked=blocked)
-    rep.emit("done", published=published, blocked=blocked)
+            send_all(sock, PONG, deadline)
+    publish_loop(a, Reporter("pub", a.slot), sock,
+                 b"PUB %s %d\r\n%s\r\n" % (a.topic.encode(), len(body), body), read)
 
 
 # -------------------------------------------------------------------- relay
@@ -209,39 +184,16 @@ def run_relay(a: argparse.Namespace) -> None:
 
 
 def run_idle(a: argparse.Namespace) -> None:
-    rep = Reporter("idle", a.slot)
     conns = open_many(a.port, [b""] * a.conns, timeout=a.timeout, concurrency=a.concurrency)
     socks = [s for s, _ in conns]
-    ep, index = watch(socks)
-    rep.emit("ready", conns=len(socks))
-    end = time.monotonic() + a.duration
-    open_count = len(socks)
-    next_report = 0.0
-    go_seen = False
-    now = time.monotonic()
-    while now < end:
-        for fd, _ in ep.poll(0.1):
-            i = index[fd]
-            data = _recv(socks[i], 65536)
-            if data is None:
-                continue
-            if not data:
-                ep.unregister(fd)
-                open_count -= 1
-            elif b"PING\r\n" in data:
-                try:
-                    socks[i].send(PONG)
-                except OSError:
-                    pass
-        if not go_seen and select.select([sys.stdin], [], [], 0)[0]:
-            go_seen = True
-            if not sys.stdin.readline():  # the runner went away
-                break
-        now = time.monotonic()
-        if now >= next_report:
-            next_report = now + 0.5
-            rep.emit("progress", open=open_count)
-    rep.emit("done", open=open_count)
+
+    def answer(i: int, data: bytes) -> None:
+        if b"PING\r\n" in data:
+            try:
+                socks[i].send(PONG)
+            except OSError:
+                pass
+    hold_idle(a, Reporter("idle", a.slot), socks, answer)
 
 
 ROLES = {"recv": run_recv, "pub": run_pub, "relay": run_relay, "idle": run_idle}
