@@ -9,6 +9,7 @@ read timeouts kept, closed peers released at once, big writes whole.
 from __future__ import annotations
 
 import functools
+import gc
 import socket
 import struct
 import time
@@ -263,3 +264,18 @@ async def test_a_reset_peer_is_released_and_others_are_served(server: tuple[int,
             await trio.sleep(0.02)
     ((head, _),) = await _exchange(port, _request(INLINE, b"b"))
     assert head.startswith(b"HTTP/1.1 200")
+
+
+async def test_inline_requests_leave_nothing_to_the_cyclic_collector(server: tuple[int, App]) -> None:
+    port, _ = server
+    requests = [_request(INLINE, b"a")] * 50
+    await _exchange(port, *requests)  # warm: first-use caches, the worker thread
+    gc.disable()
+    try:
+        gc.collect()
+        answers = await _exchange(port, *requests)
+        left = gc.collect()
+    finally:
+        gc.enable()
+    assert len(answers) == 50
+    assert left < 50  # a cycle per request left a dozen objects each (600 here)
