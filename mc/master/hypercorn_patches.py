@@ -24,6 +24,9 @@ nothing else to read meanwhile: a client that goes away is seen when the
 answer is written, as on every other route. Any other request is served as
 before, streamed into a task of its own.
 
+**A response's headers are checked once per distinct list** (h11's regular
+expressions over each name and value): a notify's answer repeats them.
+
 **h11's headers iterate as a list.** ``h11.Headers`` is a ``Sequence``
 iterated through ``__getitem__`` and an ``IndexError``; h11 and Hypercorn
 walk each request's headers four times (about 8% of the master's CPU under
@@ -49,6 +52,7 @@ from typing import Any
 import h11
 import trio
 from h11._headers import Headers as H11Headers
+from h11._headers import normalize_and_validate
 from hypercorn.events import RawData
 from hypercorn.protocol import h11 as hyper_h11
 from hypercorn.protocol.events import Body, EndBody, Response
@@ -80,7 +84,8 @@ async def stream_send(self: Any, event: Any) -> None:
         headers = list(chain(event.headers, _server_headers(self.config)))
         if self.keep_alive_requests >= self.config.keep_alive_max_requests:
             headers.append((b"connection", b"close"))
-        setattr(self, _HEAD, _encode(self, h11.Response(headers=headers, status_code=event.status_code)))
+        setattr(self, _HEAD, _encode(self, h11.Response(headers=_validated(headers),
+                                                        status_code=event.status_code)))
         return
     data = _encode(self, h11.Data(data=event.data) if isinstance(event, Body) else h11.EndOfMessage())
     head = self.__dict__.pop(_HEAD, b"")
@@ -99,6 +104,30 @@ def _server_headers(config: Any) -> list[tuple[bytes, bytes]]:
     if cached is None or cached[0] is not config or cached[1] != second:
         cached = _server_headers_cache = (config, second, config.response_headers("h11"))
     return cached[2]
+
+
+#: distinct response header lists kept validated; past it the table starts again (a route whose
+#: headers vary per response only misses it)
+VALIDATED_HEADERS = 256
+_validated_cache: dict[tuple[tuple[bytes, bytes], ...], H11Headers] = {}
+
+
+def _validated(headers: list[tuple[bytes, bytes]]) -> H11Headers:
+    """h11's check of a response's headers (``normalize_and_validate``), once per distinct list.
+
+    A notify's answer has the same few headers every time, but for its length
+    and the second in ``date``; h11 ran its regular expressions over every name
+    and value of every one. The same list gets the same checked ``Headers``
+    (h11 never changes one), and a list that fails is checked, and fails, anew.
+    """
+    key = tuple(headers)
+    checked = _validated_cache.get(key)
+    if checked is None:
+        checked = normalize_and_validate(headers)
+        if len(_validated_cache) >= VALIDATED_HEADERS:
+            _validated_cache.clear()
+        _validated_cache[key] = checked
+    return checked
 
 
 def _encode(self: Any, event: Any) -> bytes:
