@@ -15,8 +15,8 @@ changes how, in four places:
   ``fail_after(read_timeout)`` (a generator-based context manager and a cancel
   scope) around every read; here one scope's deadline is set before each read
   and lifted while the data is handled.
-* **A read is one ``read``**, or a readiness wait and a ``read``, without
-  trio's stream and socket layers around it.
+* **A read is a readiness wait and one ``read``**, without trio's stream and
+  socket layers around it.
 * **A write that fits goes out at once.** Hypercorn takes a lock and a shielded
   cancel scope, then trio's ``send_all``, for every write. When no other write
   is under way, the bytes go straight to the non-blocking socket; whatever the
@@ -167,26 +167,26 @@ class LeanTCPServer(tcp_server.TCPServer):
 
 
 async def _receive(sock: Any) -> bytes:
-    """``SocketStream.receive_some`` of a plain socket in one read, or a readiness wait and a read.
+    """``SocketStream.receive_some`` of a plain socket: a readiness wait, then one read.
 
     The same bytes and errors as trio's (closed: ClosedResourceError, reset:
-    BrokenResourceError) without its two context managers and its
-    checkpoint sandwich per read; a read that finds data still honours a
-    pending cancellation.
+    BrokenResourceError) without its two context managers and its checkpoint
+    sandwich per read. It waits before it reads because a keep-alive client
+    sends its next request only once it has the answer to the last one: a read
+    first would find nothing, once per request (a failed system call and an
+    exception). The wait is the checkpoint.
     """
     while True:
         fd = sock.fileno()
         if fd < 0:
             raise trio.ClosedResourceError("the connection was closed")
+        await trio.lowlevel.wait_readable(fd)
         try:
-            data = os.read(fd, tcp_server.MAX_RECV)
+            return os.read(fd, tcp_server.MAX_RECV)
         except BlockingIOError:
-            await trio.lowlevel.wait_readable(fd)
             continue
         except OSError as exc:
             raise trio.BrokenResourceError(f"reading the connection: {exc}") from exc
-        await trio.lowlevel.checkpoint_if_cancelled()
-        return data
 
 
 def fits(server: Any) -> bool:
