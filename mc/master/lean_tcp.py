@@ -5,16 +5,15 @@ master's CPU went mostly to Hypercorn's and trio's per-request machinery, not
 to answering. :class:`LeanTCPServer` keeps what the connection task does and
 changes how, in four places:
 
-* **The keep-alive timer is a deadline.** Hypercorn stops the idle timer task
-  when a request arrives and starts a new one when the answer is out: a task
-  spawned (and one cancelled) per request. Here one timer task per connection
-  waits in a cancel scope whose deadline is moved instead: ``keep_alive_timeout``
-  from now when the connection falls idle, never while a request is served.
-  The same timeout, the same close, the same early close on shutdown.
-* **The read timeout is a deadline too.** Hypercorn enters a fresh
-  ``fail_after(read_timeout)`` (a generator-based context manager and a cancel
-  scope) around every read; here one scope's deadline is set before each read
-  and lifted while the data is handled.
+* **The keep-alive and read timeouts are one timer, moved lazily.** Hypercorn
+  spawns a timer task each time a connection falls idle (and cancels it when
+  the next request comes), and enters a fresh ``fail_after(read_timeout)``
+  around every read: a task, two cancel scopes and three deadline changes per
+  request. Here a request only notes when the connection fell idle and when a
+  read began (two floats); one task per connection sleeps until the earliest
+  moment either could be due, acts on what is due and sleeps again: about one
+  wake-up per timeout per connection. The same timeouts, to the same instant,
+  the same close, the same early close on shutdown.
 * **A read is a readiness wait and one ``read``**, without trio's stream and
   socket layers around it.
 * **A write that fits goes out at once.** Hypercorn takes a lock and a shielded
@@ -42,41 +41,60 @@ from hypercorn.events import Closed, RawData
 from hypercorn.trio import tcp_server
 
 
-class IdleTimer:
-    """``TrioSingleTask``'s job for one connection's keep-alive timer, as one task and a deadline.
+class Timers:
+    """One connection's keep-alive and read timeouts: one task and a deadline that lags.
 
-    ``restart`` (the connection fell idle) moves the close ``keep_alive_timeout``
-    ahead, spawning the timer task the first time; ``stop`` (a request came in)
-    only marks the connection busy: a deadline that comes during a request
-    waits for its answer, and the next ``restart`` moves it on. Shutdown closes
-    an idle connection at once, and a busy one when its answer is out.
-    :meth:`reading_over` ends it with the reads.
+    As ``TrioSingleTask`` (Hypercorn's keep-alive timer) ``restart`` says the
+    connection fell idle: it is closed ``keep_alive_timeout`` later unless
+    ``stop`` (a request came in) is called first. ``read_started`` and
+    ``read_done`` bracket each read inside :attr:`reading`, the read loop's
+    cancel scope, which is cancelled when a read lasts ``read_timeout``.
+
+    Activity writes down its time and never moves a deadline: the task's
+    deadline (``_armed``) is at or before everything that is pending, so it may
+    wake early; it then finds what is really due and sleeps to that. A deadline
+    that comes during a request waits for its answer. Shutdown closes an idle
+    connection at once and a busy one when its answer is out;
+    :meth:`reading_over` ends the timer with the reads.
     """
 
-    __slots__ = ("_abandoned", "_busy", "_idle_again", "_scope", "_server")
+    __slots__ = ("_abandoned", "_armed", "_idle_again", "_idle_since", "_keep_alive", "_read",
+                 "_reading_since", "_scope", "_server", "reading")
 
     def __init__(self, server: LeanTCPServer) -> None:
         self._server = server
-        self._scope: trio.CancelScope | None = None
-        self._busy = False
+        self._keep_alive = server.config.keep_alive_timeout
+        self._read = server.config.read_timeout or math.inf
+        self.reading = trio.CancelScope()
+        self._idle_since: float | None = None  # None while a request is served
+        self._reading_since: float | None = None  # None between reads
+        self._scope: trio.CancelScope | None = None  # the task's sleep, once it runs
+        self._armed = math.inf  # the task wakes at this, at the latest
         self._abandoned = False
-        self._idle_again: trio.Event | None = None  # only while a deadline waits for an answer
+        self._idle_again: trio.Event | None = None  # only while shutdown waits for an answer
 
     async def restart(self, task_group: Any, action: Any) -> None:
         """The connection is idle: close it ``keep_alive_timeout`` from now (``action`` is that close)."""
-        self._busy = False
-        deadline = trio.current_time() + self._server.config.keep_alive_timeout
+        now = trio.current_time()
+        self._idle_since = now
         if self._scope is None:
-            self._scope = trio.CancelScope(deadline=deadline)
+            self._scope = trio.CancelScope()
             task_group.spawn(self._run)
-        else:
-            self._scope.deadline = deadline
+        self._arm(now + self._keep_alive)
         if self._idle_again is not None:
             self._idle_again.set()
 
     async def stop(self) -> None:
         """A request is being served: no keep-alive close until its answer is out."""
-        self._busy = True
+        self._idle_since = None
+
+    def read_started(self) -> None:
+        now = trio.current_time()
+        self._reading_since = now
+        self._arm(now + self._read)
+
+    def read_done(self) -> None:
+        self._reading_since = None
 
     def reading_over(self) -> None:
         """No more reads (the peer closed, or a read timed out): close now if idle.
@@ -85,15 +103,33 @@ class IdleTimer:
         connection's task group can: Hypercorn closes the socket when the
         answer is out, as it does without this timer.
         """
+        self._reading_since = None
         if self._scope is None:
             return
-        if self._busy:
+        if self._idle_since is None:
             self._abandoned = True
             self._scope.cancel()
             if self._idle_again is not None:
                 self._idle_again.set()
         else:
-            self._scope.deadline = -math.inf
+            self._idle_since = -math.inf
+            self._arm(-math.inf)
+
+    def _arm(self, due: float) -> None:
+        """Wake the task by ``due``: a deadline is moved only to come sooner (rarely: see the class)."""
+        if due < self._armed:
+            self._armed = due
+            if self._scope is not None:
+                self._scope.deadline = due
+
+    def _due(self) -> float:
+        """When the next timeout would fall, from what is pending now."""
+        due = math.inf
+        if self._reading_since is not None:
+            due = self._reading_since + self._read
+        if self._idle_since is not None:
+            due = min(due, self._idle_since + self._keep_alive)
+        return due
 
     async def _run(self) -> None:
         terminated = self._server.context.terminated
@@ -103,18 +139,22 @@ class IdleTimer:
                 await terminated.wait()
             if self._abandoned:
                 return
-            if not self._busy:  # idle to the deadline, or shutdown
-                break
-            # the deadline, or shutdown, came during a request: once its answer is out, restart()
-            # gives the new scope its deadline
-            self._scope = trio.CancelScope()
-            self._idle_again = trio.Event()
-            await self._idle_again.wait()
-            self._idle_again = None
-            if self._abandoned:
-                return
             if terminated.is_set():
+                if self._idle_since is not None:
+                    break
+                self._idle_again = trio.Event()  # a request is being served: close once it is answered
+                await self._idle_again.wait()
+                if self._abandoned:
+                    return
                 break
+            now = trio.current_time()
+            if self._reading_since is not None and now >= self._reading_since + self._read:
+                self._reading_since = None
+                self.reading.cancel()  # the read loop ends; reading_over() follows
+            if self._idle_since is not None and now >= self._idle_since + self._keep_alive:
+                break
+            self._armed = self._due()
+            self._scope = trio.CancelScope(deadline=self._armed)
         with trio.CancelScope(shield=True):
             await self._server._initiate_server_close()
 
@@ -124,8 +164,8 @@ class LeanTCPServer(tcp_server.TCPServer):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self._timer = IdleTimer(self)
-        self.idle_task = self._timer  # type: ignore[assignment]  # TrioSingleTask's two methods
+        self._timers = Timers(self)
+        self.idle_task = self._timers  # type: ignore[assignment]  # TrioSingleTask's two methods
         # a plain trio.SocketStream's socket (TLS streams have none); its fd is asked for on every
         # write: -1 once the stream is closed, never a number that now names another socket
         self._sock = self.stream.socket if type(self.stream) is trio.SocketStream else None
@@ -147,10 +187,10 @@ class LeanTCPServer(tcp_server.TCPServer):
         await super().protocol_send(event)
 
     async def _read_data(self) -> None:
-        timeout = self.config.read_timeout or math.inf
-        with trio.CancelScope() as reading:
+        timers = self._timers
+        with timers.reading:
             while True:
-                reading.deadline = trio.current_time() + timeout
+                timers.read_started()
                 try:
                     if self._sock is None:
                         data = await self.stream.receive_some(tcp_server.MAX_RECV)
@@ -158,12 +198,12 @@ class LeanTCPServer(tcp_server.TCPServer):
                         data = await _receive(self._sock)
                 except (trio.ClosedResourceError, trio.BrokenResourceError):
                     break
-                reading.deadline = math.inf
+                timers.read_done()
                 await self.protocol.handle(RawData(bytes(data)))
                 if data == b"":
                     break
         await self.protocol.handle(Closed())
-        self._timer.reading_over()
+        timers.reading_over()
 
 
 async def _receive(sock: Any) -> bytes:

@@ -279,3 +279,24 @@ async def test_inline_requests_leave_nothing_to_the_cyclic_collector(server: tup
         gc.enable()
     assert len(answers) == 50
     assert left < 50  # a cycle per request left a dozen objects each (600 here)
+
+
+async def test_a_busy_connection_outlives_both_timeouts_then_closes_on_time(server: tuple[int, App]) -> None:
+    port, _ = server  # keep-alive 0.5 s, read timeout 1 s: the timer wakes early and sleeps again
+
+    def run() -> tuple[int, float, bytes]:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            answered = 0
+            started = time.monotonic()
+            while time.monotonic() - started < 2.5:
+                sock.sendall(_request(INLINE, b"a"))
+                _answer(sock)
+                answered += 1
+                time.sleep(0.1)
+            idle_from = time.monotonic()
+            rest = sock.recv(10)
+            return answered, time.monotonic() - idle_from, rest
+    answered, waited, rest = await trio.to_thread.run_sync(run)
+    assert answered >= 15
+    assert rest == b""
+    assert 0.3 < waited < 1.0
