@@ -12,10 +12,11 @@ from mc.runner import run_service
 from mc.settings import add_arguments, load
 
 #: objects allocated (net) before the youngest generation is collected; CPython's default is 700.
-#: A notify allocates a few hundred short-lived objects, so at 700 the collector ran every
-#: couple of requests; at this it runs every ~50 (a few MB of young objects at most). A/B under
-#: `mc bench notify`: 1.21x the requests per master CPU-second (5 pairs), p99 at half rate 13-42
-#: ms instead of 25-67 ms. The older generations keep their thresholds.
+#: A notify holds a few hundred objects until it is answered, and 200 clients keep 200 in flight,
+#: so at 700 the collector ran every few requests over tens of thousands of live objects; at this,
+#: every ~50 (a few MB of young objects at most). A/B under `mc bench notify` (3 pairs, with the
+#: per-request reference cycle gone and the lazy connection timers): 5,110 vs 4,020 requests per
+#: master CPU-second, means. The older generations keep their thresholds.
 GC_YOUNG = 20_000
 
 
