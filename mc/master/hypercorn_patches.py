@@ -35,7 +35,8 @@ notify load). It iterates its item list directly: the same pairs.
 **A leaner connection task**: :class:`mc.master.lean_tcp.LeanTCPServer` (its
 timers as deadlines, direct writes).
 
-:func:`install` replaces ``H11Protocol.stream_send`` and ``_create_stream``, and the ``TCPServer``
+:func:`install` replaces ``H11Protocol.stream_send``, ``_create_stream`` and ``_check_protocol``
+(only run for a request that could be an HTTP/2 upgrade), and the ``TCPServer``
 of ``hypercorn.trio.run`` (Hypercorn 0.16 to 0.18 have the same ones); if
 they are not there, a later Hypercorn changed them, and it is left alone:
 requests are then handled as before.
@@ -66,6 +67,7 @@ log = logging.getLogger("mc.master")
 
 _original = hyper_h11.H11Protocol.stream_send
 _original_create = hyper_h11.H11Protocol._create_stream
+_original_check = hyper_h11.H11Protocol._check_protocol
 _HEAD = "_mc_pending_head"
 #: largest ``Content-Length`` served inline (buffered whole before the app runs); larger or
 #: chunked bodies take Hypercorn's streamed path, where the app bounds them itself (413)
@@ -153,6 +155,18 @@ async def create_stream(self: Any, request: h11.Request) -> None:
         self.task_group = spawner
 
 
+async def check_protocol(self: Any, event: h11.Request) -> None:
+    """Hypercorn's ``_check_protocol`` (an h2c upgrade, or HTTP/2 with prior knowledge), run only if
+    the request could be one: its method is ``PRI`` or it has an ``Upgrade`` header.
+
+    Hypercorn decodes, strips and lower-cases every header's name to find
+    ``upgrade``; h11's names are lower-case tokens already, so one comparison
+    each finds the same requests.
+    """
+    if event.method == b"PRI" or any(name == b"upgrade" for name, _ in event.headers):
+        await _original_check(self, event)
+
+
 def _small_body(request: h11.Request) -> bool:
     """A ``Content-Length`` body of at most :data:`INLINE_BODY` (h11 holds the body to it)."""
     for name, value in request.headers:
@@ -232,6 +246,7 @@ def install(inline: frozenset[str] = frozenset()) -> bool:
     if hyper_h11.H11Protocol.stream_send is stream_send:
         return True
     if ("_send_h11_event" not in vars(hyper_h11.H11Protocol)
+            or "_check_protocol" not in vars(hyper_h11.H11Protocol)
             or not fits(getattr(hyper_run, "TCPServer", None))
             or not callable(getattr(task_group, "_handle", None))):
         log.warning("hypercorn's h11 protocol changed: mc.master.hypercorn_patches not applied")
@@ -240,5 +255,6 @@ def install(inline: frozenset[str] = frozenset()) -> bool:
         H11Headers.__iter__ = _iter_headers  # type: ignore[method-assign]
     hyper_h11.H11Protocol.stream_send = stream_send  # type: ignore[method-assign]
     hyper_h11.H11Protocol._create_stream = create_stream  # type: ignore[method-assign]
+    hyper_h11.H11Protocol._check_protocol = check_protocol  # type: ignore[method-assign]
     hyper_run.TCPServer = LeanTCPServer  # type: ignore[misc, assignment]
     return True

@@ -37,7 +37,7 @@ import os
 from typing import Any
 
 import trio
-from hypercorn.events import Closed, RawData
+from hypercorn.events import Closed, RawData, Updated
 from hypercorn.trio import tcp_server
 
 
@@ -171,6 +171,12 @@ class LeanTCPServer(tcp_server.TCPServer):
         self._sock = self.stream.socket if type(self.stream) is trio.SocketStream else None
 
     async def protocol_send(self, event: Any) -> None:
+        if type(event) is Updated:  # twice a request: straight to the timers
+            if event.idle:
+                await self._timers.restart(self._task_group, self._idle_timeout)
+            else:
+                await self._timers.stop()
+            return
         fd = self._sock.fileno() if self._sock is not None else -1
         if type(event) is RawData and fd >= 0 and not self.send_lock.locked():
             data = event.data
@@ -231,6 +237,5 @@ async def _receive(sock: Any) -> bytes:
 
 def fits(server: Any) -> bool:
     """Whether Hypercorn's ``TCPServer`` still has what :class:`LeanTCPServer` overrides and uses."""
-    return all(callable(getattr(server, name, None))
-               for name in ("protocol_send", "_read_data", "_initiate_server_close", "run")) and \
-        hasattr(tcp_server, "MAX_RECV")
+    used = ("protocol_send", "_read_data", "_initiate_server_close", "_idle_timeout", "run")
+    return all(callable(getattr(server, name, None)) for name in used) and hasattr(tcp_server, "MAX_RECV")

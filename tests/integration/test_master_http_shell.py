@@ -300,3 +300,14 @@ async def test_a_busy_connection_outlives_both_timeouts_then_closes_on_time(serv
     assert answered >= 15
     assert rest == b""
     assert 0.3 < waited < 1.0
+
+
+async def test_an_h2c_upgrade_is_still_seen(server: tuple[int, App]) -> None:
+    port, _ = server  # _check_protocol runs only for such requests now
+
+    def run() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /other HTTP/1.1\r\nhost: t\r\nconnection: Upgrade, HTTP2-Settings\r\n"
+                         b"upgrade: h2c\r\nhttp2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+            return sock.recv(200)
+    assert (await trio.to_thread.run_sync(run)).startswith(b"HTTP/1.1 101")
