@@ -23,7 +23,8 @@ TINY = {
               "--noise-seconds", "0.3"],
     "connections": ["--conns", "50", "--seconds", "0.3"],
     "master": ["--window", "16", "--seconds", "0.6", "--warmup", "0.2"],
-    "notify": ["--apps", "20", "--conns", "8", "--batch", "10", "--seconds", "0.6", "--warmup", "0.2"],
+    "notify": ["--apps", "20", "--conns", "8", "--batch", "10", "--seconds", "0.6", "--warmup", "0.2",
+               "--rounds", "2"],
 }
 
 POSITIVE = {
@@ -45,6 +46,7 @@ PRESENT = {
     "connections": ["mc_kib_per_conn", "baseline_kib_per_conn", "target_kib_per_conn", "met_kib", "met_held"],
     "master": ["target_ops_per_s", "met_rate", "mc_server_cpu_pct", "mc_errors"],
     "notify": ["target_req_per_s", "target_p99_ms", "met_rate", "met_p99", "mc_limited_by", "mc_errors",
+               "mc_req_per_cpu_s", "mc_req_per_s_rounds", "mc_spread_pct",
                "mc_batch_errors", "mc_workers_apps_cpu_pct"],
 }
 
@@ -70,6 +72,8 @@ def test_scenario_prints_a_json_line_with_every_figure(tmp_path: Path, scenario:
         assert key in result, key
     saved = json.loads((tmp_path / f"{scenario}.json").read_text())
     assert saved["scenario"] == scenario
+    if scenario == "notify":  # --rounds 2: two closed loops, the medians reported
+        assert len(result["mc_req_per_s_rounds"]) == 2 and result["rounds"] == 2
 
 
 def test_report_writes_a_png(tmp_path: Path) -> None:
