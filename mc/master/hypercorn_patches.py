@@ -48,6 +48,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import h11
@@ -56,10 +57,11 @@ from h11._headers import Headers as H11Headers
 from h11._headers import normalize_and_validate
 from hypercorn.events import RawData
 from hypercorn.protocol import h11 as hyper_h11
-from hypercorn.protocol.events import Body, EndBody, Response
-from hypercorn.protocol.http_stream import HTTPStream
+from hypercorn.protocol.events import Body, EndBody, Response, StreamClosed
+from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 from hypercorn.trio import run as hyper_run
 from hypercorn.trio import task_group
+from hypercorn.utils import build_and_validate_headers, suppress_body
 
 from .lean_tcp import LeanTCPServer, fits
 
@@ -76,6 +78,12 @@ _inline_paths: frozenset[bytes] = frozenset()
 
 
 async def stream_send(self: Any, event: Any) -> None:
+    if type(event) is Whole:
+        data = _head(self, event.headers, event.status_code)
+        if event.body:
+            data += _encode(self, h11.Data(data=event.body))
+        await self.send(RawData(data=data + _encode(self, h11.EndOfMessage())))
+        return
     if type(self.stream) is not HTTPStream or not isinstance(event, Response | Body | EndBody):
         await _original(self, event)
         return
@@ -83,16 +91,20 @@ async def stream_send(self: Any, event: Any) -> None:
         if event.status_code < 200:
             await _original(self, event)
             return
-        headers = list(chain(event.headers, _server_headers(self.config)))
-        if self.keep_alive_requests >= self.config.keep_alive_max_requests:
-            headers.append((b"connection", b"close"))
-        setattr(self, _HEAD, _encode(self, h11.Response(headers=_validated(headers),
-                                                        status_code=event.status_code)))
+        setattr(self, _HEAD, _head(self, event.headers, event.status_code))
         return
     data = _encode(self, h11.Data(data=event.data) if isinstance(event, Body) else h11.EndOfMessage())
     head = self.__dict__.pop(_HEAD, b"")
     if head or data:
         await self.send(RawData(data=head + data))
+
+
+def _head(self: Any, headers: list[tuple[bytes, bytes]], status: int) -> bytes:
+    """A final response's head as Hypercorn makes it: its date and server, a close at the request limit."""
+    headers = list(chain(headers, _server_headers(self.config)))
+    if self.keep_alive_requests >= self.config.keep_alive_max_requests:
+        headers.append((b"connection", b"close"))
+    return _encode(self, h11.Response(headers=_validated(headers), status_code=status))
 
 
 _server_headers_cache: tuple[Any, int, list[tuple[bytes, bytes]]] | None = None
@@ -163,8 +175,13 @@ async def check_protocol(self: Any, event: h11.Request) -> None:
     ``upgrade``; h11's names are lower-case tokens already, so one comparison
     each finds the same requests.
     """
-    if event.method == b"PRI" or any(name == b"upgrade" for name, _ in event.headers):
+    if event.method == b"PRI":
         await _original_check(self, event)
+        return
+    for name, _ in event.headers:
+        if name == b"upgrade":
+            await _original_check(self, event)
+            return
 
 
 def _small_body(request: h11.Request) -> bool:
@@ -175,6 +192,58 @@ def _small_body(request: h11.Request) -> bool:
         if name == b"transfer-encoding":
             return False
     return False
+
+
+class Whole:
+    """An inline stream's complete answer, to its protocol as one event (Hypercorn sends three)."""
+
+    __slots__ = ("body", "headers", "status_code")
+
+    def __init__(self, status_code: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status_code = status_code
+        self.headers = headers
+        self.body = body
+
+
+class InlineSend:
+    """The ``send`` of an inline app: its start and one last body go out as one :class:`Whole`.
+
+    What ``HTTPStream.app_send`` does for the start, then the body, then in
+    ``_send_closed`` (the same state, access log and ``StreamClosed``), without
+    three events through two layers. Any other sequence (a streamed body,
+    trailers, a status below 200) goes to ``app_send`` as it came.
+    """
+
+    __slots__ = ("_start", "_stream")
+
+    def __init__(self, stream: HTTPStream) -> None:
+        self._stream = stream
+        self._start: Any = None  # the held http.response.start
+
+    async def __call__(self, message: Any) -> None:
+        stream = self._stream
+        start = self._start
+        if start is None:
+            if (message is not None and message["type"] == "http.response.start"
+                    and stream.state is ASGIHTTPState.REQUEST and not message.get("trailers", False)
+                    and int(message["status"]) >= 200):
+                self._start = message
+            else:
+                await stream.app_send(message)
+            return
+        self._start = None
+        if message is None or message["type"] != "http.response.body" or message.get("more_body", False):
+            await stream.app_send(start)
+            await stream.app_send(message)
+            return
+        status = int(start["status"])
+        headers = build_and_validate_headers(start.get("headers", []))
+        body = b"" if suppress_body(stream.scope["method"], status) else bytes(message.get("body", b""))
+        stream.response = start
+        stream.state = ASGIHTTPState.CLOSED
+        await stream.send(Whole(status, headers, body))  # type: ignore[arg-type]  # our protocol's own
+        await stream.config.log.access(stream.scope, start, time.time() - stream.start_time)
+        await stream.send(StreamClosed(stream_id=stream.stream_id))
 
 
 class InlineApps:
@@ -221,8 +290,9 @@ class InlineCall:
         if not message["more_body"]:
             self._started = True
             send, self._send = self._send, None  # let go of the stream: see the class docstring
-            await task_group._handle(self._app, self._config, self._scope, self._receive, send,
-                                     trio.to_thread.run_sync, trio.from_thread.run)
+            await task_group._handle(self._app, self._config, self._scope, self._receive,
+                                     InlineSend(send.__self__), trio.to_thread.run_sync,
+                                     trio.from_thread.run)
 
     async def _receive(self) -> Any:
         body, self._body = self._body, None
@@ -231,9 +301,12 @@ class InlineCall:
         return {"type": "http.request", "body": body, "more_body": False}
 
 
+_NAME_VALUE = itemgetter(1, 2)  # of h11's (raw name, lower-case name, value)
+
+
 def _iter_headers(self: Any) -> Iterator[tuple[bytes, bytes]]:
     """``iter(h11.Headers)``: its (lower-case name, value) pairs, from its list."""
-    return iter([(name, value) for _, name, value in self._full_items])
+    return map(_NAME_VALUE, self._full_items)
 
 
 def install(inline: frozenset[str] = frozenset()) -> bool:

@@ -58,21 +58,45 @@ class WorkerLink:
 
 
 class Gather:
-    """One ``deliver_many``: each job's total so far, and how many replies are still due."""
+    """One ``deliver_many``: each job's total so far, how many replies are still due, its waiter.
 
-    __slots__ = ("deadline", "done", "remaining", "totals")
+    The waiting task is parked and rescheduled with trio's low-level calls,
+    not through an Event: no Event, parking lot and ordered dict per notify.
+    """
 
-    def __init__(self, jobs: int, deadline: float) -> None:
+    __slots__ = ("_task", "over", "remaining", "totals")
+
+    def __init__(self, jobs: int) -> None:
         self.totals = [0] * jobs
         self.remaining = 0
-        self.deadline = deadline
-        self.done = trio.Event()
+        self.over = False
+        self._task: trio.lowlevel.Task | None = None
 
     def reply(self, job: int, count: int) -> None:
         self.totals[job] += count
         self.remaining -= 1
         if self.remaining == 0:
-            self.done.set()
+            self.end()
+
+    def end(self) -> None:
+        """Every reply is in, or the wait is over: the waiter goes on (once)."""
+        if not self.over:
+            self.over = True
+            if self._task is not None:
+                trio.lowlevel.reschedule(self._task)
+                self._task = None
+
+    async def wait(self) -> None:
+        """Until :meth:`end`; a checkpoint (cancellable)."""
+        if self.over:
+            await trio.lowlevel.checkpoint()
+            return
+        self._task = trio.lowlevel.current_task()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
 
 class Links:
@@ -86,7 +110,11 @@ class Links:
         self.notify_timeout = notify_timeout
         self._links: dict[str, WorkerLink] = {}
         self._ids = itertools.count(1)
-        self._gathers: collections.deque[Gather] = collections.deque()
+        self._gather_ids = itertools.count(1)
+        self._waiting: dict[int, Gather] = {}  # the deliveries being waited for, by number
+        # (deadline, number) of each wait, oldest first: plain tuples, so the ones whose delivery
+        # ended long ago cost the cyclic collector nothing while they wait their turn here
+        self._due: collections.deque[tuple[float, int]] = collections.deque()
         self._watched = trio.Event()  # set when the first wait is added to an empty deque
 
     def __len__(self) -> int:
@@ -134,7 +162,7 @@ class Links:
         One wait (at most ``notify_timeout``) for every reply, however many
         jobs: a batch costs one round trip, not one per notify.
         """
-        gather = Gather(len(jobs), trio.current_time() + self.notify_timeout)
+        gather = Gather(len(jobs))
         asked: list[tuple[WorkerLink, int]] = []
         for job, (worker_ids, to, frame) in enumerate(jobs):
             for wid in worker_ids:
@@ -151,12 +179,15 @@ class Links:
         if not asked:
             return gather.totals
         gather.remaining = len(asked)
-        if not self._gathers:
+        number = next(self._gather_ids)
+        self._waiting[number] = gather
+        if not self._due:
             self._watched.set()
-        self._gathers.append(gather)
+        self._due.append((trio.current_time() + self.notify_timeout, number))
         try:
-            await gather.done.wait()
+            await gather.wait()
         finally:
+            del self._waiting[number]
             if gather.remaining:  # forget the ones that never answered
                 for link, rid in asked:
                     link.pending.pop(rid, None)
@@ -170,18 +201,20 @@ class Links:
         long), so this sleeps until the oldest one's deadline. At most
         ``notify_timeout`` worth of deliveries are held.
         """
-        gathers = self._gathers
+        due, waiting = self._due, self._waiting
         while True:
-            while gathers and gathers[0].done.is_set():
-                gathers.popleft()
-            if not gathers:
+            while due and due[0][1] not in waiting:  # answered in full already
+                due.popleft()
+            if not due:
                 self._watched = trio.Event()
                 await self._watched.wait()
                 continue
-            await trio.sleep_until(gathers[0].deadline)
+            await trio.sleep_until(due[0][0])
             now = trio.current_time()
-            while gathers and gathers[0].deadline <= now:
-                gathers.popleft().done.set()
+            while due and due[0][0] <= now:
+                gather = waiting.get(due.popleft()[1])
+                if gather is not None:
+                    gather.end()
 
     def replied(self, link: WorkerLink, rid: int, count: int) -> None:
         callback = link.pending.pop(rid, None)
