@@ -30,7 +30,8 @@ BIG = 16 * 1024 * 1024  # past the kernel's send and receive buffers (4 + 6 MiB 
 
 
 class App:
-    """Answers ``{task number}:{body length}``; ``/sleep`` waits first, ``/big`` answers :data:`BIG` bytes."""
+    """Answers ``{task number}:{body length}``; ``/sleep`` waits first, ``/big`` answers :data:`BIG` bytes,
+    a body ``in parts`` is answered in three parts."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -55,6 +56,11 @@ class App:
         task = trio.lowlevel.current_task()
         if task not in self.tasks:
             self.tasks.append(task)
+        if body == b"in parts":  # a streamed answer: the inline path sends it as it comes
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"7")]})
+            for part, more in ((b"in", True), (b" par", True), (b"t", False)):
+                await send({"type": "http.response.body", "body": part, "more_body": more})
+            return
         answer = b"x" * BIG if scope["path"] == "/big" else b"%d:%d" % (self.tasks.index(task), len(body))
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", b"%d" % len(answer))]})
@@ -311,3 +317,11 @@ async def test_an_h2c_upgrade_is_still_seen(server: tuple[int, App]) -> None:
                          b"upgrade: h2c\r\nhttp2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
             return sock.recv(200)
     assert (await trio.to_thread.run_sync(run)).startswith(b"HTTP/1.1 101")
+
+
+async def test_an_inline_answer_in_parts_arrives_whole_and_the_next_one_too(server: tuple[int, App]) -> None:
+    port, _ = server
+    answers = await _exchange(port, _request(INLINE, b"in parts"), _request(INLINE, b"ab"))
+    (head, body), (head2, body2) = answers
+    assert head.startswith(b"HTTP/1.1 200") and body == b"in part"
+    assert head2.startswith(b"HTTP/1.1 200") and body2.endswith(b":2")
