@@ -24,6 +24,11 @@ nothing else to read meanwhile: a client that goes away is seen when the
 answer is written, as on every other route. Any other request is served as
 before, streamed into a task of its own.
 
+**An inline answer is one event.** Hypercorn turns an app's start and body
+into three events through ``HTTPStream.app_send`` and the protocol's
+``stream_send``; an inline app's whole answer (:class:`InlineSend`) goes to
+the protocol as one, with the same state, access log and close after it.
+
 **A response's headers are checked once per distinct list** (h11's regular
 expressions over each name and value): a notify's answer repeats them.
 
@@ -291,7 +296,8 @@ class InlineCall:
             self._started = True
             send, self._send = self._send, None  # let go of the stream: see the class docstring
             await task_group._handle(self._app, self._config, self._scope, self._receive,
-                                     InlineSend(send.__self__), trio.to_thread.run_sync,
+                                     InlineSend(send.__self__),  # app_send's own stream
+                                     trio.to_thread.run_sync,
                                      trio.from_thread.run)
 
     async def _receive(self) -> Any:
