@@ -158,7 +158,9 @@ def notify(opts: Any, say: Say) -> dict[str, Any]:
             side.append(group.generator(f"apps{i}", [
                 "idle", "--port", str(port), "--slot", "0", "--conns", str(n),
                 "--timeout", str(setup_budget(n)),
-                "--duration", str(3 * (opts.warmup + opts.seconds + 30) + setup_budget(n)),
+                # online through every phase of every round (they end by themselves after it)
+                "--duration", str(3 * max(1, opts.rounds) * (opts.warmup + opts.seconds + 30)
+                                  + setup_budget(n)),
             ]))
             side[-1].wait_event("ready", setup_budget(n))
             side[-1].go()
@@ -184,6 +186,16 @@ def notify(opts: Any, say: Say) -> dict[str, Any]:
         group.stop_all()
     out.update(_medians(rounds))
     out["rounds"] = n_rounds
+    for field in ("mc_errors", "mc_latency_errors", "mc_batch_errors"):  # any round's errors show
+        if field in out:
+            out[field] = sum(one.get(field, 0) for one in rounds)
+    for field in ("mc_statuses", "mc_batch_statuses"):
+        if field in out:
+            merged: dict[str, int] = {}
+            for one in rounds:
+                for status, n in one.get(field, {}).items():
+                    merged[status] = merged.get(status, 0) + n
+            out[field] = merged
     for field in ("mc_req_per_s", "mc_req_per_cpu_s"):
         out[f"{field}_rounds"] = [r[field] for r in rounds]
     values = out["mc_req_per_s_rounds"]

@@ -74,6 +74,7 @@ def test_scenario_prints_a_json_line_with_every_figure(tmp_path: Path, scenario:
     assert saved["scenario"] == scenario
     if scenario == "notify":  # --rounds 2: two closed loops, the medians reported
         assert len(result["mc_req_per_s_rounds"]) == 2 and result["rounds"] == 2
+        assert result["mc_errors"] == 0 and result["mc_latency_errors"] == 0  # summed over rounds
 
 
 def test_report_writes_a_png(tmp_path: Path) -> None:
