@@ -23,16 +23,16 @@ and more.
 from __future__ import annotations
 
 import http.client
-import statistics
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
 from .procs import Child, Group, free_port, wait_port
 from .results import merge_hists, percentiles
-from .scenarios import STARTUP, Say, Window, _cpu_figures, _medians, _split, setup_budget
+from .scenarios import STARTUP, Say, Window, _cpu_figures, _medians, _split, setup_budget, spread_pct
 
 TARGET_REQ_PER_S = 5_000
 TARGET_P99_MS = 50.0
@@ -106,10 +106,7 @@ def _phase(group: Group, opts: Any, say: Say, master: Child, side: list[Child], 
     dones = [g.wait_event("done", opts.warmup + opts.seconds + 20) for g in gens]
     for g in gens:
         g.popen.wait(5)
-    statuses: dict[str, int] = {}
-    for d in dones:
-        for k, v in d["statuses"].items():
-            statuses[k] = statuses.get(k, 0) + v
+    statuses = _summed(d["statuses"] for d in dones)
     side_cpu = others.server_cpu() + others.gen_cpu()
     res = {
         "req_per_s": round(w.rate("answered")),
@@ -138,6 +135,7 @@ def notify(opts: Any, say: Say) -> dict[str, Any]:
         "batch": opts.batch, "batch_conns": opts.batch_conns, "seconds": opts.seconds,
         "target_req_per_s": TARGET_REQ_PER_S, "target_p99_ms": TARGET_P99_MS,
     }
+    n_rounds = max(1, opts.rounds or 1)
     group = Group(pin=not opts.no_pin)
     try:
         opts.master_port = free_port()
@@ -159,7 +157,7 @@ def notify(opts: Any, say: Say) -> dict[str, Any]:
                 "idle", "--port", str(port), "--slot", "0", "--conns", str(n),
                 "--timeout", str(setup_budget(n)),
                 # online through every phase of every round (they end by themselves after it)
-                "--duration", str(3 * max(1, opts.rounds) * (opts.warmup + opts.seconds + 30)
+                "--duration", str(3 * n_rounds * (opts.warmup + opts.seconds + 30)
                                   + setup_budget(n)),
             ]))
             side[-1].wait_event("ready", setup_budget(n))
@@ -170,7 +168,6 @@ def notify(opts: Any, say: Say) -> dict[str, Any]:
         say(f"notify: master on port {opts.master_port} (pid {master.pid}), {opts.workers} worker(s), "
             f"{opts.apps:,} apps online")
         rounds = []
-        n_rounds = max(1, opts.rounds or 1)
         for r in range(n_rounds):
             if n_rounds > 1:
                 say(f"round {r + 1}/{n_rounds}")
@@ -191,19 +188,24 @@ def notify(opts: Any, say: Say) -> dict[str, Any]:
             out[field] = sum(one.get(field, 0) for one in rounds)
     for field in ("mc_statuses", "mc_batch_statuses"):
         if field in out:
-            merged: dict[str, int] = {}
-            for one in rounds:
-                for status, n in one.get(field, {}).items():
-                    merged[status] = merged.get(status, 0) + n
-            out[field] = merged
+            out[field] = _summed(one.get(field, {}) for one in rounds)
     for field in ("mc_req_per_s", "mc_req_per_cpu_s"):
         out[f"{field}_rounds"] = [r[field] for r in rounds]
-    values = out["mc_req_per_s_rounds"]
-    if len(values) > 1 and statistics.median(values):
-        out["mc_spread_pct"] = round(100 * (max(values) - min(values)) / statistics.median(values), 1)
+    spread = spread_pct(out["mc_req_per_s_rounds"])
+    if spread is not None:
+        out["mc_spread_pct"] = spread
     out["met_rate"] = out["mc_req_per_s"] >= TARGET_REQ_PER_S
     out["met_p99"] = 0 < (out.get("mc_p99_ms") or 0) <= TARGET_P99_MS
     return out
+
+
+def _summed(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    """Counts by HTTP status, added up (over generators, over rounds)."""
+    total: dict[str, int] = {}
+    for one in counts:
+        for status, n in one.items():
+            total[status] = total.get(status, 0) + n
+    return total
 
 
 def _figures(load: dict[str, Any], half: dict[str, Any], batch: dict[str, Any], rate: float,

@@ -296,9 +296,17 @@ def _rounds(opts: Any, say: Say, one: One, main: str) -> dict[str, Any]:
         out.update({f"{k}_{field}": v for field, v in _medians(rs).items()})
         values = [r[main] for r in rs if isinstance(r.get(main), int | float)]
         out[f"{k}_{main}_rounds"] = values
-        if len(values) > 1 and statistics.median(values):
-            out[f"{k}_spread_pct"] = round(100 * (max(values) - min(values)) / statistics.median(values), 1)
+        spread = spread_pct(values)
+        if spread is not None:
+            out[f"{k}_spread_pct"] = spread
     return out
+
+
+def spread_pct(values: list[float]) -> float | None:
+    """(max - min) / median of a figure's rounds, in %: how noisy the run was (None for one round)."""
+    if len(values) < 2 or not statistics.median(values):
+        return None
+    return round(100 * (max(values) - min(values)) / statistics.median(values), 1)
 
 
 def _medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
