@@ -260,7 +260,7 @@ class InlineApps:
 
     async def spawn_app(self, app: Any, config: Any, scope: Any, send: Any,
                         ) -> Callable[[Any], Awaitable[None]]:
-        return InlineCall(app, config, scope, send).put
+        return InlineCall(app, config, scope, send.__self__).put  # send: the stream's app_send
 
 
 INLINE = InlineApps()
@@ -272,19 +272,19 @@ class InlineCall:
     ``receive`` gives the app the whole body, then ``http.disconnect``: the
     request is over by then (an inline app answers, it does not wait).
 
-    The stream holds ``put`` and this holds the stream's ``send``: a reference
-    cycle, which left a dozen objects per request to the cyclic collector (a
-    young collection every few hundred requests under notify load). ``send``
-    is let go as the app starts, so a request's objects go when its stream does.
+    The stream holds ``put`` and this holds the stream: a reference cycle,
+    which left a dozen objects per request to the cyclic collector (a young
+    collection every few hundred requests under notify load). The stream is
+    let go as the app starts, so a request's objects go when its stream does.
     """
 
-    __slots__ = ("_app", "_body", "_config", "_scope", "_send", "_started")
+    __slots__ = ("_app", "_body", "_config", "_scope", "_started", "_stream")
 
-    def __init__(self, app: Any, config: Any, scope: Any, send: Any) -> None:
+    def __init__(self, app: Any, config: Any, scope: Any, stream: HTTPStream) -> None:
         self._app = app
         self._config = config
         self._scope = scope
-        self._send: Any = send
+        self._stream: HTTPStream | None = stream
         self._body: bytes | None = b""
         self._started = False
 
@@ -294,11 +294,10 @@ class InlineCall:
         self._body += message["body"]
         if not message["more_body"]:
             self._started = True
-            send, self._send = self._send, None  # let go of the stream: see the class docstring
+            stream, self._stream = self._stream, None  # let go of it: see the class docstring
+            assert stream is not None  # _started is set once, here
             await task_group._handle(self._app, self._config, self._scope, self._receive,
-                                     InlineSend(send.__self__),  # app_send's own stream
-                                     trio.to_thread.run_sync,
-                                     trio.from_thread.run)
+                                     InlineSend(stream), trio.to_thread.run_sync, trio.from_thread.run)
 
     async def _receive(self) -> Any:
         body, self._body = self._body, None
