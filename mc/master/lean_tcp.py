@@ -37,7 +37,7 @@ import os
 from typing import Any
 
 import trio
-from hypercorn.events import Closed, RawData, Updated
+from hypercorn.events import Closed, RawData
 from hypercorn.trio import tcp_server
 
 
@@ -50,15 +50,15 @@ class Timers:
     ``read_done`` bracket each read inside :attr:`reading`, the read loop's
     cancel scope, which is cancelled when a read lasts ``read_timeout``.
 
-    Activity writes down its time and never moves a deadline: the task's
-    deadline (``_armed``) is at or before everything that is pending, so it may
-    wake early; it then finds what is really due and sleeps to that. A deadline
-    that comes during a request waits for its answer. Shutdown closes an idle
-    connection at once and a busy one when its answer is out;
-    :meth:`reading_over` ends the timer with the reads.
+    Activity writes down its time and never moves a deadline later: the task's
+    deadline is at or before everything that is pending, so it may wake early;
+    it then finds what is really due and sleeps to that. A deadline that comes
+    during a request waits for its answer. Shutdown closes an idle connection
+    at once and a busy one when its answer is out; :meth:`reading_over` ends
+    the timer with the reads.
     """
 
-    __slots__ = ("_abandoned", "_armed", "_idle_again", "_idle_since", "_keep_alive", "_now", "_read",
+    __slots__ = ("_abandoned", "_idle_again", "_idle_since", "_keep_alive", "_now", "_read",
                  "_reading_since", "_scope", "_server", "reading")
 
     def __init__(self, server: LeanTCPServer) -> None:
@@ -69,8 +69,7 @@ class Timers:
         self.reading = trio.CancelScope()
         self._idle_since: float | None = None  # None while a request is served
         self._reading_since: float | None = None  # None between reads
-        self._scope: trio.CancelScope | None = None  # the task's sleep, once it runs
-        self._armed = math.inf  # the task wakes at this, at the latest
+        self._scope: trio.CancelScope | None = None  # the task's sleep: it wakes at its deadline
         self._abandoned = False
         self._idle_again: trio.Event | None = None  # only while shutdown waits for an answer
 
@@ -118,10 +117,9 @@ class Timers:
 
     def _arm(self, due: float) -> None:
         """Wake the task by ``due``: a deadline is moved only to come sooner (rarely: see the class)."""
-        if due < self._armed:
-            self._armed = due
-            if self._scope is not None:
-                self._scope.deadline = due
+        scope = self._scope
+        if scope is not None and due < scope.deadline:
+            scope.deadline = due
 
     def _due(self) -> float:
         """When the next timeout would fall, from what is pending now."""
@@ -154,8 +152,7 @@ class Timers:
                 self.reading.cancel()  # the read loop ends; reading_over() follows
             if self._idle_since is not None and now >= self._idle_since + self._keep_alive:
                 break
-            self._armed = self._due()
-            self._scope = trio.CancelScope(deadline=self._armed)
+            self._scope = trio.CancelScope(deadline=self._due())
         with trio.CancelScope(shield=True):
             await self._server._initiate_server_close()
 
@@ -172,12 +169,6 @@ class LeanTCPServer(tcp_server.TCPServer):
         self._sock = self.stream.socket if type(self.stream) is trio.SocketStream else None
 
     async def protocol_send(self, event: Any) -> None:
-        if type(event) is Updated:  # twice a request: straight to the timers
-            if event.idle:
-                await self._timers.restart(self._task_group, self._idle_timeout)
-            else:
-                await self._timers.stop()
-            return
         fd = self._sock.fileno() if self._sock is not None else -1
         if type(event) is RawData and fd >= 0 and not self.send_lock.locked():
             data = event.data
@@ -238,5 +229,5 @@ async def _receive(sock: Any) -> bytes:
 
 def fits(server: Any) -> bool:
     """Whether Hypercorn's ``TCPServer`` still has what :class:`LeanTCPServer` overrides and uses."""
-    used = ("protocol_send", "_read_data", "_initiate_server_close", "_idle_timeout", "run")
+    used = ("protocol_send", "_read_data", "_initiate_server_close", "run")
     return all(callable(getattr(server, name, None)) for name in used) and hasattr(tcp_server, "MAX_RECV")
