@@ -29,8 +29,10 @@ into three events through ``HTTPStream.app_send`` and the protocol's
 ``stream_send``; an inline app's whole answer (:class:`InlineSend`) goes to
 the protocol as one, with the same state, access log and close after it.
 
-**A response's headers are checked once per distinct list** (h11's regular
-expressions over each name and value): a notify's answer repeats them.
+**A whole plain inline request skips h11's state machine**
+(:mod:`mc.master.h11_shortcut`: h11's own parsing and checks, the same bytes
+out), and a response's headers are checked once per distinct list
+(:mod:`mc.master.h11_heads`).
 
 **h11's headers iterate as a list.** ``h11.Headers`` is a ``Sequence``
 iterated through ``__getitem__`` and an ``IndexError``; h11 and Hypercorn
@@ -40,7 +42,7 @@ notify load). It iterates its item list directly: the same pairs.
 **A leaner connection task**: :class:`mc.master.lean_tcp.LeanTCPServer` (its
 timers as deadlines, direct writes).
 
-:func:`install` replaces ``H11Protocol.stream_send``, ``_create_stream`` and ``_check_protocol``
+:func:`install` replaces ``H11Protocol.handle``, ``stream_send``, ``_create_stream`` and ``_check_protocol``
 (only run for a request that could be an HTTP/2 upgrade), and the ``TCPServer``
 of ``hypercorn.trio.run`` (Hypercorn 0.16 to 0.18 have the same ones); if
 they are not there, a later Hypercorn changed them, and it is left alone:
@@ -59,7 +61,6 @@ from typing import Any
 import h11
 import trio
 from h11._headers import Headers as H11Headers
-from h11._headers import normalize_and_validate
 from hypercorn.events import RawData
 from hypercorn.protocol import h11 as hyper_h11
 from hypercorn.protocol.events import Body, EndBody, Response, StreamClosed
@@ -68,6 +69,8 @@ from hypercorn.trio import run as hyper_run
 from hypercorn.trio import task_group
 from hypercorn.utils import build_and_validate_headers, suppress_body
 
+from . import h11_shortcut
+from .h11_heads import Whole, server_headers, validated
 from .lean_tcp import LeanTCPServer, fits
 
 log = logging.getLogger("mc.master")
@@ -75,6 +78,7 @@ log = logging.getLogger("mc.master")
 _original = hyper_h11.H11Protocol.stream_send
 _original_create = hyper_h11.H11Protocol._create_stream
 _original_check = hyper_h11.H11Protocol._check_protocol
+_original_handle = hyper_h11.H11Protocol.handle
 _HEAD = "_mc_pending_head"
 #: largest ``Content-Length`` served inline (buffered whole before the app runs); larger or
 #: chunked bodies take Hypercorn's streamed path, where the app bounds them itself (413)
@@ -82,7 +86,23 @@ INLINE_BODY = 256 * 1024
 _inline_paths: frozenset[bytes] = frozenset()
 
 
+async def handle(self: Any, event: Any) -> None:
+    """``H11Protocol.handle``; bytes that are one whole plain inline request skip h11's state machine."""
+    if type(event) is not RawData or not await h11_shortcut.serve(self, event.data, _inline_length):
+        await _original_handle(self, event)
+
+
 async def stream_send(self: Any, event: Any) -> None:
+    if self._mc_shortcut is not None:  # a request h11 has not seen (mc.master.h11_shortcut)
+        if type(event) is Whole:
+            data = h11_shortcut.answer(self, event)
+            if data is not None:
+                await self.send(RawData(data=data))
+                return
+        elif type(event) is StreamClosed:
+            await h11_shortcut.closed(self)
+            return
+        h11_shortcut.tell_h11(self)
     if type(event) is Whole:
         data = _head(self, event.headers, event.status_code)
         if event.body:
@@ -106,47 +126,10 @@ async def stream_send(self: Any, event: Any) -> None:
 
 def _head(self: Any, headers: list[tuple[bytes, bytes]], status: int) -> bytes:
     """A final response's head as Hypercorn makes it: its date and server, a close at the request limit."""
-    headers = list(chain(headers, _server_headers(self.config)))
+    headers = list(chain(headers, server_headers(self.config)))
     if self.keep_alive_requests >= self.config.keep_alive_max_requests:
         headers.append((b"connection", b"close"))
-    return _encode(self, h11.Response(headers=_validated(headers), status_code=status))
-
-
-_server_headers_cache: tuple[Any, int, list[tuple[bytes, bytes]]] | None = None
-
-
-def _server_headers(config: Any) -> list[tuple[bytes, bytes]]:
-    """``config.response_headers("h11")`` (date, server), made once a second, not per response."""
-    global _server_headers_cache
-    second = int(time.time())
-    cached = _server_headers_cache
-    if cached is None or cached[0] is not config or cached[1] != second:
-        cached = _server_headers_cache = (config, second, config.response_headers("h11"))
-    return cached[2]
-
-
-#: distinct response header lists kept validated; past it the table starts again (a route whose
-#: headers vary per response only misses it)
-VALIDATED_HEADERS = 256
-_validated_cache: dict[tuple[tuple[bytes, bytes], ...], H11Headers] = {}
-
-
-def _validated(headers: list[tuple[bytes, bytes]]) -> H11Headers:
-    """h11's check of a response's headers (``normalize_and_validate``), once per distinct list.
-
-    A notify's answer has the same few headers every time, but for its length
-    and the second in ``date``; h11 ran its regular expressions over every name
-    and value of every one. The same list gets the same checked ``Headers``
-    (h11 never changes one), and a list that fails is checked, and fails, anew.
-    """
-    key = tuple(headers)
-    checked = _validated_cache.get(key)
-    if checked is None:
-        checked = normalize_and_validate(headers)
-        if len(_validated_cache) >= VALIDATED_HEADERS:
-            _validated_cache.clear()
-        _validated_cache[key] = checked
-    return checked
+    return _encode(self, h11.Response(headers=validated(headers), status_code=status))
 
 
 def _encode(self: Any, event: Any) -> bytes:
@@ -161,7 +144,7 @@ def _encode(self: Any, event: Any) -> bytes:
 
 async def create_stream(self: Any, request: h11.Request) -> None:
     """Hypercorn's ``_create_stream``; an inline request's stream gets :data:`INLINE` for a task group."""
-    if request.method != b"POST" or request.target not in _inline_paths or not _small_body(request):
+    if _inline_length(request) is None:
         await _original_create(self, request)
         return
     spawner = self.task_group
@@ -189,25 +172,18 @@ async def check_protocol(self: Any, event: h11.Request) -> None:
             return
 
 
-def _small_body(request: h11.Request) -> bool:
-    """A ``Content-Length`` body of at most :data:`INLINE_BODY` (h11 holds the body to it)."""
+def _inline_length(request: h11.Request) -> int | None:
+    """The ``Content-Length`` of a request served inline: a ``POST`` to an inline path with a
+    body of at most :data:`INLINE_BODY`; None for any other request."""
+    if request.method != b"POST" or request.target not in _inline_paths:
+        return None
     for name, value in request.headers:
         if name == b"content-length":
-            return int(value) <= INLINE_BODY  # h11 validated it: digits
+            length = int(value)  # h11 validated it: digits
+            return length if length <= INLINE_BODY else None
         if name == b"transfer-encoding":
-            return False
-    return False
-
-
-class Whole:
-    """An inline stream's complete answer, to its protocol as one event (Hypercorn sends three)."""
-
-    __slots__ = ("body", "headers", "status_code")
-
-    def __init__(self, status_code: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        self.status_code = status_code
-        self.headers = headers
-        self.body = body
+            return None
+    return None
 
 
 class InlineSend:
@@ -332,6 +308,9 @@ def install(inline: frozenset[str] = frozenset()) -> bool:
     if hasattr(H11Headers([]), "_full_items"):
         H11Headers.__iter__ = _iter_headers  # type: ignore[method-assign]
     hyper_h11.H11Protocol.stream_send = stream_send  # type: ignore[method-assign]
+    hyper_h11.H11Protocol._mc_shortcut = None  # type: ignore[attr-defined]
+    if h11_shortcut.fits():
+        hyper_h11.H11Protocol.handle = handle  # type: ignore[method-assign]
     hyper_h11.H11Protocol._create_stream = create_stream  # type: ignore[method-assign]
     hyper_h11.H11Protocol._check_protocol = check_protocol  # type: ignore[method-assign]
     hyper_run.TCPServer = LeanTCPServer  # type: ignore[misc, assignment]
