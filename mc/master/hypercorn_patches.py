@@ -299,8 +299,8 @@ def install(inline: frozenset[str] = frozenset()) -> bool:
     _inline_paths = frozenset(path.encode() for path in inline)
     if hyper_h11.H11Protocol.stream_send is stream_send:
         return True
-    if ("_send_h11_event" not in vars(hyper_h11.H11Protocol)
-            or "_check_protocol" not in vars(hyper_h11.H11Protocol)
+    if (any(name not in vars(hyper_h11.H11Protocol) for name in ("_send_h11_event", "_check_protocol",
+                                                                  "_close_stream", "handle"))
             or not fits(getattr(hyper_run, "TCPServer", None))
             or not callable(getattr(task_group, "_handle", None))):
         log.warning("hypercorn's h11 protocol changed: mc.master.hypercorn_patches not applied")
