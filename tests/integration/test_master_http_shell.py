@@ -23,6 +23,7 @@ from hypercorn.trio import serve
 
 from mc.master import hypercorn_patches
 from mc.master.hypercorn_patches import INLINE_BODY
+from tests.asgi import request_body
 from tests.procs import free_port
 
 INLINE = "/inline"
@@ -45,12 +46,7 @@ class App:
                 if message["type"] == "lifespan.shutdown":
                     return
         self.calls += 1
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await request_body(receive)
         if scope["path"] == "/sleep":
             await trio.sleep(0.8)
         task = trio.lowlevel.current_task()

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from trio._core import _run as trio_run
 
 from mc.master import hypercorn_patches
+from tests.asgi import request_body
 
 INLINE = "/inline"
 _DATE = re.compile(rb"date: [^\r]*")
@@ -36,12 +37,7 @@ _DATE = re.compile(rb"date: [^\r]*")
 
 async def app(scope: Any, receive: Any, send: Any) -> None:
     """Echoes what it was given (the scope's request and the body); some bodies pick another answer."""
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await request_body(receive)
     if body == b"boom":
         raise RuntimeError("a failing app: Hypercorn answers 500")
     headers_seen = [[n.decode(), v.decode("latin1")] for n, v in scope["headers"]]
