@@ -265,8 +265,14 @@ MAX_TINY = 200_000  # far beyond what the 4 MiB byte limit alone would let throu
 
 @pytest.fixture(scope="module")
 def quiet_worker() -> Iterator[Proc]:
-    """Default heartbeat (25 s): no server pings among the frames a test counts."""
-    with running(worker_proc()) as (w,):
+    """Default heartbeat (25 s): no server pings among the frames a test counts.
+
+    The consumer that never reads reads its close only once the flood's last
+    batch is acknowledged; on a loaded CI machine that once took longer than
+    the default 2 s ``close_timeout``, and the worker then rightly dropped the
+    connection without the close reaching it. 30 s takes timing out of it.
+    """
+    with running(worker_proc("--close-timeout", "30")) as (w,):
         yield w
 
 
