@@ -25,10 +25,11 @@ from __future__ import annotations
 import http.client
 import sys
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import orjson
+
+from mc.counts import summed
 
 from .procs import Child, Group, free_port, wait_port
 from .results import merge_hists, percentiles
@@ -106,7 +107,7 @@ def _phase(group: Group, opts: Any, say: Say, master: Child, side: list[Child], 
     dones = [g.wait_event("done", opts.warmup + opts.seconds + 20) for g in gens]
     for g in gens:
         g.popen.wait(5)
-    statuses = _summed(d["statuses"] for d in dones)
+    statuses = summed(d["statuses"] for d in dones)
     side_cpu = others.server_cpu() + others.gen_cpu()
     res = {
         "req_per_s": round(w.rate("answered")),
@@ -188,7 +189,7 @@ def notify(opts: Any, say: Say) -> dict[str, Any]:
             out[field] = sum(one.get(field, 0) for one in rounds)
     for field in ("mc_statuses", "mc_batch_statuses"):
         if field in out:
-            out[field] = _summed(one.get(field, {}) for one in rounds)
+            out[field] = summed(one.get(field, {}) for one in rounds)
     for field in ("mc_req_per_s", "mc_req_per_cpu_s"):
         out[f"{field}_rounds"] = [r[field] for r in rounds]
     spread = spread_pct(out["mc_req_per_s_rounds"])
@@ -197,15 +198,6 @@ def notify(opts: Any, say: Say) -> dict[str, Any]:
     out["met_rate"] = out["mc_req_per_s"] >= TARGET_REQ_PER_S
     out["met_p99"] = 0 < (out.get("mc_p99_ms") or 0) <= TARGET_P99_MS
     return out
-
-
-def _summed(counts: Iterable[dict[str, int]]) -> dict[str, int]:
-    """Counts by HTTP status, added up (over generators, over rounds)."""
-    total: dict[str, int] = {}
-    for one in counts:
-        for status, n in one.items():
-            total[status] = total.get(status, 0) + n
-    return total
 
 
 def _figures(load: dict[str, Any], half: dict[str, Any], batch: dict[str, Any], rate: float,

@@ -41,6 +41,7 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
+from mc.counts import summed
 from mc.protocol.control import Metrics
 
 UP = "up"
@@ -310,7 +311,7 @@ class Registry:
             metrics=Metrics(**{
                 f.name: sum(getattr(m, f.name) for m in ms) for f in attrs.fields(Metrics)
                 if f.name != "counters"
-            }, counters=_sum_counters(m.counters for m in ms)),
+            }, counters=summed(m.counters for m in ms)),
         )
 
     # ------------------------------------------------------------ chat sessions
@@ -563,10 +564,3 @@ class Registry:
             member.info = attrs.evolve(member.info, last_seen=last_seen)
             self._oldest_seen = min(self._oldest_seen, last_seen)
         return True
-
-def _sum_counters(maps: Iterable[Mapping[str, int]]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for m in maps:
-        for k, n in m.items():
-            out[k] = out.get(k, 0) + n
-    return out

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import attrs
 import trio
 
+from mc.counts import summed
 from mc.protocol.control import Metrics
 
 from .registry import (
@@ -43,7 +44,6 @@ from .registry import (
     Totals,
     UnknownWorker,
     WorkerInfo,
-    _sum_counters,  # one summing rule for both stores
 )
 
 __all__ = ["Located", "MemoryStore", "Store", "StoreUnavailable"]
@@ -78,7 +78,7 @@ def totals_of(live: Sequence[WorkerInfo]) -> Totals:
         draining=sum(w.state != "up" for w in live),
         metrics=Metrics(**{
             f.name: sum(getattr(m, f.name) for m in ms) for f in attrs.fields(Metrics) if f.name != "counters"
-        }, counters=_sum_counters(m.counters for m in ms)),
+        }, counters=summed(m.counters for m in ms)),
     )
 
 
