@@ -9,6 +9,7 @@ name and value of every one; here both are done once and kept.
 from __future__ import annotations
 
 import time
+from itertools import chain
 from typing import Any
 
 from h11._headers import Headers as H11Headers
@@ -59,3 +60,12 @@ def validated(headers: list[tuple[bytes, bytes]]) -> H11Headers:
             _validated_cache.clear()
         _validated_cache[key] = checked
     return checked
+
+
+def final_headers(protocol: Any, headers: list[tuple[bytes, bytes]]) -> H11Headers:
+    """A final response's headers as Hypercorn's h11 protocol sends them, checked: the app's,
+    then date and server, and ``connection: close`` at the keep-alive request limit."""
+    headers = list(chain(headers, server_headers(protocol.config)))
+    if protocol.keep_alive_requests >= protocol.config.keep_alive_max_requests:
+        headers.append((b"connection", b"close"))
+    return validated(headers)

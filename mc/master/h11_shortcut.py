@@ -31,7 +31,6 @@ The request's bytes are held on the protocol (``_mc_shortcut``) from
 from __future__ import annotations
 
 from collections.abc import Callable
-from itertools import chain
 from typing import Any
 
 import h11
@@ -40,7 +39,7 @@ from hypercorn.events import Closed, Updated
 from hypercorn.protocol.events import Body, EndBody
 from hypercorn.protocol.h11 import STREAM_ID
 
-from .h11_heads import Whole, server_headers, validated
+from .h11_heads import Whole, final_headers
 
 _BETWEEN_REQUESTS = (b"", False)  # h11's trailing_data with nothing buffered
 _ACTED_ON = frozenset((b"expect", b"upgrade", b"transfer-encoding"))  # request headers h11 acts on
@@ -94,11 +93,10 @@ def _plain(request: h11.Request) -> bool:
 
 
 def answer(protocol: Any, event: Whole) -> bytes | None:
-    """The bytes h11 writes for ``event``; None if h11 would frame or close it itself."""
-    if protocol.keep_alive_requests >= protocol.config.keep_alive_max_requests:
-        return None  # the answer closes the connection: h11's to do
+    """The bytes h11 writes for ``event``; None if h11 would frame or close it itself (a
+    ``Connection`` header: the app's, or the close at the keep-alive request limit)."""
     try:
-        headers = validated(list(chain(event.headers, server_headers(protocol.config))))
+        headers = final_headers(protocol, event.headers)
         length = None
         for name, value in headers:
             if name == b"content-length":

@@ -54,7 +54,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -70,7 +69,7 @@ from hypercorn.trio import task_group
 from hypercorn.utils import build_and_validate_headers, suppress_body
 
 from . import h11_shortcut
-from .h11_heads import Whole, server_headers, validated
+from .h11_heads import Whole, final_headers
 from .lean_tcp import LeanTCPServer, fits
 
 log = logging.getLogger("mc.master")
@@ -125,11 +124,8 @@ async def stream_send(self: Any, event: Any) -> None:
 
 
 def _head(self: Any, headers: list[tuple[bytes, bytes]], status: int) -> bytes:
-    """A final response's head as Hypercorn makes it: its date and server, a close at the request limit."""
-    headers = list(chain(headers, server_headers(self.config)))
-    if self.keep_alive_requests >= self.config.keep_alive_max_requests:
-        headers.append((b"connection", b"close"))
-    return _encode(self, h11.Response(headers=validated(headers), status_code=status))
+    """A final response's head as Hypercorn makes it (:func:`~mc.master.h11_heads.final_headers`)."""
+    return _encode(self, h11.Response(headers=final_headers(self, headers), status_code=status))
 
 
 def _encode(self: Any, event: Any) -> bytes:
