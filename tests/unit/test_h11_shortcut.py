@@ -159,6 +159,15 @@ def _feeds(draw: Any) -> list[bytes]:
     return [stream[a:b] for a, b in itertools.pairwise(cuts)]
 
 
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per ``h11.Connection.next_event`` call: whether h11 read anything."""
+    calls: list[int] = []
+    original = h11.Connection.next_event
+    monkeypatch.setattr(h11.Connection, "next_event", lambda self: calls.append(1) or original(self))
+    return calls
+
+
 @settings(max_examples=1000, deadline=None)
 @given(feeds=_feeds(), max_requests=st.sampled_from([1000, 1000, 2]))
 def test_any_bytes_get_what_h11_gives(feeds: list[bytes], max_requests: int) -> None:
@@ -172,10 +181,7 @@ def test_any_bytes_get_what_h11_gives(feeds: list[bytes], max_requests: int) -> 
     [_request(b"", length=0)],
     [_request(), _request(b"[1]"), _request(b"")],
 ])
-def test_plain_inline_requests_take_the_shortcut(feeds: list[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
-    reads = []
-    original = h11.Connection.next_event
-    monkeypatch.setattr(h11.Connection, "next_event", lambda self: reads.append(1) or original(self))
+def test_plain_inline_requests_take_the_shortcut(feeds: list[bytes], reads: list[int]) -> None:
     sent = trio.run(_run, feeds, True, 1000)[0]
     assert not reads  # h11 never read a thing
     answers = [event for event in sent if type(event) is bytes]
@@ -193,10 +199,7 @@ def test_plain_inline_requests_take_the_shortcut(feeds: list[bytes], monkeypatch
     ([_request(), _request()], 2),  # the second answer ends the keep-alive request limit of 2
 ])
 def test_answers_h11_frames_itself_are_written_by_h11(feeds: list[bytes], writes: int,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    reads = []
-    original = h11.Connection.next_event
-    monkeypatch.setattr(h11.Connection, "next_event", lambda self: reads.append(1) or original(self))
+                                                      reads: list[int]) -> None:
     sent = _both(feeds, max_requests=2)
     assert reads  # h11 was told the request
     assert sum(type(event) is bytes for event in sent) == writes
@@ -216,9 +219,6 @@ def test_answers_h11_frames_itself_are_written_by_h11(feeds: list[bytes], writes
     [_request(target=INLINE + "?q=1")],  # not an inline path: its app runs in a task of its own
     [_request() + b"PO", _request()],  # h11 holds bytes from before: the second is a "POPOST"
 ])
-def test_other_requests_are_read_by_h11(feeds: list[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
-    reads = []
-    original = h11.Connection.next_event
-    monkeypatch.setattr(h11.Connection, "next_event", lambda self: reads.append(1) or original(self))
+def test_other_requests_are_read_by_h11(feeds: list[bytes], reads: list[int]) -> None:
     _both(feeds)
     assert reads
